@@ -1,0 +1,231 @@
+"""Register stage: store the run as an immutable registry version, and move the
+``production`` alias only when the gate says so.
+
+Every run that gets this far is registered (a rejected challenger is still worth
+keeping for audit and comparison); only a promoted one becomes production. The
+alias moves with a compare-and-swap against the champion the gate compared with,
+so when two runs finish together the second learns it lost instead of silently
+replacing a model it never beat.
+
+The pure parts build the documents stored with the model: the model card, the
+lineage record, and ``model/kubeloop.json``, which is what the predictor reads
+to check requests against the training schema.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from datetime import datetime, timezone
+from importlib import metadata as importlib_metadata
+from typing import Any
+
+from kubeloop.schema import Schema, feature_columns
+
+PACKAGES = ("kubeloop", "scikit-learn", "pandas", "numpy", "pyarrow", "kfp", "joblib")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def code_version() -> str:
+    """The commit the code came from: baked into the image as KUBELOOP_CODE_VERSION,
+    else read from the checkout, else the package version."""
+    env = os.environ.get("KUBELOOP_CODE_VERSION")
+    if env:
+        return env
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        out = subprocess.run(
+            ["git", "-C", here, "rev-parse", "--short=12", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=True,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5, check=True,
+        )
+        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "kubeloop-" + package_versions()["kubeloop"]
+
+
+def predictor_metadata(schema: Schema, *, model_name: str, sha256: str) -> dict[str, Any]:
+    """What the serving predictor needs besides the model: the request contract."""
+    cols = schema["columns"]
+    return {
+        "format": "kubeloop/v1",
+        "model_name": model_name,
+        "model_file": "model.joblib",
+        "sha256": sha256,
+        "task": schema["task"],
+        "target": schema["target"],
+        "labels": schema.get("labels"),
+        "positive_label": schema.get("positive_label"),
+        "features": [
+            {"name": c, "kind": cols[c]["kind"], "categories": cols[c].get("categories")}
+            for c in feature_columns(schema)
+        ],
+        "sklearn_version": package_versions()["scikit-learn"],
+    }
+
+
+def lineage(
+    *,
+    data_uri: str,
+    profile: dict[str, Any],
+    config: dict[str, Any],
+    candidate: dict[str, Any],
+    split_summary: dict[str, Any] | None,
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "run_id": run_id,
+        "data": {
+            "uri": data_uri,
+            "sha256": profile.get("sha256"),
+            "size_bytes": profile.get("size_bytes"),
+            "n_rows": profile.get("n_rows"),
+            "n_columns": profile.get("n_columns"),
+        },
+        "split": split_summary,
+        "model": {
+            "family": candidate.get("family"),
+            "params": candidate.get("params"),
+            "valid_score": candidate.get("valid_score"),
+            "metric": candidate.get("metric"),
+        },
+        "config": config,
+        "packages": package_versions(),
+        "code_version": code_version(),
+    }
+
+
+def _metric_rows(evaluation: dict[str, Any]) -> list[str]:
+    champ = evaluation.get("champion_metrics") or {}
+    base = evaluation.get("baseline_metrics") or {}
+    rows = ["| metric | this model | production | baseline |", "|---|---|---|---|"]
+    for name, value in (evaluation.get("metrics") or {}).items():
+        rows.append(f"| {name} | {_f(value)} | {_f(champ.get(name))} | {_f(base.get(name))} |")
+    return rows
+
+
+def _f(x: Any) -> str:
+    return "-" if x is None else (f"{x:.4f}" if isinstance(x, float) else str(x))
+
+
+def model_card(
+    *,
+    model_name: str,
+    version: str,
+    schema: Schema,
+    evaluation: dict[str, Any],
+    gate: dict[str, Any],
+    lineage_doc: dict[str, Any],
+    sensitive_columns: list[str],
+) -> str:
+    """The model card (Markdown): intended use, data, metrics, slices, limitations."""
+    task = schema["task"]
+    cols = schema["columns"]
+    features = feature_columns(schema)
+    ignored = [f"`{c}` ({v.get('reason', v['kind'])})" for c, v in cols.items() if v["role"] == "ignored"]
+    data = lineage_doc["data"]
+    split = lineage_doc.get("split") or {}
+    cand = lineage_doc["model"]
+    what = (
+        f"predicts `{schema['target']}` (classes: {', '.join(map(str, schema.get('labels') or []))})"
+        if task == "classification"
+        else f"predicts the value of `{schema['target']}`"
+    )
+    lines = [
+        f"# Model card: {model_name} {version}",
+        "",
+        "## Intended use",
+        "",
+        f"A {task} model that {what} from {len(features)} tabular features. "
+        "It is meant to score rows drawn from the same population and time range as its "
+        "training data, through the kubeloop predictor, which rejects requests that do not "
+        "match the training schema. It is not meant for decisions about individuals without "
+        "human review, nor for data from another population.",
+        "",
+        "## Data",
+        "",
+        f"- Source: `{data['uri']}` (sha256 `{str(data.get('sha256'))[:16]}...`, "
+        f"{data.get('n_rows')} rows, {data.get('n_columns')} columns)",
+        f"- Split: {split.get('strategy', 'n/a')}; rows train/valid/test = "
+        f"{split.get('n_train', '?')}/{split.get('n_valid', '?')}/{split.get('n_test', '?')}",
+        f"- Features: {', '.join(f'`{c}`' for c in features)}",
+    ]
+    if schema.get("time_column"):
+        lines.append(f"- Time column: `{schema['time_column']}` (split is temporal: the test set is the newest data)")
+    if ignored:
+        lines.append(f"- Not used: {', '.join(ignored)}")
+    lines += [
+        "",
+        "## Model",
+        "",
+        f"- Family: {cand.get('family')}, chosen on validation {cand.get('metric')} = {_f(cand.get('valid_score'))}",
+        f"- Parameters: `{cand.get('params')}`",
+        "",
+        "## Metrics (held-out test set)",
+        "",
+        *_metric_rows(evaluation),
+        "",
+        f"Gate: **{gate.get('decision')}**: {gate.get('reason')}",
+        "",
+    ]
+    stab = evaluation.get("stability")
+    if stab:
+        lines += [
+            f"Stability: {stab.get('metric')} over {len(stab.get('values') or [])} seeds: "
+            f"mean {_f(stab.get('mean'))}, std {_f(stab.get('std'))}.",
+            "",
+        ]
+    slices = evaluation.get("slices") or []
+    primary = evaluation.get("primary_metric")
+    if slices and primary:
+        scored = [s for s in slices if (s.get("metrics") or {}).get(primary) is not None]
+        worst = sorted(scored, key=lambda s: s["metrics"][primary])
+        if primary in ("rmse", "mae", "log_loss", "brier_score", "calibration_error"):
+            worst = worst[::-1]
+        lines += ["## Slices (worst first)", "", f"| column | value | rows | {primary} |", "|---|---|---|---|"]
+        for s in worst[:10]:
+            lines.append(f"| {s['column']} | {s['value']} | {s['n']} | {_f(s['metrics'][primary])} |")
+        lines.append("")
+    disp = evaluation.get("disparity") or {}
+    if disp:
+        lines += ["## Disparity across sensitive columns", ""]
+        for col, d in disp.items():
+            lines.append(f"- `{col}`: {d}")
+        lines.append("")
+    lines += [
+        "## Limitations",
+        "",
+        "- Metrics hold for data like the test set; a shift in the inputs (see the monitoring "
+        "reference stored with this version) makes them stale.",
+        "- Categories unseen in training are treated as unknown; values outside the training "
+        "range are extrapolated by the model family's own rules.",
+    ]
+    if not sensitive_columns:
+        lines.append(
+            "- No columns were declared sensitive (evaluation.sensitive_columns), so no fairness "
+            "disparity was measured."
+        )
+    lines += [
+        "",
+        "## Lineage",
+        "",
+        f"- Code version: `{lineage_doc['code_version']}`",
+        f"- Packages: {', '.join(f'{k} {v}' for k, v in lineage_doc['packages'].items())}",
+        f"- Created: {lineage_doc['created_at']}",
+        "",
+    ]
+    return "\n".join(lines)

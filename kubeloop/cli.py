@@ -1,0 +1,267 @@
+"""The ``kubeloop`` command.
+
+    kubeloop run --data URI --target COL [...]    train, gate and register, locally
+    kubeloop compile [--output FILE]              write the pipeline YAML for a KFP cluster
+    kubeloop registry list|show|history|set-alias inspect and move model versions
+
+Exit codes: 0 done (whatever the gate decided), 2 bad input (data, config,
+flags), 3 a conflict in the registry (another run moved the alias first),
+1 anything unexpected.
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_CONFLICT = 0, 1, 2, 3
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT):
+        super().__init__(message)
+        self.code = code
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --- run -----------------------------------------------------------------------------
+
+
+def _load_config(args: argparse.Namespace, **overrides: Any):
+    from kubeloop.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(getattr(args, "config", None), **overrides)
+        if getattr(args, "s3_endpoint", None):
+            cfg.storage.endpoint_url = args.s3_endpoint
+        return cfg
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _fmt_progress(payload: dict[str, Any]) -> str:
+    return f"  {payload['stage']:<10} {payload.get('seconds', 0):>7.1f}s  {payload.get('result', '')}"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from kubeloop.local_run import PipelineFailed, run_pipeline
+    from kubeloop.pipelines.training import build_training_pipeline
+
+    cfg = _load_config(
+        args,
+        target=args.target,
+        task=args.task,
+        time_column=args.time_column,
+        id_column=args.id_column,
+        model_name=args.model_name,
+        registry=args.registry,
+    )
+    if not cfg.target:
+        raise CliError("--target is required (or set target: in the --config file)")
+    data = args.data
+    if "://" not in data:
+        if not Path(data).exists():
+            raise CliError(f"data file not found: {data}")
+        data = str(Path(data).resolve())
+    registry = cfg.registry if "://" in cfg.registry else str(Path(cfg.registry).resolve())
+    cfg = cfg.with_overrides(registry=registry)
+
+    _err(f"kubeloop run: {data} -> model '{cfg.model_name}' in {registry}")
+    pipeline = build_training_pipeline(cfg)
+
+    def on_event(kind: str, payload: dict[str, Any]) -> None:
+        if kind == "progress":
+            _err(_fmt_progress(payload))
+
+    try:
+        run = run_pipeline(
+            pipeline,
+            {"data_uri": data, "registry": registry, "model_name": cfg.model_name, "config": cfg.to_dict(),
+             "families": list(cfg.train.families)},
+            work_dir=args.work_dir,
+            on_event=on_event,
+        )
+    except PipelineFailed as exc:
+        code = EXIT_CONFLICT if any(e.get("error") == "AliasConflict" for e in exc.errors) else EXIT_BAD_INPUT
+        if not exc.errors:
+            code = EXIT_BUG
+        _err("")
+        for e in exc.errors or [{"stage": "pipeline", "message": str(exc)}]:
+            _err(f"error in {e['stage']}: {e['message']}")
+        _err(f"(full log: {exc.log_path})")
+        if code == EXIT_BAD_INPUT:
+            _err("Nothing was registered; the production model is unchanged.")
+        return code
+
+    summary = json.loads(run.outputs)
+    summary["seconds"] = round(run.seconds, 1)
+    table = _summary_table(summary)
+    if args.json:
+        _err(table)
+        print(json.dumps(summary, allow_nan=False))
+    else:
+        print(table)
+    return EXIT_OK
+
+
+def _summary_table(s: dict[str, Any]) -> str:
+    gate = s["gate"]
+    lines = [
+        "",
+        f"model      {s['model']} {s['version']} ({s['task']}, {s.get('family', '?')})",
+        f"gate       {gate['decision'].upper()}: {gate['reason']}",
+        f"production {s.get('production_version') or '(none)'}",
+        "",
+        f"{'metric':<18} {'this run':>10} {'production':>11} {'baseline':>10}",
+    ]
+    champ = s.get("champion_metrics") or {}
+    base = s.get("baseline_metrics") or {}
+
+    def f(x: Any) -> str:
+        return "-" if x is None else f"{x:.4f}"
+
+    for name, value in s["metrics"].items():
+        lines.append(f"{name:<18} {f(value):>10} {f(champ.get(name)):>11} {f(base.get(name)):>10}")
+    lines += ["", f"model card  {s['artifacts']['model_card']}", f"finished in {s.get('seconds', 0):.1f}s"]
+    return "\n".join(lines)
+
+
+# --- compile -------------------------------------------------------------------------
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from kubeloop.compile import compile_training
+
+    cfg = _load_config(args, model_name=args.model_name, registry=args.registry)
+    out = compile_training(cfg, args.output, image=args.image)
+    _err(f"wrote {out}")
+    return EXIT_OK
+
+
+# --- registry ------------------------------------------------------------------------
+
+
+def _registry(args: argparse.Namespace):
+    from kubeloop.registry import Registry
+
+    cfg = _load_config(args)
+    uri = args.registry or os.environ.get("KUBELOOP_REGISTRY") or cfg.registry
+    return Registry(uri, cfg.storage)
+
+
+def _print(data: Any, as_json: bool, text: str) -> None:
+    print(json.dumps(data, indent=None if as_json else 2, default=str) if as_json else text)
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    reg = _registry(args)
+    if args.action == "list":
+        if args.name:
+            versions = reg.list_versions(args.name)
+            aliases = {a: reg.get_alias(args.name, a) for a in ("production", "canary", "previous")}
+            data = [
+                {"version": v.version, "created_at": v.created_at, "sha256": v.sha256,
+                 "aliases": [a for a, target in aliases.items() if target == v.version],
+                 "metrics": (v.metadata or {}).get("metrics"), "gate": (v.metadata or {}).get("gate")}
+                for v in versions
+            ]
+            text = "\n".join(
+                f"{d['version']:<6} {d['created_at']}  {','.join(d['aliases']) or '-':<20} "
+                f"gate={(d['gate'] or {}).get('decision', '-')}"
+                for d in data
+            ) or f"no versions of {args.name}"
+        else:
+            data = reg.list_models()
+            text = "\n".join(data) or "no models"
+        _print(data, args.json, text)
+    elif args.action == "show":
+        data = reg.show(args.name, args.version or "production")
+        _print(data, args.json, json.dumps(data, indent=2, default=str))
+    elif args.action == "history":
+        data = reg.history(args.name)
+        text = "\n".join(
+            f"{h.get('updated_at')}  {h.get('alias'):<10} {h.get('previous_version') or '-'} -> {h.get('version')}  {h.get('reason', '')}"
+            for h in data
+        ) or f"no alias changes for {args.name}"
+        _print(data, args.json, text)
+    elif args.action == "set-alias":
+        expected = ... if args.expect is None else (None if args.expect == "none" else args.expect)
+        reg.set_alias(args.name, args.alias, args.version, expected_version=expected, reason=args.reason)
+        _print({"model": args.name, "alias": args.alias, "version": args.version}, args.json,
+               f"{args.name}: {args.alias} -> {args.version}")
+    return EXIT_OK
+
+
+# --- parser --------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kubeloop", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--config", help="YAML config file (flags override it)")
+        sp.add_argument("--s3-endpoint", help="S3/MinIO endpoint URL (else AWS_ENDPOINT_URL, else config)")
+
+    r = sub.add_parser("run", help="run the training pipeline locally", description="Run the training pipeline locally through the KFP local runner.")
+    r.add_argument("--data", required=True, help="CSV or Parquet file: local path or s3://bucket/key")
+    r.add_argument("--target", help="the column to predict")
+    r.add_argument("--task", choices=["classification", "regression"], help="inferred from the target when not given")
+    r.add_argument("--time-column", help="split by time on this column (oldest rows train, newest test)")
+    r.add_argument("--id-column", help="keep all rows of one id in the same split")
+    r.add_argument("--model-name", help="registry name of the model (default: model)")
+    r.add_argument("--registry", help="registry URI: a directory or s3://bucket/prefix (default: ./registry)")
+    r.add_argument("--work-dir", default=".kubeloop", help="where local pipeline runs and logs go (default: .kubeloop)")
+    r.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
+    common(r)
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("compile", help="write the training pipeline YAML")
+    c.add_argument("--output", "-o", default="training-pipeline.yaml")
+    c.add_argument("--image", help="container image for every step")
+    c.add_argument("--model-name")
+    c.add_argument("--registry", help="default registry URI baked into the pipeline parameters")
+    common(c)
+    c.set_defaults(func=cmd_compile)
+
+    g = sub.add_parser("registry", help="list, show and move model versions")
+    g.add_argument("action", choices=["list", "show", "history", "set-alias"])
+    g.add_argument("name", nargs="?", help="model name")
+    g.add_argument("version", nargs="?", help="version or alias (show), version (set-alias)")
+    g.add_argument("--alias", default="production", help="alias to move (set-alias)")
+    g.add_argument("--expect", help="set-alias only if the alias now points at this version ('none': unset)")
+    g.add_argument("--reason", default="set by hand", help="recorded in the alias history")
+    g.add_argument("--registry", help="registry URI (default: $KUBELOOP_REGISTRY or ./registry)")
+    g.add_argument("--json", action="store_true")
+    common(g)
+    g.set_defaults(func=cmd_registry)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "registry" and args.action != "list" and not args.name:
+        _err(f"kubeloop registry {args.action}: a model name is required")
+        return EXIT_BAD_INPUT
+    if args.command == "registry" and args.action == "set-alias" and not args.version:
+        _err("kubeloop registry set-alias NAME VERSION [--alias production]")
+        return EXIT_BAD_INPUT
+    try:
+        return args.func(args)
+    except CliError as exc:
+        _err(f"kubeloop: {exc}")
+        return exc.code
+    except Exception as exc:  # kubeloop's own errors carry a message meant for the user
+        if type(exc).__module__.startswith("kubeloop"):
+            _err(f"kubeloop: {exc}")
+            return EXIT_CONFLICT if "Conflict" in type(exc).__name__ else EXIT_BAD_INPUT
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

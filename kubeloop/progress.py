@@ -1,0 +1,79 @@
+"""Stage progress and user-facing errors, as one line each on stdout.
+
+A pipeline step prints ``[kubeloop] {json}`` when it ends (stage, seconds, key
+result) and ``[kubeloop:error] {json}`` when it stops on bad input. On a cluster
+these are ordinary log lines; ``kubeloop run`` picks them out of the local
+runner's output to show progress and to print the error itself instead of the
+runner's generic "task failed".
+
+Only exceptions that are the user's to fix (kubeloop's own exception classes)
+are turned into a short message; anything else keeps its traceback, because
+that is a bug.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+MARK = "[kubeloop] "
+ERROR_MARK = "[kubeloop:error] "
+
+
+class UserFacingError(Exception):
+    """An error whose message tells the user what to fix; no traceback needed."""
+
+
+@dataclass
+class Stage:
+    name: str
+    result: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _emit(mark: str, payload: dict[str, Any]) -> None:
+    sys.stdout.write(mark + json.dumps(payload, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    # kubeloop's own exception classes (DataError, ValidationFailed, SplitError,
+    # StorageError, AliasConflict, ...) carry messages written for users; anything
+    # raised by a library is unexpected here and keeps its traceback.
+    return isinstance(exc, UserFacingError) or type(exc).__module__.startswith("kubeloop")
+
+
+@contextmanager
+def stage(name: str) -> Iterator[Stage]:
+    """Time a pipeline step and report its outcome in one line."""
+    st = Stage(name)
+    t0 = time.perf_counter()
+    try:
+        yield st
+    except Exception as exc:
+        if not _is_user_error(exc):
+            raise
+        _emit(ERROR_MARK, {"stage": name, "error": type(exc).__name__, "message": str(exc)})
+        # Exit without a traceback: the message above is the whole story.
+        raise SystemExit(2) from None
+    _emit(
+        MARK,
+        {"stage": name, "seconds": round(time.perf_counter() - t0, 3), "result": st.result, **st.details},
+    )
+
+
+def parse_line(line: str) -> tuple[str, dict[str, Any]] | None:
+    """``("progress"|"error", payload)`` for a marked line, else None."""
+    text = line.strip()
+    for kind, mark in (("error", ERROR_MARK), ("progress", MARK)):
+        if text.startswith(mark):
+            try:
+                return kind, json.loads(text[len(mark):])
+            except json.JSONDecodeError:
+                return None
+    return None
