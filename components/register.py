@@ -12,8 +12,8 @@ lineage record, and ``model/kubeloop.json``, which is what the predictor reads
 to check requests against the training schema.
 """
 
-from __future__ import annotations
-
+import hashlib
+import json
 import os
 import platform
 import subprocess
@@ -229,3 +229,174 @@ def model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+# --- glue: one run into the registry --------------------------------------------------
+
+REFERENCE_ROWS = 10_000
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def reference_sample(train_df: Any, schema: Schema, *, rows: int = REFERENCE_ROWS, seed: int = 0) -> bytes:
+    """A sample of the training split (features and target) as Parquet bytes: the
+    reference the monitoring pipeline compares live traffic with."""
+    import io
+
+    cols = [c for c in feature_columns(schema) + [schema["target"]] if c in train_df.columns]
+    sample = train_df[cols]
+    if len(sample) > rows:
+        sample = sample.sample(n=rows, random_state=seed)
+    buf = io.BytesIO()
+    sample.reset_index(drop=True).to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def register_run(
+    registry: Any,
+    *,
+    model_name: str,
+    model_dir: str,
+    schema: Schema,
+    evaluation: dict[str, Any],
+    decision: dict[str, Any],
+    lineage_doc: dict[str, Any],
+    reports: dict[str, str],
+    reference: bytes | None,
+    sensitive_columns: list[str],
+) -> dict[str, Any]:
+    """Store the run as a new version; move ``production`` if the gate promoted.
+
+    Returns the run summary ``kubeloop run --json`` prints.
+    """
+    model_path = os.path.join(model_dir, "model.joblib")
+    sha = file_sha256(model_path)
+    candidate = json.loads(open(os.path.join(model_dir, "candidate.json")).read())
+    version = registry.next_version(model_name)
+    card = model_card(
+        model_name=model_name, version=version, schema=schema, evaluation=evaluation, gate=decision,
+        lineage_doc=lineage_doc, sensitive_columns=sensitive_columns,
+    )
+    dumps = lambda obj: json.dumps(obj, indent=2, default=str, allow_nan=False).encode()  # noqa: E731
+    files: dict[str, Any] = {
+        "model/model.joblib": model_path,
+        "model/kubeloop.json": dumps(predictor_metadata(schema, model_name=model_name, sha256=sha)),
+        "schema.json": dumps(schema),
+        "metrics.json": dumps(evaluation["metrics"]),
+        "evaluation.json": dumps(evaluation),
+        "gate.json": dumps(decision),
+        "lineage.json": dumps(lineage_doc),
+        "candidate.json": dumps(candidate),
+        "model_card.md": card.encode(),
+    }
+    for name, path in reports.items():
+        files[f"reports/{name}.md"] = path
+    if reference is not None:
+        files["monitoring/reference.parquet"] = reference
+    info = registry.register(
+        model_name,
+        files,
+        version=version,
+        metadata={
+            "task": schema["task"],
+            "family": candidate.get("family"),
+            "metrics": evaluation["metrics"],
+            "gate": {"decision": decision["decision"], "reason": decision["reason"]},
+            "data_sha256": lineage_doc["data"].get("sha256"),
+            "code_version": lineage_doc.get("code_version"),
+        },
+    )
+    champion = evaluation.get("champion_version")
+    if decision["decision"] == "promote":
+        # Compare-and-swap against the champion the gate compared with: if another
+        # run promoted meanwhile, this one must not replace a model it never beat.
+        registry.set_alias(model_name, "production", info.version, expected_version=champion,
+                           reason=f"gate: {decision['reason']}")
+    production = registry.get_alias(model_name, "production")
+    uri = lambda rel: registry.file_uri(model_name, info.version, rel)  # noqa: E731
+    return {
+        "model": model_name,
+        "version": info.version,
+        "task": schema["task"],
+        "family": candidate.get("family"),
+        "metrics": evaluation["metrics"],
+        "baseline_metrics": evaluation.get("baseline_metrics"),
+        "champion_metrics": evaluation.get("champion_metrics"),
+        "champion_version": champion,
+        "gate": {"decision": decision["decision"], "reason": decision["reason"]},
+        "promoted": decision["decision"] == "promote",
+        "production_version": production,
+        "sha256": sha,
+        "artifacts": {
+            "model": registry.model_uri(model_name, info.version),
+            "model_card": uri("model_card.md"),
+            "evaluation": uri("evaluation.json"),
+            "schema": uri("schema.json"),
+            "lineage": uri("lineage.json"),
+            **{f"{name}_report": uri(f"reports/{name}.md") for name in reports},
+        },
+    }
+
+
+# --- KFP adapter -------------------------------------------------------------------
+
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Model  # noqa: E402
+
+from kubeloop.component import component  # noqa: E402
+
+
+@component
+def register_op(
+    model: Input[Model],
+    schema: Input[Artifact],
+    evaluation: Input[Artifact],
+    decision: Input[Artifact],
+    profile: Input[Artifact],
+    split_summary: Input[Artifact],
+    train: Input[Dataset],
+    validation_report: Input[Markdown],
+    evaluation_report: Input[Markdown],
+    gate_report: Input[Markdown],
+    leaderboard: Input[Markdown],
+    registry: str,
+    model_name: str,
+    data_uri: str,
+    config: dict,
+) -> str:
+    """Register the run as an immutable version; move production if the gate promoted."""
+    import json
+
+    from kubeloop.components.ingest import read_parquet
+    from kubeloop.components.register import lineage, reference_sample, register_run
+    from kubeloop.config import Config
+    from kubeloop.progress import stage
+    from kubeloop.registry import Registry
+
+    def load(a):
+        return json.loads(open(a.path).read())
+
+    with stage("register") as st:
+        cfg = Config.from_dict(config)
+        sch = load(schema)
+        lin = lineage(
+            data_uri=data_uri, profile=load(profile), config=cfg.to_dict(),
+            candidate=json.loads(open(model.path + "/candidate.json").read()), split_summary=load(split_summary),
+        )
+        summary = register_run(
+            Registry(registry, cfg.storage),
+            model_name=model_name, model_dir=model.path, schema=sch, evaluation=load(evaluation),
+            decision=load(decision), lineage_doc=lin,
+            reports={"validation": validation_report.path, "evaluation": evaluation_report.path,
+                     "gate": gate_report.path, "leaderboard": leaderboard.path},
+            reference=reference_sample(read_parquet(train.path), sch),
+            sensitive_columns=cfg.evaluation.sensitive_columns,
+        )
+        moved = "production -> " + summary["version"] if summary["promoted"] else "production unchanged"
+        st.result = f"{model_name} {summary['version']} registered; {moved}"
+    return json.dumps(summary, allow_nan=False)

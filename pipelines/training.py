@@ -54,7 +54,7 @@ def build_training_pipeline(config: Config | None = None) -> Any:
         registry: str = cfg.registry,
         model_name: str = cfg.model_name,
         config: dict = defaults,
-        families: list = list(cfg.train.families or DEFAULT_FAMILIES),
+        families: list = list(cfg.train.families or DEFAULT_FAMILIES),  # noqa: B006 (a KFP parameter default, never mutated)
     ) -> str:
         # Steps whose result depends on more than their inputs (the data behind a
         # URI, the registry's production model) must never be served from cache.

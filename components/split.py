@@ -1,0 +1,444 @@
+"""Split stage: cut the validated dataset into train, valid and test.
+
+Exact duplicate rows are dropped first (the first copy is kept), so an identical
+row can never be trained on and then scored as "unseen". The strategy follows
+from the schema, in this order of precedence:
+
+1. ``time_column`` set -> **temporal**: rows are ordered by time; the oldest go
+   to train, then valid, the newest to test. The cuts are at the configured row
+   fractions, moved to the nearest boundary between distinct timestamps so equal
+   times never straddle a cut. Rows with a missing time go to train.
+2. ``time_column`` and ``id_column`` set -> **temporal_group**: time still wins,
+   but each id is placed whole in the split of its first appearance (its earliest
+   time), so no id is in two splits. Later rows of an id that entered early stay
+   with it, so this mode orders *entry times* of ids, not every row's time.
+3. ``id_column`` set -> **group**: ids are shuffled into the splits with
+   scikit-learn's ``GroupShuffleSplit`` (twice); the fractions apply to ids, so
+   the row counts follow the ids' sizes. Rows with a missing id count as their own
+   group each.
+4. Otherwise **stratified** for classification (``train_test_split`` with
+   ``stratify``, twice) and **random** for regression.
+
+Everything is deterministic for a given ``SplitConfig.seed``. The stage works on
+row positions and copies the data once, when the three frames are cut out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import GroupShuffleSplit, train_test_split
+
+from kubeloop.config import SplitConfig
+from kubeloop.schema import Schema
+
+SPLIT_NAMES = ("train", "valid", "test")
+TEMPORAL_STRATEGIES = ("temporal", "temporal_group")
+# Row shares further than this from the configured fractions are reported in the summary.
+_FRACTION_WARNING = 0.10
+
+
+class SplitError(ValueError):
+    """The data cannot be split as configured; the message says what to change."""
+
+
+@dataclass
+class Splits:
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+    summary: dict[str, Any]
+    # Positions (0-based) of each split's rows in the frame given to split_dataset: the
+    # frames' indexes are reset, and these keep the link to the input rows.
+    source_rows: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        return {"train": self.train, "valid": self.valid, "test": self.test}
+
+
+def split_strategy(schema: Schema) -> str:
+    """The strategy the schema calls for (see the module docstring for the precedence)."""
+    time_col, id_col = schema.get("time_column"), schema.get("id_column")
+    if time_col and id_col:
+        return "temporal_group"
+    if time_col:
+        return "temporal"
+    if id_col:
+        return "group"
+    return "stratified" if schema["task"] == "classification" else "random"
+
+
+def split_dataset(df: pd.DataFrame, schema: Schema, cfg: SplitConfig) -> Splits:
+    """Drop exact duplicates, then split ``df`` into train/valid/test as the schema says."""
+    strategy = split_strategy(schema)
+    target = schema["target"]
+    needed = [target, schema.get("time_column"), schema.get("id_column")]
+    absent = [c for c in needed if c and c not in df.columns]
+    if absent:
+        raise SplitError(
+            f"cannot split: column(s) {absent} named in the schema are not in the data "
+            f"(columns: {list(df.columns)[:20]})"
+        )
+
+    duplicated = df.duplicated(keep="first").to_numpy()
+    n_duplicates = int(duplicated.sum())
+    pos = np.flatnonzero(~duplicated)
+    if strategy in TEMPORAL_STRATEGIES:
+        parts, stratified = _temporal(df, pos, schema, cfg, n_duplicates), False
+    elif strategy == "group":
+        parts, stratified = _grouped(df, pos, schema["id_column"], cfg, n_duplicates), False
+    else:
+        parts, stratified = _shuffled(df, pos, target, strategy == "stratified", cfg, n_duplicates)
+        # Keeping the input's row order (rather than the shuffle's) makes the copy below
+        # read memory in order and lets a reader line the splits up with the source.
+        parts = {name: np.sort(p) for name, p in parts.items()}
+
+    frames = {name: df.take(p).reset_index(drop=True) for name, p in parts.items()}
+    if schema["task"] == "classification":
+        _require_classes_in_train(frames, target, len(pos), cfg)
+    summary = _summary(frames, schema, strategy, stratified, cfg, len(df), n_duplicates)
+    return Splits(**frames, summary=summary, source_rows=parts)
+
+
+def assert_disjoint(splits: Splits, schema: Schema) -> None:
+    """Raise ``SplitError`` if a row, an identical row, an id or (temporal) a time range
+    is shared by two splits."""
+    frames = splits.frames()
+    problems: list[str] = []
+    pairs = [("train", "valid"), ("train", "test"), ("valid", "test")]
+
+    if splits.source_rows:
+        for a, b in pairs:
+            shared = np.intersect1d(splits.source_rows[a], splits.source_rows[b])
+            if shared.size:
+                problems.append(
+                    f"{shared.size} input row(s) are in both {a} and {b} "
+                    f"(positions {shared[:5].tolist()})"
+                )
+
+    hashes = {n: pd.util.hash_pandas_object(f, index=False).to_numpy() for n, f in frames.items()}
+    for a, b in pairs:
+        shared = np.intersect1d(hashes[a], hashes[b])
+        if shared.size:
+            problems.append(f"{shared.size} identical row(s) are in both {a} and {b}")
+
+    id_col = schema.get("id_column")
+    if id_col:
+        # pd.Index rather than numpy: ids may mix types that numpy cannot sort together.
+        ids = {n: pd.Index(f[id_col].dropna().unique()) for n, f in frames.items()}
+        for a, b in pairs:
+            shared = ids[a].intersection(ids[b])
+            if shared.size:
+                problems.append(
+                    f"{shared.size} value(s) of id column {id_col!r} are in both {a} and {b} "
+                    f"(e.g. {shared[:5].tolist()})"
+                )
+
+    time_col = schema.get("time_column")
+    if time_col:
+        ranges = {}
+        for name, frame in frames.items():
+            key, missing = _time_key(frame[time_col], time_col)
+            if id_col:
+                key = _entry_key(key, missing, _group_codes(frame[id_col]))
+                missing = key == _low(key)
+            present = key[~missing]
+            ranges[name] = (present.min(), present.max()) if present.size else None
+        for a, b in pairs:
+            if ranges[a] and ranges[b] and ranges[a][1] >= ranges[b][0]:
+                what = "entry times of ids" if id_col else "times"
+                problems.append(f"the {what} in {a} reach into those of {b} ({time_col!r})")
+
+    if problems:
+        raise SplitError("splits overlap: " + "; ".join(problems))
+
+
+# --- sizes and errors ---------------------------------------------------------------
+
+
+def _sizes(n: int, cfg: SplitConfig) -> tuple[int, int, int]:
+    # Rounded half up; train takes the remainder so the three always add up to n.
+    n_valid = int(n * cfg.valid + 0.5)
+    n_test = int(n * cfg.test + 0.5)
+    return n - n_valid - n_test, n_valid, n_test
+
+
+def _fractions(cfg: SplitConfig) -> str:
+    return f"train/valid/test = {cfg.train:.2f}/{cfg.valid:.2f}/{cfg.test:.2f}"
+
+
+def _require_non_empty(
+    sizes: tuple[int, ...], n: int, unit: str, cfg: SplitConfig, n_duplicates: int, hint: str = ""
+) -> None:
+    empty = [name for name, size in zip(SPLIT_NAMES, sizes, strict=True) if size <= 0]
+    if not empty:
+        return
+    counts = ", ".join(f"{name} {size}" for name, size in zip(SPLIT_NAMES, sizes, strict=True))
+    raise SplitError(
+        f"cannot split {n} {unit} (after dropping {n_duplicates} duplicate rows) into "
+        f"{_fractions(cfg)}: the {' and '.join(empty)} split would be empty ({counts}). "
+        f"{hint}Provide more data or raise the fraction of the {' and '.join(empty)} split "
+        f"(split.{empty[0]} in the config)."
+    )
+
+
+def _require_classes_in_train(
+    frames: dict[str, pd.DataFrame], target: str, n_rows: int, cfg: SplitConfig
+) -> None:
+    in_train = set(frames["train"][target].dropna().unique().tolist())
+    counts: dict[Any, int] = {}
+    for frame in frames.values():
+        for label, count in frame[target].value_counts().items():
+            if count:  # a category dtype lists its unused categories with count 0
+                counts[label] = counts.get(label, 0) + int(count)
+    missing = {label: n for label, n in counts.items() if label not in in_train}
+    if missing:
+        listed = ", ".join(f"{label!r} ({n} rows)" for label, n in sorted(missing.items(), key=str))
+        raise SplitError(
+            f"class(es) {listed} of target {target!r} have no rows in the train split "
+            f"({len(frames['train'])} of {n_rows} rows, {_fractions(cfg)}); the model could "
+            "never predict them. Add rows of these classes, raise split.train, or drop the "
+            "classes from the data."
+        )
+
+
+# --- strategies -----------------------------------------------------------------------
+
+
+def _strata(labels: pd.Series, n_train: int, n_test: int) -> np.ndarray | None:
+    """Stratification labels scikit-learn accepts, or None when stratifying is impossible."""
+    codes, _ = pd.factorize(labels, use_na_sentinel=False)
+    counts = np.bincount(codes)
+    rare = counts < 2
+    if rare.any():
+        # train_test_split refuses a class with a single row; pooling such classes keeps
+        # the others stratified instead of giving up on stratification altogether.
+        pooled = len(counts)
+        codes = np.where(rare[codes], pooled, codes)
+        if np.count_nonzero(codes == pooled) == 1 and (~rare).any():
+            codes[codes == pooled] = int(np.argmax(np.where(rare, -1, counts)))
+    n_strata = np.unique(codes).size
+    if n_strata < 2 or n_train < n_strata or n_test < n_strata:
+        return None
+    return codes
+
+
+def _shuffled(
+    df: pd.DataFrame, pos: np.ndarray, target: str, stratify: bool, cfg: SplitConfig, n_dup: int
+) -> tuple[dict[str, np.ndarray], bool]:
+    n_train, n_valid, n_test = _sizes(len(pos), cfg)
+    _require_non_empty((n_train, n_valid, n_test), len(pos), "rows", cfg, n_dup)
+    y = df[target].iloc[pos] if stratify else None
+
+    strata = _strata(y, n_train, n_valid + n_test) if stratify else None
+    train, rest, y_rest = _train_test_split(pos, y, n_valid + n_test, strata, cfg.seed)
+    strata_rest = _strata(y_rest, n_valid, n_test) if stratify else None
+    valid, test, _ = _train_test_split(rest, y_rest, n_test, strata_rest, cfg.seed)
+    parts = {"train": train, "valid": valid, "test": test}
+    return parts, strata is not None and strata_rest is not None
+
+
+def _train_test_split(
+    pos: np.ndarray, y: pd.Series | None, n_test: int, strata: np.ndarray | None, seed: int
+) -> tuple[np.ndarray, np.ndarray, pd.Series | None]:
+    # Split positions into positions (not the frame), so nothing is copied here.
+    idx = np.arange(len(pos))
+    first, second = train_test_split(idx, test_size=n_test, random_state=seed, stratify=strata)
+    y_second = None if y is None else y.iloc[second]
+    return pos[first], pos[second], y_second
+
+
+def _group_codes(ids: pd.Series) -> np.ndarray:
+    codes, uniques = pd.factorize(ids, use_na_sentinel=True)
+    missing = codes < 0
+    if missing.any():
+        # A row without an id belongs to no known entity, so it is a group of its own.
+        codes[missing] = len(uniques) + np.arange(int(missing.sum()))
+    return codes
+
+
+def _grouped(
+    df: pd.DataFrame, pos: np.ndarray, id_col: str, cfg: SplitConfig, n_dup: int
+) -> dict[str, np.ndarray]:
+    codes = _group_codes(df[id_col].iloc[pos])
+    n_groups = int(codes.max()) + 1 if codes.size else 0
+    n_train, n_valid, n_test = _sizes(n_groups, cfg)
+    _require_non_empty(
+        (n_train, n_valid, n_test), n_groups, f"distinct values of id column {id_col!r}", cfg, n_dup
+    )
+    first = GroupShuffleSplit(n_splits=1, test_size=n_valid + n_test, random_state=cfg.seed)
+    train, rest = next(first.split(pos, groups=codes))
+    second = GroupShuffleSplit(n_splits=1, test_size=n_test, random_state=cfg.seed)
+    valid, test = next(second.split(rest, groups=codes[rest]))
+    return {"train": pos[train], "valid": pos[rest[valid]], "test": pos[rest[test]]}
+
+
+def _time_key(times: pd.Series, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A sortable array for the time column (missing -> the lowest value) and its missing mask."""
+    if pd.api.types.is_numeric_dtype(times) and not pd.api.types.is_bool_dtype(times):
+        key = times.to_numpy(dtype="float64", na_value=np.nan)
+        missing = np.isnan(key)
+        key[missing] = -np.inf
+        return key, missing
+    if not isinstance(times.dtype, pd.DatetimeTZDtype) and not pd.api.types.is_datetime64_dtype(
+        times
+    ):
+        try:
+            try:
+                times = pd.to_datetime(times, utc=True, format="ISO8601")
+            except ValueError:
+                # Per-value format inference is much slower, so it is only the fallback.
+                times = pd.to_datetime(times, utc=True, format="mixed")
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise SplitError(
+                f"time column {name!r} holds values that are not dates or numbers "
+                f"({str(exc).splitlines()[0]}); fix the data or set time_column to a "
+                "datetime column"
+            ) from None
+    if isinstance(times.dtype, pd.DatetimeTZDtype):
+        times = times.dt.tz_convert("UTC").dt.tz_localize(None)
+    # NaT is the smallest int64, which is exactly where missing times must sort.
+    key = times.to_numpy().view("i8")
+    return key, key == np.iinfo(np.int64).min
+
+
+def _low(key: np.ndarray) -> int | float:
+    return -np.inf if key.dtype.kind == "f" else np.iinfo(np.int64).min
+
+
+def _entry_key(key: np.ndarray, missing: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Each row's key replaced by the earliest key of its id (missing when all are)."""
+    high = np.inf if key.dtype.kind == "f" else np.iinfo(np.int64).max
+    masked = pd.Series(np.where(missing, high, key))
+    entry = masked.groupby(codes, sort=False).transform("min").to_numpy()
+    entry[entry == high] = _low(key)
+    return entry
+
+
+def _move_cut(keys: np.ndarray, cut: int, lowest: int, highest: int) -> int:
+    """Move ``cut`` to the nearest boundary between distinct keys inside [lowest, highest]."""
+    highest = max(highest, lowest)
+    cut = min(max(cut, lowest), highest)
+    if cut <= 0 or cut >= len(keys) or keys[cut - 1] != keys[cut]:
+        return cut
+    start = int(np.searchsorted(keys, keys[cut], side="left"))
+    end = int(np.searchsorted(keys, keys[cut], side="right"))
+    candidates = sorted((start, end), key=lambda c: (abs(c - cut), -c))
+    inside = [c for c in candidates if lowest <= c <= highest]
+    return (inside or candidates)[0]
+
+
+def _temporal(
+    df: pd.DataFrame, pos: np.ndarray, schema: Schema, cfg: SplitConfig, n_dup: int
+) -> dict[str, np.ndarray]:
+    time_col, id_col = schema["time_column"], schema.get("id_column")
+    key, missing = _time_key(df[time_col].iloc[pos], time_col)
+    if id_col:
+        key = _entry_key(key, missing, _group_codes(df[id_col].iloc[pos]))
+        missing = key == _low(key)
+    order = np.argsort(key, kind="stable")
+    keys = key[order]
+    n = len(keys)
+    n_train, n_valid, n_test = _sizes(n, cfg)
+    _require_non_empty((n_train, n_valid, n_test), n, "rows", cfg, n_dup)
+
+    n_missing = int(missing.sum())
+    # Rows without a time sort first and must all stay in train.
+    cut1 = _move_cut(keys, n_train, max(1, n_missing), n - 2)
+    cut2 = _move_cut(keys, n_train + n_valid, cut1 + 1, n - 1)
+    sizes = (cut1, cut2 - cut1, n - cut2)
+    n_distinct = np.unique(keys[n_missing:]).size
+    what = "entry times of ids" if id_col else "times"
+    hint = (
+        f"Rows with equal times stay in one split, and {time_col!r} has {n_distinct} distinct "
+        f"{what} among {n} rows ({n_missing} without a time, all kept in train). "
+    )
+    _require_non_empty(sizes, n, "rows", cfg, n_dup, hint)
+    ordered = pos[order]
+    return {"train": ordered[:cut1], "valid": ordered[cut1:cut2], "test": ordered[cut2:]}
+
+
+# --- summary --------------------------------------------------------------------------
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NaT:
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _summary(
+    frames: dict[str, pd.DataFrame],
+    schema: Schema,
+    strategy: str,
+    stratified: bool,
+    cfg: SplitConfig,
+    n_input: int,
+    n_duplicates: int,
+) -> dict[str, Any]:
+    target, time_col, id_col = schema["target"], schema.get("time_column"), schema.get("id_column")
+    rows = {name: len(f) for name, f in frames.items()}
+    kept = sum(rows.values())
+    summary: dict[str, Any] = {
+        "strategy": strategy,
+        "stratified": stratified,
+        "seed": cfg.seed,
+        "fractions": {"train": cfg.train, "valid": cfg.valid, "test": cfg.test},
+        "rows": {"input": n_input, "duplicates_dropped": n_duplicates, **rows},
+        "duplicates_dropped": n_duplicates,
+        "row_fractions": {name: (n / kept if kept else 0.0) for name, n in rows.items()},
+        "class_balance": None,
+        "target_mean": None,
+        "time_range": None,
+        "ids": None,
+        "warnings": [],
+    }
+    for name, share in summary["row_fractions"].items():
+        wanted = summary["fractions"][name]
+        if abs(share - wanted) > _FRACTION_WARNING:
+            why = "a few ids hold many rows" if id_col else "many rows share a timestamp"
+            summary["warnings"].append(
+                f"the {name} split holds {share:.0%} of the rows, not the configured "
+                f"{wanted:.0%} ({why})"
+            )
+    if schema["task"] == "classification":
+        balance = {}
+        for name, frame in frames.items():
+            shares = frame[target].value_counts(normalize=True, sort=False)
+            balance[name] = {
+                str(label): float(share)
+                for label, share in sorted(shares.items(), key=str)
+                if share > 0  # a category dtype lists its unused categories too
+            }
+        summary["class_balance"] = balance
+        labels = set().union(*balance.values())
+        for name in ("valid", "test"):
+            absent = sorted(labels - set(balance[name]))
+            if absent:
+                summary["warnings"].append(
+                    f"class(es) {absent} have no rows in the {name} split; metrics on it "
+                    "cannot score them"
+                )
+    elif pd.api.types.is_numeric_dtype(frames["train"][target]):
+        summary["target_mean"] = {
+            name: _jsonable(frame[target].mean()) for name, frame in frames.items()
+        }
+    if time_col:
+        summary["time_range"] = {
+            name: {
+                "min": _jsonable(frame[time_col].min()),
+                "max": _jsonable(frame[time_col].max()),
+                "missing": int(frame[time_col].isna().sum()),
+            }
+            for name, frame in frames.items()
+        }
+    if id_col:
+        summary["ids"] = {name: int(frame[id_col].nunique()) for name, frame in frames.items()}
+    return summary

@@ -1,0 +1,831 @@
+"""Train stage: a trivial baseline and one tuned candidate per model family.
+
+Every family fits a *head*: the model that sits after the features step, on its
+float32 output, where ``cat__`` columns hold category codes (NaN for missing or
+unseen) and every other column is numeric, imputed and scaled. The pipeline runs
+one family per parallel task:
+
+1. ``search_family`` tries ``search_iterations`` settings (the family's
+   scikit-learn defaults first, then a seeded random search) on a subsample of at
+   most ``search_max_rows`` training rows, stratified for classification, scored
+   on at most ``search_valid_max_rows`` validation rows;
+2. the winning settings are refitted on the whole training split and scored on
+   the whole validation split;
+3. ``select_best`` picks the best family on that validation score, and
+   ``compose_model`` puts the fitted features step and the winning head into the
+   one ``Pipeline`` that is evaluated, registered and served.
+
+Families:
+
+``linear``
+    LogisticRegression (classification) or Ridge (regression); ``cat__`` codes are
+    one-hot encoded (missing as its own level) into a sparse matrix, numerics pass
+    through. Searches ``C`` / ``alpha``.
+``hist_gradient_boosting``
+    HistGradientBoosting with native categorical support for the ``cat__`` columns
+    (NaN codes go to the missing-value bin). Searches the learning rate, tree
+    size, leaf size, L2 penalty and number of iterations.
+``random_forest`` / ``extra_trees``
+    NaN codes become -1; every tree is grown on a bootstrap sample of at most
+    ``FOREST_ROWS_PER_TREE`` rows, which bounds the cost on large training sets.
+    Searches depth, leaf size and features per split.
+
+Scores come from ``components.evaluate``'s metric functions, so the number the
+search and the selection optimize is exactly the number evaluation reports and
+the gate judges.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import loguniform
+from sklearn.base import BaseEstimator
+from sklearn.compose import ColumnTransformer
+from sklearn.dummy import DummyClassifier, DummyRegressor
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    ExtraTreesRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.exceptions import NotFittedError
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.model_selection import ParameterGrid, ParameterSampler, train_test_split
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder
+from sklearn.utils.validation import check_is_fitted
+
+from kubeloop.components.evaluate import (
+    EvaluationError,
+    classification_metrics,
+    regression_metrics,
+)
+from kubeloop.components.features import categorical_output_columns
+from kubeloop.config import TrainConfig
+from kubeloop.metric_names import CLASSIFICATION_METRICS, REGRESSION_METRICS, higher_is_better
+
+# Also the tie-break order of select_best: on equal scores the simpler, cheaper
+# family wins.
+FAMILIES = ("linear", "hist_gradient_boosting", "random_forest", "extra_trees")
+BASELINE = "baseline"
+TASKS = ("classification", "regression")
+
+# Forest cost grows with rows per tree times trees. 100 trees (scikit-learn's default)
+# on at most 20,000 bootstrap rows each keep a search on 100,000 rows plus a refit
+# on 1M rows x 20 columns near a minute on 2 cores.
+FOREST_TREES = 100
+FOREST_ROWS_PER_TREE = 20_000
+# Stands for a missing category code where a model cannot take NaN.
+MISSING_CODE = -1.0
+
+_MAX_WARNINGS = 3
+_MAX_MESSAGE_CHARS = 300
+
+
+class TrainError(ValueError):
+    """Training cannot proceed; the message names the family, column or value to fix."""
+
+
+# ---------------------------------------------------------------------------
+# Forests whose bootstrap size is a cap, not a demand.
+
+
+class _RowCappedForest:
+    """``max_samples`` as an int is an upper bound on the rows each tree sees.
+
+    scikit-learn reads an int ``max_samples`` literally: older releases refuse one
+    larger than the training set, newer ones draw that many rows with replacement
+    from a small set, so every tree sees nearly the same rows. Either breaks a
+    refit on a small subsample (evaluation's stability estimate refits the model
+    on a few thousand rows), so at or below the cap every tree gets a standard
+    bootstrap of the whole set.
+    """
+
+    max_samples: Any
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> Any:
+        cap = self.max_samples
+        if isinstance(cap, numbers.Integral) and cap >= len(X):
+            self.max_samples = None
+            try:
+                return super().fit(X, y, sample_weight=sample_weight)  # type: ignore[misc]
+            finally:
+                self.max_samples = cap
+        return super().fit(X, y, sample_weight=sample_weight)  # type: ignore[misc]
+
+
+class CappedRandomForestClassifier(_RowCappedForest, RandomForestClassifier):
+    """RandomForestClassifier whose int ``max_samples`` caps the rows per tree."""
+
+
+class CappedRandomForestRegressor(_RowCappedForest, RandomForestRegressor):
+    """RandomForestRegressor whose int ``max_samples`` caps the rows per tree."""
+
+
+class CappedExtraTreesClassifier(_RowCappedForest, ExtraTreesClassifier):
+    """ExtraTreesClassifier whose int ``max_samples`` caps the rows per tree."""
+
+
+class CappedExtraTreesRegressor(_RowCappedForest, ExtraTreesRegressor):
+    """ExtraTreesRegressor whose int ``max_samples`` caps the rows per tree."""
+
+
+_FORESTS = {
+    ("random_forest", "classification"): CappedRandomForestClassifier,
+    ("random_forest", "regression"): CappedRandomForestRegressor,
+    ("extra_trees", "classification"): CappedExtraTreesClassifier,
+    ("extra_trees", "regression"): CappedExtraTreesRegressor,
+}
+
+
+# ---------------------------------------------------------------------------
+# Heads.
+
+
+def _check_family(family: str) -> None:
+    if family not in FAMILIES:
+        raise TrainError(f"unknown model family {family!r}; known: {list(FAMILIES)}")
+
+
+def _check_task(task: str) -> None:
+    if task not in TASKS:
+        raise TrainError(f"task must be one of {list(TASKS)}, got {task!r}")
+
+
+def _check_metric(metric: str, task: str) -> None:
+    known = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
+    if metric not in known:
+        raise TrainError(f"metric {metric!r} cannot score {task}; choose one of {list(known)}")
+
+
+def _model(family: str, task: str, seed: int) -> BaseEstimator:
+    """The family's estimator: scikit-learn defaults plus our structural settings."""
+    classification = task == "classification"
+    if family == "linear":
+        if classification:
+            # lbfgs usually converges in well under 100 iterations on scaled inputs;
+            # the headroom is for weakly regularized settings (large C).
+            return LogisticRegression(max_iter=500)
+        return Ridge()
+    if family == "hist_gradient_boosting":
+        cls = HistGradientBoostingClassifier if classification else HistGradientBoostingRegressor
+        # early_stopping stays "auto": on above 10,000 rows, where it saves time; on
+        # fewer rows a 10% holdout costs more than it saves (and cannot be stratified
+        # when a class has a single row).
+        return cls(random_state=seed)
+    forest = _FORESTS[(family, task)]
+    return forest(
+        n_estimators=FOREST_TREES,
+        max_samples=FOREST_ROWS_PER_TREE,
+        bootstrap=True,
+        n_jobs=-1,
+        random_state=seed,
+    )
+
+
+def _final_estimator(head: Any) -> Any:
+    return head.steps[-1][1] if isinstance(head, Pipeline) else head
+
+
+def _set_params(model: BaseEstimator, family: str, params: dict[str, Any]) -> None:
+    known = model.get_params(deep=False)
+    unknown = sorted(k for k in params if k not in known)
+    if unknown:
+        raise TrainError(
+            f"{family}: unknown parameters {unknown} for {type(model).__name__}; "
+            f"known: {sorted(known)}"
+        )
+    model.set_params(**params)
+
+
+def make_head(
+    family: str,
+    task: str,
+    categorical_columns: Sequence[str],
+    params: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> BaseEstimator:
+    """The unfitted model for one family, taking the features step's output frame.
+
+    ``params`` override the family's defaults (they are set on the final estimator);
+    ``categorical_columns`` are the ``cat__`` columns, selected by name, so the head
+    must be fitted and used on DataFrames.
+    """
+    _check_family(family)
+    _check_task(task)
+    cats = [str(c) for c in categorical_columns]
+    model = _model(family, task, seed)
+    if params:
+        _set_params(model, family, params)
+
+    if family == "hist_gradient_boosting":
+        model.set_params(categorical_features=cats or None)
+        return model
+    if not cats:
+        return model
+    fill = SimpleImputer(strategy="constant", fill_value=MISSING_CODE)
+    if family == "linear":
+        # Sparse output: one-hot of a few dozen levels per column would be mostly
+        # zeros, and a dense float64 copy of 1M rows would take gigabytes.
+        onehot = OneHotEncoder(handle_unknown="ignore", dtype=np.float32)
+        encode = ColumnTransformer(
+            [("cat", Pipeline([("fill", fill), ("onehot", onehot)]), cats)],
+            remainder="passthrough",
+            sparse_threshold=1.0,
+        )
+        return Pipeline([("encode", encode), ("model", model)])
+    prepare = ColumnTransformer([("cat", fill, cats)], remainder="passthrough")
+    return Pipeline([("fill", prepare), ("model", model)])
+
+
+def _distributions(family: str, task: str) -> dict[str, Any]:
+    """Where the random search samples from (the defaults are tried separately)."""
+    if family == "linear":
+        if task == "classification":
+            return {"C": loguniform(1e-3, 1e2)}
+        return {"alpha": loguniform(1e-3, 1e3)}
+    if family == "hist_gradient_boosting":
+        return {
+            "learning_rate": loguniform(0.02, 0.3),
+            "max_leaf_nodes": [15, 31, 63, 127],
+            "min_samples_leaf": [5, 10, 20, 50, 100],
+            "l2_regularization": [0.0, 0.01, 0.1, 1.0, 10.0],
+            "max_iter": [100, 200, 400],
+        }
+    return {
+        "max_depth": [None, 8, 12, 16, 24],
+        "min_samples_leaf": [1, 2, 5, 10, 20],
+        "max_features": ["sqrt", 0.33, 0.5, 1.0],
+    }
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-able copy: numpy scalars to Python numbers, NaN and infinities to None."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def search_settings(
+    family: str,
+    task: str,
+    n_iter: int,
+    seed: int,
+    space: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The settings a search tries, in order: the family's defaults first, then up to
+    ``n_iter - 1`` distinct random draws from ``space`` (default: the family's)."""
+    _check_family(family)
+    _check_task(task)
+    space = _distributions(family, task) if space is None else dict(space)
+    default_model = _model(family, task, seed)
+    defaults = default_model.get_params(deep=False)
+    unknown = sorted(k for k in space if k not in defaults)
+    if unknown:
+        raise TrainError(
+            f"{family}: the search space names unknown parameters {unknown}; "
+            f"known: {sorted(defaults)}"
+        )
+    settings = [{k: defaults[k] for k in space}]
+    draws = max(n_iter - 1, 0)
+    if draws and space:
+        if all(isinstance(v, (list, tuple)) for v in space.values()):
+            # All-list spaces are sampled without replacement; asking for more than
+            # the grid holds only earns a warning.
+            draws = min(draws, len(ParameterGrid(space)))
+        for drawn in ParameterSampler(space, n_iter=draws, random_state=seed):
+            candidate = _plain(drawn)
+            if candidate not in settings:
+                settings.append(candidate)
+    return settings
+
+
+# ---------------------------------------------------------------------------
+# Scoring.
+
+
+def _label_position(label: Any, labels: Sequence[Any]) -> int | None:
+    # The schema keeps labels as strings while a model may hold ints or bools.
+    for i, c in enumerate(labels):
+        if c == label:
+            return i
+    for i, c in enumerate(labels):
+        if str(c) == str(label):
+            return i
+    return None
+
+
+def _proba_over(proba: np.ndarray, classes: Sequence[Any], labels: Sequence[Any]) -> np.ndarray:
+    """Probability columns in ``labels`` order; a label the model never saw (its
+    training rows may have missed a rare class) gets probability 0."""
+    out = np.zeros((proba.shape[0], len(labels)), dtype=np.float64)
+    for j, c in enumerate(classes):
+        i = _label_position(c, labels)
+        if i is None:
+            raise TrainError(
+                f"the model predicts class {c!r}, which is not among the labels "
+                f"{[str(v) for v in labels]}; pass every training label as labels"
+            )
+        out[:, i] = proba[:, j]
+    return out
+
+
+def score(
+    metric: str,
+    estimator: Any,
+    X: pd.DataFrame,
+    y: Any,
+    *,
+    task: str,
+    labels: Sequence[Any] | None = None,
+    positive_label: Any = None,
+) -> float:
+    """``metric`` of a fitted model on ``(X, y)``; NaN where the metric is undefined
+    (ROC-AUC with a single class in ``y``, R2 of a constant target).
+
+    Classification metrics use ``predict_proba``, whose columns follow
+    ``estimator.classes_``. ``labels`` (default: the model's classes) are the classes
+    scored over; binary metrics are for ``positive_label`` (default: the greater
+    label); multiclass ROC-AUC is one-vs-rest weighted by prevalence.
+    """
+    _check_task(task)
+    _check_metric(metric, task)
+    try:
+        if task == "classification":
+            classes = list(estimator.classes_)
+            proba = np.asarray(estimator.predict_proba(X), dtype=np.float64)
+            if labels is None:
+                labels = classes
+            else:
+                labels = list(labels)
+                if labels != classes:
+                    proba = _proba_over(proba, classes, labels)
+            values = classification_metrics(y, proba, labels, positive_label=positive_label)
+        else:
+            values = regression_metrics(y, estimator.predict(X))
+    except EvaluationError as exc:
+        raise TrainError(str(exc)) from None
+    value = values[metric]
+    return math.nan if value is None else float(value)
+
+
+# ---------------------------------------------------------------------------
+# Inputs.
+
+
+def _as_labels(y: Any, name: str, n_rows: int, task: str) -> np.ndarray:
+    values = y.to_numpy() if isinstance(y, pd.Series) else np.asarray(y)
+    if values.ndim != 1:
+        raise TrainError(f"{name} must be one column of target values, got shape {values.shape}")
+    if values.size != n_rows:
+        raise TrainError(f"{name} has {values.size} values but its frame has {n_rows} rows")
+    missing = pd.isna(values)
+    if missing.any():
+        raise TrainError(
+            f"{name} has {int(missing.sum())} missing target values; drop unlabelled rows "
+            "before training"
+        )
+    if task == "regression":
+        try:
+            numbers_ = values.astype(np.float64)
+        except (TypeError, ValueError):
+            examples = [str(v) for v in pd.unique(values)[:5]]
+            raise TrainError(
+                f"{name} must be numeric for regression; found values like {examples}"
+            ) from None
+        if not np.isfinite(numbers_).all():
+            raise TrainError(f"{name} has infinite values; regression needs finite targets")
+        return numbers_
+    return values
+
+
+def _check_frame(X: Any, name: str) -> pd.DataFrame:
+    if not isinstance(X, pd.DataFrame):
+        raise TrainError(
+            f"{name} must be a pandas DataFrame (the features step's output), "
+            f"got {type(X).__name__}"
+        )
+    if len(X) == 0:
+        raise TrainError(f"{name} has no rows")
+    if X.shape[1] == 0:
+        raise TrainError(f"{name} has no columns")
+    not_numeric = [str(c) for c in X.columns if not pd.api.types.is_numeric_dtype(X[c])]
+    if not_numeric:
+        raise TrainError(
+            f"{name} columns {not_numeric} are not numeric; train on the output of the "
+            "features step, not on raw columns"
+        )
+    cats = set(categorical_output_columns(X.columns))
+    bad = []
+    for column in X.columns:
+        values = X[column].to_numpy()
+        if str(column) in cats:
+            if np.isinf(values).any():
+                bad.append(f"{column} (infinite category code)")
+        elif not np.isfinite(values).all():
+            bad.append(str(column))
+    if bad:
+        raise TrainError(
+            f"{name} has missing or infinite values in {bad}; only cat__ columns may hold "
+            "NaN (missing or unseen category): the features step imputes the others"
+        )
+    return X
+
+
+def _check_inputs(
+    X_train: Any, y_train: Any, X_valid: Any, y_valid: Any, task: str
+) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame, np.ndarray]:
+    X_train = _check_frame(X_train, "X_train")
+    X_valid = _check_frame(X_valid, "X_valid")
+    train_cols, valid_cols = list(X_train.columns), list(X_valid.columns)
+    if train_cols != valid_cols:
+        missing = [c for c in train_cols if c not in set(valid_cols)]
+        extra = [c for c in valid_cols if c not in set(train_cols)]
+        if missing or extra:
+            raise TrainError(
+                f"X_valid must have the columns of X_train: missing {missing}, extra {extra}; "
+                "transform both splits with the same fitted features step"
+            )
+        X_valid = X_valid[train_cols]
+    y_tr = _as_labels(y_train, "y_train", len(X_train), task)
+    y_va = _as_labels(y_valid, "y_valid", len(X_valid), task)
+    if task == "classification":
+        seen = pd.unique(y_tr)
+        if seen.size < 2:
+            raise TrainError(
+                f"y_train holds a single class {[str(v) for v in seen]}; classification "
+                "needs at least two"
+            )
+        unseen = sorted({str(v) for v in pd.unique(y_va)} - {str(v) for v in seen})
+        if unseen:
+            raise TrainError(
+                f"y_valid has labels that are not in y_train: {unseen[:10]}; every label "
+                "must have training rows"
+            )
+    return X_train, y_tr, X_valid, y_va
+
+
+def subsample_rows(y: Any, max_rows: int, *, stratify: bool, seed: int) -> np.ndarray | None:
+    """Sorted positions of at most ``max_rows`` rows (stratified on ``y`` when asked),
+    or None when every row fits."""
+    y = np.asarray(y)
+    if y.size <= max_rows:
+        return None
+    positions = np.arange(y.size)
+    try:
+        kept, _ = train_test_split(
+            positions, train_size=max_rows, random_state=seed, stratify=y if stratify else None
+        )
+    except ValueError:
+        # A class with a single row cannot be stratified: sample plainly.
+        kept, _ = train_test_split(positions, train_size=max_rows, random_state=seed)
+    # Rows in their original order keep the copy below a sequential read.
+    return np.sort(kept)
+
+
+def _rows(
+    X: pd.DataFrame, y: np.ndarray, positions: np.ndarray | None
+) -> tuple[pd.DataFrame, np.ndarray]:
+    if positions is None:
+        return X, y
+    return X.take(positions), y[positions]
+
+
+# ---------------------------------------------------------------------------
+# Search.
+
+
+@dataclass
+class CandidateResult:
+    """One family's tuned, fitted head and how it got there.
+
+    ``search`` lists every setting tried: ``{"params", "score", "fit_seconds"}`` plus
+    ``"error"`` for a setting that failed and ``"warnings"`` when the fit warned.
+    ``fit_seconds`` is the final fit on the whole training split.
+    """
+
+    family: str
+    params: dict[str, Any]
+    estimator: Any
+    valid_score: float
+    metric: str
+    search: list[dict[str, Any]]
+    fit_seconds: float
+    n_train_rows: int
+    task: str = ""
+    n_valid_rows: int = 0
+    n_search_rows: int = 0
+    n_search_valid_rows: int = 0
+    search_seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+
+def _short(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= _MAX_MESSAGE_CHARS else text[:_MAX_MESSAGE_CHARS] + " ..."
+
+
+def _fit(head: Any, X: pd.DataFrame, y: np.ndarray) -> tuple[float, list[str]]:
+    """Fit ``head``; its seconds and the distinct warnings it raised (kept for the
+    report rather than printed)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        start = time.perf_counter()
+        head.fit(X, y)
+        seconds = time.perf_counter() - start
+    messages: list[str] = []
+    for w in caught:
+        text = f"{w.category.__name__}: {str(w.message).strip().splitlines()[0]}"
+        text = text[:_MAX_MESSAGE_CHARS]
+        if text not in messages:
+            messages.append(text)
+    return seconds, messages[:_MAX_WARNINGS]
+
+
+def _improves(metric: str, new: float, old: float) -> bool:
+    """Strictly better, so that on a tie the earlier setting (the defaults) stays."""
+    if not math.isfinite(new):
+        return False
+    if not math.isfinite(old):
+        return True
+    return new > old if higher_is_better(metric) else new < old
+
+
+def search_family(
+    family: str,
+    X_train: pd.DataFrame,
+    y_train: Any,
+    X_valid: pd.DataFrame,
+    y_valid: Any,
+    *,
+    task: str,
+    metric: str,
+    cfg: TrainConfig,
+    positive_label: Any = None,
+    space: dict[str, Any] | None = None,
+) -> CandidateResult:
+    """Random search for one family, then the winner refitted on all of ``X_train``.
+
+    The first setting is the family's defaults, and a later one wins only with a
+    strictly better search score, so the search never does worse than the defaults
+    on validation. ``space`` replaces the family's search distributions. A setting
+    that raises is recorded with its error and skipped; ``TrainError`` when all do.
+    """
+    _check_family(family)
+    _check_task(task)
+    _check_metric(metric, task)
+    X_train, y_tr, X_valid, y_va = _check_inputs(X_train, y_train, X_valid, y_valid, task)
+    classification = task == "classification"
+    cats = categorical_output_columns(X_train.columns)
+    # Every training label, so a subsample that misses a rare class still scores
+    # (and is penalized) on it.
+    labels = list(np.unique(y_tr)) if classification else None
+
+    train_rows = subsample_rows(y_tr, cfg.search_max_rows, stratify=classification, seed=cfg.seed)
+    valid_rows = subsample_rows(
+        y_va, cfg.search_valid_max_rows, stratify=classification, seed=cfg.seed
+    )
+    X_s, y_s = _rows(X_train, y_tr, train_rows)
+    X_sv, y_sv = _rows(X_valid, y_va, valid_rows)
+
+    settings = search_settings(family, task, cfg.search_iterations, cfg.seed, space)
+    search: list[dict[str, Any]] = []
+    best: int | None = None
+    best_head: Any = None
+    started = time.perf_counter()
+    for index, params in enumerate(settings):
+        entry: dict[str, Any] = {"params": _plain(params), "score": None, "fit_seconds": None}
+        try:
+            head = make_head(family, task, cats, params, cfg.seed)
+            seconds, caught = _fit(head, X_s, y_s)
+            entry["fit_seconds"] = seconds
+            if caught:
+                entry["warnings"] = caught
+            entry["score"] = score(
+                metric, head, X_sv, y_sv, task=task, labels=labels, positive_label=positive_label
+            )
+        except Exception as exc:  # any failure of one setting must not end the search
+            entry["error"] = _short(exc)
+            search.append(entry)
+            continue
+        search.append(entry)
+        if best is None or _improves(metric, entry["score"], search[best]["score"]):
+            best = index
+            # With no subsample the search model is the final model: keep it.
+            best_head = head if train_rows is None else None
+    search_seconds = time.perf_counter() - started
+
+    if best is None:
+        first = next(e["error"] for e in search if "error" in e)
+        raise TrainError(
+            f"{family}: all {len(search)} settings failed; the first error: {first}"
+        )
+
+    params = settings[best]
+    if best_head is not None:
+        head, fit_seconds = best_head, search[best]["fit_seconds"]
+        refit_warnings = search[best].get("warnings", [])
+    else:
+        head = make_head(family, task, cats, params, cfg.seed)
+        try:
+            fit_seconds, refit_warnings = _fit(head, X_train, y_tr)
+        except Exception as exc:
+            raise TrainError(
+                f"{family}: refitting the best settings {_plain(params)} on all "
+                f"{len(X_train)} training rows failed: {_short(exc)}"
+            ) from exc
+    if valid_rows is None and best_head is not None:
+        valid_score = search[best]["score"]
+    else:
+        valid_score = score(
+            metric, head, X_valid, y_va, task=task, labels=labels, positive_label=positive_label
+        )
+    return CandidateResult(
+        family=family,
+        params=_plain(params),
+        estimator=head,
+        valid_score=float(valid_score),
+        metric=metric,
+        search=search,
+        fit_seconds=float(fit_seconds),
+        n_train_rows=len(X_train),
+        task=task,
+        n_valid_rows=len(X_valid),
+        n_search_rows=len(X_s),
+        n_search_valid_rows=len(X_sv),
+        search_seconds=search_seconds,
+        warnings=list(refit_warnings),
+    )
+
+
+# ---------------------------------------------------------------------------
+# Baseline.
+
+
+def fit_baseline(X_train: pd.DataFrame, y_train: Any, *, task: str) -> BaseEstimator:
+    """The trivial model every candidate must beat: class priors or the mean."""
+    _check_task(task)
+    X_train = _check_frame(X_train, "X_train")
+    y = _as_labels(y_train, "y_train", len(X_train), task)
+    if task == "classification":
+        return DummyClassifier(strategy="prior").fit(X_train, y)
+    return DummyRegressor(strategy="mean").fit(X_train, y)
+
+
+def baseline_candidate(
+    X_train: pd.DataFrame,
+    y_train: Any,
+    X_valid: pd.DataFrame,
+    y_valid: Any,
+    *,
+    task: str,
+    metric: str,
+    positive_label: Any = None,
+) -> CandidateResult:
+    """The baseline fitted on all training rows and scored like a candidate."""
+    _check_task(task)
+    _check_metric(metric, task)
+    X_train, y_tr, X_valid, y_va = _check_inputs(X_train, y_train, X_valid, y_valid, task)
+    start = time.perf_counter()
+    model = fit_baseline(X_train, y_tr, task=task)
+    seconds = time.perf_counter() - start
+    value = score(metric, model, X_valid, y_va, task=task, positive_label=positive_label)
+    return CandidateResult(
+        family=BASELINE,
+        params={"strategy": model.strategy},
+        estimator=model,
+        valid_score=value,
+        metric=metric,
+        search=[],
+        fit_seconds=seconds,
+        n_train_rows=len(X_train),
+        task=task,
+        n_valid_rows=len(X_valid),
+    )
+
+
+# ---------------------------------------------------------------------------
+# Selection and the served model.
+
+
+def candidate_to_dict(result: CandidateResult) -> dict[str, Any]:
+    """Everything about a candidate but the fitted model, JSON-able (NaN as None)."""
+    return _plain(
+        {
+            "family": result.family,
+            "task": result.task,
+            "metric": result.metric,
+            "valid_score": result.valid_score,
+            "params": result.params,
+            "fit_seconds": result.fit_seconds,
+            "search_seconds": result.search_seconds,
+            "n_train_rows": result.n_train_rows,
+            "n_valid_rows": result.n_valid_rows,
+            "n_search_rows": result.n_search_rows,
+            "n_search_valid_rows": result.n_search_valid_rows,
+            "search": result.search,
+            "warnings": result.warnings,
+        }
+    )
+
+
+def _usable_score(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def select_best(results: list[dict[str, Any]], metric: str) -> int:
+    """Index of the best non-baseline candidate by ``valid_score`` in the metric's
+    direction. Ties (equal to 12 decimals) go to the earlier family in ``FAMILIES``,
+    then to the shorter fit; a missing or NaN score never wins."""
+    sign = 1.0 if higher_is_better(metric) else -1.0
+    ranked: list[tuple[float, int, float, int]] = []
+    skipped: list[str] = []
+    for index, result in enumerate(results):
+        family = result.get("family")
+        if family == BASELINE:
+            continue
+        scored_with = result.get("metric", metric)
+        if scored_with != metric:
+            raise TrainError(
+                f"candidate {index} ({family}) was scored with {scored_with!r}, not "
+                f"{metric!r}; every candidate must be scored with the selection metric"
+            )
+        value = _usable_score(result.get("valid_score"))
+        if value is None:
+            reason = result.get("error") or f"score {result.get('valid_score')!r}"
+            skipped.append(f"{family}: {reason}")
+            continue
+        order = FAMILIES.index(family) if family in FAMILIES else len(FAMILIES)
+        seconds = _usable_score(result.get("fit_seconds"))
+        ranked.append(
+            (-sign * round(value, 12), order, math.inf if seconds is None else seconds, index)
+        )
+    if not ranked:
+        detail = f" (unusable: {'; '.join(skipped)})" if skipped else ""
+        raise TrainError(
+            f"no model family produced a usable {metric} score{detail}; check the "
+            "families' errors and that the validation split holds every class"
+        )
+    return min(ranked)[3]
+
+
+def _check_fitted(step: Any, what: str) -> None:
+    try:
+        check_is_fitted(step)
+    except (NotFittedError, TypeError) as exc:
+        raise TrainError(f"the {what} must be fitted before composing the model: {exc}") from None
+
+
+def compose_model(feature_transformer: Any, head: Any) -> Pipeline:
+    """The served model: the fitted features step then the fitted head, not refitted."""
+    _check_fitted(feature_transformer, "features step")
+    _check_fitted(head, "model")
+    expected = getattr(_final_estimator(head), "feature_names_in_", None)
+    if isinstance(head, Pipeline):
+        expected = getattr(head, "feature_names_in_", expected)
+    if expected is not None and hasattr(feature_transformer, "get_feature_names_out"):
+        produced = [str(c) for c in feature_transformer.get_feature_names_out()]
+        wanted = [str(c) for c in expected]
+        if produced != wanted:
+            missing = [c for c in wanted if c not in set(produced)]
+            raise TrainError(
+                "the model was trained on other columns than the features step produces "
+                f"(model needs {missing or wanted[:10]}); train on this features step's output"
+            )
+    return Pipeline([("features", feature_transformer), ("model", head)])
+
+
+def leaderboard(results: Iterable[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """Candidates (dicts) best first, for the reports; unusable scores last."""
+    items = list(results)
+    sign = 1.0 if higher_is_better(metric) else -1.0
+
+    def key(item: dict[str, Any]) -> tuple[int, float]:
+        value = _usable_score(item.get("valid_score"))
+        return (1, 0.0) if value is None else (0, -sign * value)
+
+    return sorted(items, key=key)

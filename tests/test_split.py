@@ -1,0 +1,344 @@
+"""The split stage: strategy per schema, disjointness, balance, duplicates, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kubeloop.components.split import (
+    SplitError,
+    Splits,
+    assert_disjoint,
+    split_dataset,
+    split_strategy,
+)
+from kubeloop.config import SplitConfig
+
+N = 2_000
+
+
+def make_frame(n: int = N, task: str = "classification", seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "x": rng.normal(size=n),
+            "color": rng.choice(["red", "green", "blue"], size=n),
+            "when": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 90 * 24, n), "h"),
+            "customer": rng.integers(0, n // 5, n),
+        }
+    )
+    if task == "classification":
+        # Imbalanced on purpose: stratification has something to keep.
+        frame["y"] = rng.choice(["a", "b", "c"], size=n, p=[0.6, 0.3, 0.1])
+    else:
+        frame["y"] = frame["x"] * 3 + rng.normal(size=n)
+    return frame
+
+
+def make_schema(task: str = "classification", time: str | None = None, ids: str | None = None):
+    columns = {
+        "x": {"kind": "numeric", "role": "feature"},
+        "color": {"kind": "categorical", "role": "feature"},
+        "when": {"kind": "datetime", "role": "time" if time else "feature"},
+        "customer": {"kind": "numeric", "role": "id" if ids else "feature"},
+        "y": {"kind": "categorical" if task == "classification" else "numeric", "role": "target"},
+    }
+    return {"target": "y", "task": task, "time_column": time, "id_column": ids, "columns": columns}
+
+
+STRATEGIES = [
+    # task, time column, id column, expected strategy
+    ("classification", None, None, "stratified"),
+    ("regression", None, None, "random"),
+    ("classification", "when", None, "temporal"),
+    ("regression", "when", None, "temporal"),
+    ("classification", None, "customer", "group"),
+    ("regression", None, "customer", "group"),
+    ("classification", "when", "customer", "temporal_group"),
+    ("regression", "when", "customer", "temporal_group"),
+]
+
+
+@pytest.mark.parametrize("task,time,ids,expected", STRATEGIES)
+def test_strategy_and_disjointness(task, time, ids, expected):
+    df = make_frame(task=task)
+    schema = make_schema(task, time, ids)
+    splits = split_dataset(df, schema, SplitConfig())
+
+    assert split_strategy(schema) == expected
+    assert splits.summary["strategy"] == expected
+    assert_disjoint(splits, schema)
+
+    sizes = {name: len(frame) for name, frame in splits.frames().items()}
+    assert sum(sizes.values()) == len(df) - splits.summary["duplicates_dropped"]
+    assert all(size > 0 for size in sizes.values())
+    rows = np.concatenate(list(splits.source_rows.values()))
+    assert len(np.unique(rows)) == len(rows)
+    for frame in splits.frames().values():
+        assert frame.index.equals(pd.RangeIndex(len(frame)))
+    # Each frame holds exactly the input rows it claims to hold.
+    for name, frame in splits.frames().items():
+        source = df.iloc[splits.source_rows[name]].reset_index(drop=True)
+        pd.testing.assert_frame_equal(frame, source)
+
+    if ids:
+        seen = [set(frame["customer"]) for frame in splits.frames().values()]
+        assert not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])
+    if time and not ids:
+        assert splits.train["when"].max() < splits.valid["when"].min()
+        assert splits.valid["when"].max() < splits.test["when"].min()
+    if not ids:
+        # Row-based strategies hit the configured fractions to the row.
+        assert sizes == {"train": 1400, "valid": 300, "test": 300}
+
+
+def test_temporal_group_puts_each_id_where_it_first_appears():
+    df = make_frame()
+    schema = make_schema("classification", "when", "customer")
+    splits = split_dataset(df, schema, SplitConfig())
+    first_seen = df.groupby("customer")["when"].min()
+    entry = {
+        name: first_seen.loc[frame["customer"].unique()] for name, frame in splits.frames().items()
+    }
+    assert entry["train"].max() < entry["valid"].min()
+    assert entry["valid"].max() < entry["test"].min()
+
+
+def test_stratification_keeps_class_balance_within_two_points():
+    df = make_frame(n=3_000)
+    splits = split_dataset(df, make_schema(), SplitConfig())
+    overall = df["y"].value_counts(normalize=True)
+    assert splits.summary["stratified"] is True
+    for name, frame in splits.frames().items():
+        share = frame["y"].value_counts(normalize=True)
+        assert (share - overall).abs().max() < 0.02, name
+        assert splits.summary["class_balance"][name] == pytest.approx(share.to_dict())
+
+
+def test_equal_timestamps_never_straddle_a_cut():
+    # 100 rows on five days: 30, 25, 20, 10, 15. The 70% cut falls inside day three
+    # (rows 55..75) and moves to its nearer end; the 85% cut is already a day boundary.
+    days = pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05"])
+    when = np.repeat(days, [30, 25, 20, 10, 15])
+    df = pd.DataFrame({"when": when, "x": np.arange(100.0), "y": np.arange(100.0)})
+    schema = {"target": "y", "task": "regression", "time_column": "when", "id_column": None}
+    splits = split_dataset(df.sample(frac=1, random_state=1), schema, SplitConfig())
+
+    assert [len(f) for f in splits.frames().values()] == [75, 10, 15]
+    day_sets = [set(f["when"]) for f in splits.frames().values()]
+    assert day_sets == [set(days[:3]), {days[3]}, {days[4]}]
+    assert_disjoint(splits, schema)
+
+
+@pytest.mark.parametrize("n_missing", [40, 380])  # 380 of 500 is more than the 70% of train
+def test_rows_without_a_time_go_to_train(n_missing):
+    df = make_frame(n=500, task="regression")
+    df.loc[df.sample(n=n_missing, random_state=3).index, "when"] = pd.NaT
+    splits = split_dataset(df, make_schema("regression", "when"), SplitConfig())
+    assert splits.train["when"].isna().sum() == n_missing
+    assert splits.valid["when"].notna().all() and splits.test["when"].notna().all()
+    assert splits.summary["time_range"]["train"]["missing"] == n_missing
+    assert len(splits.valid) > 0 and len(splits.test) > 0
+
+
+def test_rows_without_an_id_are_groups_of_their_own():
+    df = make_frame(n=1_000).astype({"customer": "float64"})
+    df.loc[:299, "customer"] = np.nan
+    schema = make_schema("classification", ids="customer")
+    splits = split_dataset(df, schema, SplitConfig())
+    without_id = [int(f["customer"].isna().sum()) for f in splits.frames().values()]
+    assert sum(without_id) == 300
+    assert all(n > 0 for n in without_id)  # spread like any other group, not lumped together
+    assert_disjoint(splits, schema)
+
+
+def test_duplicates_are_dropped_before_splitting():
+    df = make_frame(n=1_000)
+    copies = df.sample(n=150, random_state=7)
+    with_dups = pd.concat([df, copies, copies.iloc[:50]], ignore_index=True)
+    splits = split_dataset(with_dups, make_schema(), SplitConfig())
+
+    assert splits.summary["duplicates_dropped"] == 200
+    assert splits.summary["rows"]["input"] == 1_200
+    combined = pd.concat(splits.frames().values(), ignore_index=True)
+    assert len(combined) == 1_000
+    assert not combined.duplicated().any()
+    # The first copy is the one kept.
+    assert np.isin(np.concatenate(list(splits.source_rows.values())), np.arange(1_000)).all()
+
+
+@pytest.mark.parametrize(
+    "time,ids", [(None, None), ("when", None), (None, "customer"), ("when", "customer")]
+)
+def test_same_seed_same_splits_other_seed_other_splits(time, ids):
+    df = make_frame()
+    schema = make_schema("classification", time, ids)
+    first = split_dataset(df, schema, SplitConfig(seed=5))
+    again = split_dataset(df, schema, SplitConfig(seed=5))
+    for name in ("train", "valid", "test"):
+        pd.testing.assert_frame_equal(first.frames()[name], again.frames()[name])
+    other = split_dataset(df, schema, SplitConfig(seed=6))
+    if time:  # time decides, the seed does not
+        pd.testing.assert_frame_equal(first.test, other.test)
+    else:
+        assert not np.array_equal(first.source_rows["test"], other.source_rows["test"])
+
+
+def test_a_class_too_small_to_stratify_twice_still_splits():
+    df = make_frame(n=200)
+    df.loc[:2, "y"] = "rare"  # three rows: enough for the first cut, not for the second
+    splits = split_dataset(df, make_schema(), SplitConfig())
+    assert "rare" in set(splits.train["y"])
+    assert_disjoint(splits, make_schema())
+
+
+def _tiny(n: int) -> pd.DataFrame:
+    return pd.DataFrame({"x": np.arange(float(n)), "y": np.arange(float(n))})
+
+
+REGRESSION = {"target": "y", "task": "regression", "time_column": None, "id_column": None}
+
+ERRORS = [
+    # id, frame, schema, config, words the message must contain
+    ("empty-valid", _tiny(3), REGRESSION, SplitConfig(), ["3 rows", "valid", "split.valid"]),
+    (
+        "all-duplicates",
+        pd.DataFrame({"x": [1.0] * 50, "y": [2.0] * 50}),
+        REGRESSION,
+        SplitConfig(),
+        ["1 rows", "after dropping 49 duplicate rows"],
+    ),
+    (
+        "one-timestamp",
+        _tiny(50).assign(t=pd.Timestamp("2024-01-01")),
+        {**REGRESSION, "time_column": "t"},
+        SplitConfig(),
+        ["'t' has 1 distinct times", "valid", "empty"],
+    ),
+    (
+        "too-few-ids",
+        _tiny(50).assign(g=[1, 2] * 25),
+        {**REGRESSION, "id_column": "g"},
+        SplitConfig(),
+        ["2 distinct values of id column 'g'", "empty"],
+    ),
+    (
+        "class-only-in-newest-rows",
+        pd.DataFrame(
+            {
+                "t": pd.date_range("2024-01-01", periods=100, freq="D"),
+                "y": ["old"] * 90 + ["new"] * 10,
+            }
+        ),
+        {"target": "y", "task": "classification", "time_column": "t", "id_column": None},
+        SplitConfig(),
+        ["'new' (10 rows)", "no rows in the train split", "split.train"],
+    ),
+    (
+        "missing-target",
+        _tiny(50).drop(columns="y"),
+        REGRESSION,
+        SplitConfig(),
+        ["['y']", "not in the data"],
+    ),
+    (
+        "missing-time-column",
+        _tiny(50),
+        {**REGRESSION, "time_column": "signup"},
+        SplitConfig(),
+        ["['signup']"],
+    ),
+    (
+        "time-column-not-dates",
+        _tiny(50).assign(t="soon"),
+        {**REGRESSION, "time_column": "t"},
+        SplitConfig(),
+        ["time column 't'", "not dates"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "frame,schema,cfg,words", [e[1:] for e in ERRORS], ids=[e[0] for e in ERRORS]
+)
+def test_split_errors_say_what_to_change(frame, schema, cfg, words):
+    with pytest.raises(SplitError) as err:
+        split_dataset(frame, schema, cfg)
+    for word in words:
+        assert word in str(err.value)
+
+
+def _overlapping(kind: str) -> tuple[Splits, dict]:
+    df = make_frame(n=300)
+    schema = make_schema(
+        "classification",
+        "when" if kind in ("time", "none") else None,
+        "customer" if kind in ("id", "none") else None,
+    )
+    # Distinct ids and times, so the only overlap is the one made below.
+    ordered = df.assign(
+        customer=np.arange(300), when=pd.date_range("2024-01-01", periods=300, freq="h")
+    )
+    parts = {"train": np.arange(0, 200), "valid": np.arange(200, 250), "test": np.arange(250, 300)}
+    if kind == "row":
+        parts["valid"] = np.arange(190, 250)  # ten rows in train and valid
+    if kind == "id":
+        ordered.loc[260, "customer"] = ordered.loc[0, "customer"]
+    if kind == "time":
+        ordered.loc[260, "when"] = ordered.loc[0, "when"]
+    if kind == "content":
+        ordered.loc[299] = ordered.loc[0]
+    frames = {name: ordered.iloc[p].reset_index(drop=True) for name, p in parts.items()}
+    return Splits(**frames, summary={}, source_rows=parts), schema
+
+
+@pytest.mark.parametrize(
+    "kind,words",
+    [
+        ("none", None),
+        ("row", "10 input row(s) are in both train and valid"),
+        ("id", "id column 'customer' are in both train and test"),
+        ("time", "times in train reach into those of test"),
+        ("content", "1 identical row(s) are in both train and test"),
+    ],
+)
+def test_assert_disjoint_catches_each_overlap(kind, words):
+    splits, schema = _overlapping(kind)
+    if words is None:
+        assert_disjoint(splits, schema)
+        return
+    with pytest.raises(SplitError, match="splits overlap") as err:
+        assert_disjoint(splits, schema)
+    assert words in str(err.value)
+
+
+def test_summary_is_json_ready():
+    import json
+
+    splits = split_dataset(
+        make_frame(), make_schema("classification", "when", "customer"), SplitConfig()
+    )
+    decoded = json.loads(json.dumps(splits.summary))
+    assert decoded["time_range"]["train"]["min"] == splits.train["when"].min().isoformat()
+    assert decoded["ids"]["test"] == splits.test["customer"].nunique()
+
+
+def test_uneven_groups_are_reported():
+    df = make_frame(n=1_000)
+    df.loc[:599, "customer"] = -1  # one id holds 60% of the rows
+    schema = make_schema("classification", ids="customer")
+    splits = split_dataset(df, schema, SplitConfig())
+    assert_disjoint(splits, schema)
+    assert any("a few ids hold many rows" in w for w in splits.summary["warnings"])
+    even = split_dataset(make_frame(n=1_000), schema, SplitConfig())
+    assert even.summary["warnings"] == []
+
+
+def test_category_dtype_target_as_ingest_gives_it():
+    df = make_frame(n=600)
+    df["y"] = pd.Categorical(df["y"], categories=["a", "b", "c", "never-seen"])
+    splits = split_dataset(df, make_schema(), SplitConfig())
+    assert splits.summary["stratified"] is True
+    assert set(splits.summary["class_balance"]["test"]) == {"a", "b", "c"}
+    assert splits.summary["warnings"] == []
