@@ -879,3 +879,92 @@ def report_markdown(evaluation: Evaluation | dict[str, Any], *, model_name: str)
                 f"std {_fmt(stab['std'])} ({values})."
             )
     return "\n".join(lines) + "\n"
+
+
+# --- KFP adapter -------------------------------------------------------------------
+
+from kfp.dsl import (  # noqa: E402
+    Artifact,
+    ClassificationMetrics,
+    Dataset,
+    Input,
+    Markdown,
+    Metrics,
+    Model,
+    Output,
+)
+
+from kubeloop.component import component  # noqa: E402
+
+
+@component
+def evaluate_op(
+    model: Input[Model],
+    baseline: Input[Model],
+    test: Input[Dataset],
+    train: Input[Dataset],
+    schema: Input[Artifact],
+    registry: str,
+    model_name: str,
+    config: dict,
+    evaluation: Output[Artifact],
+    metrics: Output[Metrics],
+    classification_metrics: Output[ClassificationMetrics],
+    report: Output[Markdown],
+):
+    """Score the challenger, the baseline and production on the same test rows."""
+    import json
+    import os
+
+    import joblib
+
+    from kubeloop.components.evaluate import evaluate, report_markdown
+    from kubeloop.components.ingest import read_parquet
+    from kubeloop.config import Config
+    from kubeloop.metric_names import primary_metric
+    from kubeloop.progress import stage
+    from kubeloop.registry import Registry
+    from kubeloop.storage import StorageError
+
+    with stage("evaluate") as st:
+        cfg = Config.from_dict(config)
+        sch = json.loads(open(schema.path).read())
+        metric = primary_metric(sch["task"], cfg.gate.primary_metric)
+        reg = Registry(registry, cfg.storage)
+        champion_version = reg.get_alias(model_name, "production")
+        champion, load_error = None, None
+        if champion_version:
+            try:
+                champion = reg.load_model(model_name, champion_version)
+            except StorageError as exc:
+                # A production model that cannot be loaded (tampered bytes, a missing
+                # object) is the gate's to judge, not a reason to lose this run.
+                load_error = f"{type(exc).__name__}: {exc}"
+        ev = evaluate(
+            joblib.load(os.path.join(model.path, "model.joblib")),
+            read_parquet(test.path), sch, cfg.evaluation, primary_metric=metric,
+            baseline=joblib.load(os.path.join(baseline.path, "model.joblib")),
+            champion=champion, train_df=read_parquet(train.path),
+        )
+        doc = ev.to_dict()
+        doc["champion_version"] = champion_version
+        if load_error:
+            doc["champion_error"] = load_error
+        with open(evaluation.path, "w") as f:
+            json.dump(doc, f, indent=2, allow_nan=False, default=str)
+        with open(report.path, "w") as f:
+            f.write(report_markdown(doc, model_name=model_name))
+        for name, value in ev.metrics.items():
+            if value is not None:
+                metrics.log_metric(name, float(value))
+        curves = ev.curves or {}
+        if curves.get("confusion_matrix"):
+            cm = curves["confusion_matrix"]
+            classification_metrics.log_confusion_matrix(cm["categories"], cm["matrix"])
+        if curves.get("roc"):
+            roc = curves["roc"]
+            classification_metrics.log_roc_curve(roc["fpr"], roc["tpr"], roc["thresholds"])
+        vs = f"; production {champion_version}" if champion_version else "; no production model yet"
+        value = ev.metrics.get(metric)
+        st.result = f"test {metric} {'n/a' if value is None else f'{value:.4f}'}{vs}"
+        st.details = {"metric": metric, "value": ev.metrics.get(metric)}

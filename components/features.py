@@ -425,3 +425,36 @@ def feature_summary(fitted: Pipeline, schema: Schema) -> dict[str, Any]:
 
 def _is_missing(value: Any) -> bool:
     return isinstance(value, float) and np.isnan(value)
+
+
+# --- KFP adapter -------------------------------------------------------------------
+
+from kfp.dsl import Artifact, Dataset, Input, Model, Output  # noqa: E402
+
+from kubeloop.component import component  # noqa: E402
+
+
+@component
+def features_op(
+    train: Input[Dataset],
+    schema: Input[Artifact],
+    transformer: Output[Model],
+    summary: Output[Artifact],
+):
+    """Fit the preprocessing on the training split only; it becomes part of the model."""
+    import json
+
+    import joblib
+
+    from kubeloop.components.features import feature_summary, fit_features
+    from kubeloop.components.ingest import read_parquet
+    from kubeloop.progress import stage
+
+    with stage("features") as st:
+        sch = json.loads(open(schema.path).read())
+        fitted = fit_features(read_parquet(train.path), sch)
+        joblib.dump(fitted, transformer.path)
+        info = feature_summary(fitted, sch)
+        with open(summary.path, "w") as f:
+            json.dump(info, f, indent=2, default=str)
+        st.result = f"{len(info['input_columns'])} input -> {info['n_output_columns']} model columns"

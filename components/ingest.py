@@ -820,3 +820,35 @@ def ingest(
     profile = _coerce_in_place(df, max_categories, max_category_fraction)
     profile.update({"source_uri": name, "format": fmt, "size_bytes": size, "sha256": digest})
     return df, profile
+
+
+# --- KFP adapter -------------------------------------------------------------------
+
+from kfp.dsl import Artifact, Dataset, Output  # noqa: E402
+
+from kubeloop.component import component  # noqa: E402
+
+
+@component
+def ingest_op(data_uri: str, config: dict, dataset: Output[Dataset], profile: Output[Artifact]):
+    """Read the table at ``data_uri`` (local or s3://), type it, write Parquet."""
+    import json
+
+    from kubeloop.components.ingest import ingest, write_parquet
+    from kubeloop.config import Config
+    from kubeloop.progress import stage
+
+    with stage("ingest") as st:
+        cfg = Config.from_dict(config)
+        df, prof = ingest(
+            data_uri,
+            storage=cfg.storage,
+            max_categories=cfg.validation.max_categories,
+            max_category_fraction=cfg.validation.max_category_fraction,
+        )
+        write_parquet(df, dataset.path)
+        with open(profile.path, "w") as f:
+            json.dump(prof, f, indent=2, default=str)
+        dataset.metadata.update({"rows": len(df), "columns": df.shape[1], "sha256": prof["sha256"]})
+        st.result = f"{len(df):,} rows x {df.shape[1]} columns ({prof['format']})"
+        st.details = {"rows": len(df), "columns": int(df.shape[1])}

@@ -442,3 +442,43 @@ def _summary(
     if id_col:
         summary["ids"] = {name: int(frame[id_col].nunique()) for name, frame in frames.items()}
     return summary
+
+
+# --- KFP adapter -------------------------------------------------------------------
+
+from kfp.dsl import Artifact, Dataset, Input, Output  # noqa: E402
+
+from kubeloop.component import component  # noqa: E402
+
+
+@component
+def split_op(
+    dataset: Input[Dataset],
+    schema: Input[Artifact],
+    config: dict,
+    train: Output[Dataset],
+    valid: Output[Dataset],
+    test: Output[Dataset],
+    summary: Output[Artifact],
+):
+    """Split into train/valid/test (stratified, temporal or by group); no row in two."""
+    import json
+
+    from kubeloop.components.ingest import read_parquet, write_parquet
+    from kubeloop.components.split import split_dataset
+    from kubeloop.config import Config
+    from kubeloop.progress import stage
+
+    with stage("split") as st:
+        cfg = Config.from_dict(config)
+        sch = json.loads(open(schema.path).read())
+        splits = split_dataset(read_parquet(dataset.path), sch, cfg.split)
+        for out, frame in ((train, splits.train), (valid, splits.valid), (test, splits.test)):
+            write_parquet(frame, out.path)
+            out.metadata["rows"] = len(frame)
+        with open(summary.path, "w") as f:
+            json.dump(splits.summary, f, indent=2, default=str)
+        st.result = (
+            f"{splits.summary.get('strategy', '?')}: train {len(splits.train):,}, "
+            f"valid {len(splits.valid):,}, test {len(splits.test):,}"
+        )

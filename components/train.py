@@ -829,3 +829,181 @@ def leaderboard(results: Iterable[dict[str, Any]], metric: str) -> list[dict[str
         return (1, 0.0) if value is None else (0, -sign * value)
 
     return sorted(items, key=key)
+
+
+# ---------------------------------------------------------------------------
+# One candidate from split frames: what a pipeline task (and a plain script) runs.
+
+
+def model_inputs(
+    df: pd.DataFrame, transformer: Any, schema: dict[str, Any]
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The features step's output and the labels, for the rows that have a label."""
+    from kubeloop.schema import feature_columns
+
+    target = schema["target"]
+    labelled = df[df[target].notna()] if df[target].isna().any() else df
+    X = transformer.transform(labelled[feature_columns(schema)])
+    if not isinstance(X, pd.DataFrame):
+        X = pd.DataFrame(X, columns=[str(c) for c in transformer.get_feature_names_out()])
+    return X, labelled[target].to_numpy()
+
+
+def train_candidate(
+    family: str,
+    train_df: pd.DataFrame,
+    valid_df: pd.DataFrame,
+    transformer: Any,
+    schema: dict[str, Any],
+    cfg: TrainConfig,
+    *,
+    metric: str,
+) -> tuple[Pipeline, dict[str, Any]]:
+    """Tune ``family`` (or fit the baseline) on the features step's output and
+    return the served model (features + head) with its candidate record."""
+    X_tr, y_tr = model_inputs(train_df, transformer, schema)
+    X_va, y_va = model_inputs(valid_df, transformer, schema)
+    common = dict(task=schema["task"], metric=metric, positive_label=schema.get("positive_label"))
+    if family == BASELINE:
+        result = baseline_candidate(X_tr, y_tr, X_va, y_va, **common)
+    else:
+        result = search_family(family, X_tr, y_tr, X_va, y_va, cfg=cfg, **common)
+    return compose_model(transformer, result.estimator), candidate_to_dict(result)
+
+
+def leaderboard_markdown(results: Iterable[dict[str, Any]], metric: str, *, chosen: str) -> str:
+    """The candidates ranked on validation, for the KFP UI and the registry."""
+    lines = [
+        f"# Candidates on the validation split ({metric})",
+        "",
+        "| rank | family | " + metric + " | settings tried | search s | final fit s | best settings |",
+        "|---:|---|---:|---:|---:|---:|---|",
+    ]
+    for rank, item in enumerate(leaderboard(results, metric), start=1):
+        value = _usable_score(item.get("valid_score"))
+        shown = "n/a" if value is None else f"{value:.4f}"
+        mark = " **(chosen)**" if item.get("family") == chosen else ""
+        params = ", ".join(f"{k}={v}" for k, v in sorted((item.get("params") or {}).items()))
+        lines.append(
+            f"| {rank} | {item.get('family')}{mark} | {shown} | {len(item.get('search') or [])} "
+            f"| {float(item.get('search_seconds') or 0):.1f} | {float(item.get('fit_seconds') or 0):.1f} "
+            f"| {params or '-'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# --- KFP adapters ------------------------------------------------------------------
+
+from typing import List  # noqa: E402, UP035 (KFP reads typing.List in artifact lists)
+
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output  # noqa: E402
+
+from kubeloop.component import component  # noqa: E402
+
+
+@component
+def train_op(
+    family: str,
+    train: Input[Dataset],
+    valid: Input[Dataset],
+    transformer: Input[Model],
+    schema: Input[Artifact],
+    config: dict,
+    model: Output[Model],
+):
+    """Tune one model family; one task per family, in parallel on a cluster."""
+    import json
+    import os
+
+    import joblib
+
+    from kubeloop.components.ingest import read_parquet
+    from kubeloop.components.train import train_candidate
+    from kubeloop.config import Config
+    from kubeloop.metric_names import primary_metric
+    from kubeloop.progress import stage
+
+    with stage(f"train {family}") as st:
+        cfg = Config.from_dict(config)
+        sch = json.loads(open(schema.path).read())
+        metric = primary_metric(sch["task"], cfg.gate.primary_metric)
+        served, record = train_candidate(
+            family, read_parquet(train.path), read_parquet(valid.path), joblib.load(transformer.path),
+            sch, cfg.train, metric=metric,
+        )
+        os.makedirs(model.path, exist_ok=True)
+        joblib.dump(served, os.path.join(model.path, "model.joblib"))
+        with open(os.path.join(model.path, "candidate.json"), "w") as f:
+            json.dump(record, f, indent=2)
+        model.metadata.update({"family": family, "valid_score": record["valid_score"], "metric": metric})
+        st.result = f"valid {metric} {record['valid_score']:.4f}" if record["valid_score"] is not None else "no score"
+        st.details = {"family": family, "valid_score": record["valid_score"]}
+
+
+@component
+def baseline_op(
+    train: Input[Dataset],
+    valid: Input[Dataset],
+    transformer: Input[Model],
+    schema: Input[Artifact],
+    config: dict,
+    model: Output[Model],
+):
+    """The trivial model (class priors or the mean) every candidate must beat."""
+    import json
+    import os
+
+    import joblib
+
+    from kubeloop.components.ingest import read_parquet
+    from kubeloop.components.train import BASELINE, train_candidate
+    from kubeloop.config import Config
+    from kubeloop.metric_names import primary_metric
+    from kubeloop.progress import stage
+
+    with stage("baseline") as st:
+        cfg = Config.from_dict(config)
+        sch = json.loads(open(schema.path).read())
+        metric = primary_metric(sch["task"], cfg.gate.primary_metric)
+        served, record = train_candidate(
+            BASELINE, read_parquet(train.path), read_parquet(valid.path), joblib.load(transformer.path),
+            sch, cfg.train, metric=metric,
+        )
+        os.makedirs(model.path, exist_ok=True)
+        joblib.dump(served, os.path.join(model.path, "model.joblib"))
+        with open(os.path.join(model.path, "candidate.json"), "w") as f:
+            json.dump(record, f, indent=2)
+        st.result = f"valid {metric} {record['valid_score']:.4f}" if record["valid_score"] is not None else "no score"
+
+
+@component
+def select_op(
+    candidates: Input[List[Model]],
+    schema: Input[Artifact],
+    config: dict,
+    best: Output[Model],
+    leaderboard: Output[Markdown],
+):
+    """Pick the best family on validation; its directory becomes the challenger."""
+    import json
+    import os
+    import shutil
+
+    from kubeloop.components.train import leaderboard_markdown, select_best
+    from kubeloop.config import Config
+    from kubeloop.metric_names import primary_metric
+    from kubeloop.progress import stage
+
+    with stage("select") as st:
+        cfg = Config.from_dict(config)
+        sch = json.loads(open(schema.path).read())
+        metric = primary_metric(sch["task"], cfg.gate.primary_metric)
+        records = [json.loads(open(os.path.join(c.path, "candidate.json")).read()) for c in candidates]
+        index = select_best(records, metric)
+        chosen = records[index]
+        shutil.copytree(candidates[index].path, best.path, dirs_exist_ok=True)
+        with open(leaderboard.path, "w") as f:
+            f.write(leaderboard_markdown(records, metric, chosen=chosen["family"]))
+        best.metadata.update({"family": chosen["family"], "valid_score": chosen["valid_score"]})
+        st.result = f"{chosen['family']} (valid {metric} {chosen['valid_score']:.4f})"
+        st.details = {"family": chosen["family"]}

@@ -1474,3 +1474,54 @@ def report_markdown(anomalies: list[Anomaly], schema: Schema | None, *, dataset_
                 f"{col['n_unique']} | {_cell(_values_summary(col))} |"
             )
     return "\n".join(lines) + "\n"
+
+
+# --- KFP adapter -------------------------------------------------------------------
+
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Output  # noqa: E402
+
+from kubeloop.component import component  # noqa: E402
+
+
+@component
+def validate_op(
+    dataset: Input[Dataset],
+    registry: str,
+    model_name: str,
+    config: dict,
+    schema: Output[Artifact],
+    anomalies: Output[Artifact],
+    report: Output[Markdown],
+):
+    """Infer the schema, check the data against production's; stop on blocking anomalies."""
+    import json
+
+    from kubeloop.components.ingest import read_parquet
+    from kubeloop.components.validate import report_json, report_markdown, validate
+    from kubeloop.config import Config
+    from kubeloop.progress import stage
+    from kubeloop.registry import Registry
+
+    with stage("validate") as st:
+        cfg = Config.from_dict(config)
+        if not cfg.target:
+            raise ValueError("config.target is not set")  # the CLI always sets it
+        reg = Registry(registry, cfg.storage)
+        champion = reg.get_alias(model_name, "production")
+        reference = reg.read_json(model_name, champion, "schema.json") if champion else None
+        df = read_parquet(dataset.path)
+        result = validate(
+            df, target=cfg.target, task=cfg.task, cfg=cfg.validation, reference=reference,
+            time_column=cfg.time_column, id_column=cfg.id_column, positive_label=cfg.positive_label,
+        )
+        # The reports are written before stopping, so a failed run still shows why.
+        with open(anomalies.path, "w") as f:
+            json.dump(report_json(result.anomalies, result.schema), f, indent=2, default=str)
+        with open(report.path, "w") as f:
+            f.write(report_markdown(result.anomalies, result.schema, dataset_name=model_name))
+        result.raise_if_blocking()
+        with open(schema.path, "w") as f:
+            json.dump(result.schema, f, indent=2, default=str)
+        against = f"against production {champion}" if champion else "first run: schema inferred"
+        st.result = f"{len(result.anomalies)} warning(s), none blocking; {result.schema['task']}; {against}"
+        st.details = {"task": result.schema["task"], "warnings": len(result.anomalies)}

@@ -45,7 +45,7 @@ def _load_config(args: argparse.Namespace, **overrides: Any):
 
 
 def _fmt_progress(payload: dict[str, Any]) -> str:
-    return f"  {payload['stage']:<10} {payload.get('seconds', 0):>7.1f}s  {payload.get('result', '')}"
+    return f"  {payload['stage']:<28} {payload.get('seconds', 0):>7.1f}s  {payload.get('result', '')}"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -81,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         run = run_pipeline(
             pipeline,
-            {"data_uri": data, "registry": registry, "model_name": cfg.model_name, "config": cfg.to_dict(),
+            {"data_uri": data, "registry": registry, "model_name": cfg.model_name, "config": cfg.to_params(),
              "families": list(cfg.train.families)},
             work_dir=args.work_dir,
             on_event=on_event,

@@ -45,7 +45,9 @@ def compile_training(cfg: Config, output: str | Path, *, image: str | None = Non
 
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
+    # Written next to the output and renamed into place, so a failed compile never
+    # leaves a half-written file where a deploy script expects a pipeline.
+    tmp = out.with_name(f".{out.stem}.tmp.yaml")
     compiler.Compiler().compile(build_training_pipeline(cfg), str(tmp))
     docs = list(yaml.safe_load_all(tmp.read_text()))
     if image:

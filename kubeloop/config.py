@@ -178,6 +178,11 @@ class Config(_Section):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
+    def to_params(self) -> dict[str, Any]:
+        """``to_dict`` without the unset (None) values: a KFP parameter cannot hold
+        null, and ``from_dict`` gives a missing key its default, which is None."""
+        return _drop_none(self.to_dict())
+
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Config:
         try:
@@ -190,6 +195,14 @@ class Config(_Section):
         data = self.to_dict()
         data.update({k: v for k, v in overrides.items() if v is not None})
         return Config.from_dict(data)
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value
 
 
 def _describe(exc: ValidationError) -> str:

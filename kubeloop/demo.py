@@ -1,10 +1,10 @@
 """``make demo``: the whole training loop twice on generated data, no servers.
 
-1. Generates a year of customer-churn data with kubeloop's seeded generator
+1. Generates eighteen months of customer-churn data with kubeloop's seeded generator
    (numeric and categorical features, missing values, timestamps, imbalance).
 2. ``kubeloop run`` on it: no production model yet, so the challenger must beat
    the trivial baseline; it becomes production.
-3. Three more months of data arrive; ``kubeloop run`` again: now the gate compares
+3. Newer data arrives; ``kubeloop run`` again: now the gate compares
    the new challenger with the champion on the same test set.
 4. Prints where to look next.
 
@@ -43,10 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     registry = root / "registry"
     t0 = time.perf_counter()
 
-    # A year of history, then the same year plus the next quarter: the second run
-    # trains on more (and newer) data, as a scheduled retrain would.
-    first = make_churn(n_rows=args.rows, seed=7, start="2025-01-01")
-    later = make_churn(n_rows=args.rows // 4, seed=8, start="2026-01-01", months=3)
+    # Eighteen months of sign-ups, then the same history plus newer customers whose
+    # behaviour has shifted a little: the second run trains on more (and newer)
+    # data, as a scheduled retrain would, and the gate compares it with run 1's model.
+    first = make_churn(n_rows=args.rows, seed=7, start="2024-07-01")
+    later = make_churn(n_rows=args.rows // 2, seed=8, start="2025-10-01", drift=0.3)
     data1 = root / "churn-2025.csv"
     data2 = root / "churn-2025-2026q1.parquet"
     first.to_csv(data1, index=False)

@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +109,9 @@ def run_pipeline(
         if on_event:
             on_event(kind, payload)
 
+    # The runner warns that the project image is "non-Python" and that resource
+    # requests are no-ops locally; both are expected here and only confuse users.
+    warnings.filterwarnings("ignore", module=r"kfp\.local")
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(work / "runs"),

@@ -12,7 +12,6 @@ variables from the Kubernetes Secret named in ``storage.credentials_secret``, so
 no credential is ever a pipeline parameter or part of the compiled YAML.
 """
 
-from __future__ import annotations
 
 from typing import Any
 
@@ -43,7 +42,7 @@ def build_training_pipeline(config: Config | None = None) -> Any:
     """The pipeline, with ``config`` as the default of its ``config`` parameter."""
     cfg = config or Config()
     secret = cfg.storage.credentials_secret
-    defaults = cfg.to_dict()
+    defaults = cfg.to_params()
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -117,7 +116,7 @@ def build_training_pipeline(config: Config | None = None) -> Any:
             config=config,
         ).set_caching_options(False)
         _with_credentials(register, secret)
-        return register.outputs["summary"]
+        return register.output
 
     return training_pipeline
 
