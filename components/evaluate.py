@@ -935,7 +935,7 @@ def evaluate_op(
         champion, load_error = None, None
         if champion_version:
             try:
-                champion = reg.load_model(model_name, champion_version)
+                champion, _ = reg.load_model(model_name, champion_version)
             except StorageError as exc:
                 # A production model that cannot be loaded (tampered bytes, a missing
                 # object) is the gate's to judge, not a reason to lose this run.

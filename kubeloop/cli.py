@@ -117,7 +117,7 @@ def _summary_table(s: dict[str, Any]) -> str:
         f"gate       {gate['decision'].upper()}: {gate['reason']}",
         f"production {s.get('production_version') or '(none)'}",
         "",
-        f"{'metric':<18} {'this run':>10} {'production':>11} {'baseline':>10}",
+        f"{'metric':<18} {'this run':>10} {'champion ' + (s.get('champion_version') or '-'):>13} {'baseline':>10}",
     ]
     champ = s.get("champion_metrics") or {}
     base = s.get("baseline_metrics") or {}
@@ -126,7 +126,7 @@ def _summary_table(s: dict[str, Any]) -> str:
         return "-" if x is None else f"{x:.4f}"
 
     for name, value in s["metrics"].items():
-        lines.append(f"{name:<18} {f(value):>10} {f(champ.get(name)):>11} {f(base.get(name)):>10}")
+        lines.append(f"{name:<18} {f(value):>10} {f(champ.get(name)):>13} {f(base.get(name)):>10}")
     lines += ["", f"model card  {s['artifacts']['model_card']}", f"finished in {s.get('seconds', 0):.1f}s"]
     return "\n".join(lines)
 
