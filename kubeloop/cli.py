@@ -72,7 +72,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = cfg.with_overrides(registry=registry)
 
     _err(f"kubeloop run: {data} -> model '{cfg.model_name}' in {registry}")
-    pipeline = build_training_pipeline(cfg)
+    # One family at a time: each already uses every core here (see train.parallelism).
+    pipeline = build_training_pipeline(cfg, parallelism=1)
 
     def on_event(kind: str, payload: dict[str, Any]) -> None:
         if kind == "progress":

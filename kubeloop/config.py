@@ -60,6 +60,10 @@ class TrainConfig(_Section):
     # Validation rows used to score search candidates (all rows are used for the final score).
     search_valid_max_rows: int = Field(100_000, ge=100)
     seed: int = 42
+    # Families trained at the same time on a cluster (one pod each). `kubeloop run`
+    # trains them one after another instead: each one already uses every core of
+    # the machine, and running them together only makes them fight over it.
+    parallelism: int = Field(4, ge=1, le=32)
 
     @field_validator("families")
     def _known_families(cls, value: list[str]) -> list[str]:

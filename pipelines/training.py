@@ -38,9 +38,14 @@ def _with_credentials(task: Any, secret_name: str) -> Any:
     return task
 
 
-def build_training_pipeline(config: Config | None = None) -> Any:
-    """The pipeline, with ``config`` as the default of its ``config`` parameter."""
+def build_training_pipeline(config: Config | None = None, *, parallelism: int | None = None) -> Any:
+    """The pipeline, with ``config`` as the default of its ``config`` parameter.
+
+    ``parallelism`` bounds how many model families train at once (default:
+    ``train.parallelism``); the local runner honours it too.
+    """
     cfg = config or Config()
+    parallelism = parallelism or cfg.train.parallelism
     secret = cfg.storage.credentials_secret
     defaults = cfg.to_params()
 
@@ -77,7 +82,7 @@ def build_training_pipeline(config: Config | None = None) -> Any:
             config=config,
         )
         baseline = baseline_op(**common)
-        with dsl.ParallelFor(families, parallelism=4) as family:
+        with dsl.ParallelFor(families, parallelism=parallelism) as family:
             candidate = train_op(family=family, **common)
             candidate.set_cpu_request("1").set_memory_request("2G").set_memory_limit("8G")
 
