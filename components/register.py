@@ -161,7 +161,7 @@ def model_card(
         f"- Source: `{data['uri']}` (sha256 `{str(data.get('sha256'))[:16]}...`, "
         f"{data.get('n_rows')} rows, {data.get('n_columns')} columns)",
         f"- Split: {split.get('strategy', 'n/a')}; rows train/valid/test = "
-        f"{split.get('n_train', '?')}/{split.get('n_valid', '?')}/{split.get('n_test', '?')}",
+        "/".join(str((split.get("rows") or {}).get(k, "?")) for k in ("train", "valid", "test")),
         f"- Features: {', '.join(f'`{c}`' for c in features)}",
     ]
     if schema.get("time_column"):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_CONFLICT = 0, 1, 2, 3
+NOTHING_CHANGED = "Nothing was registered; the production model is unchanged."
 
 
 class CliError(Exception):
@@ -39,6 +40,10 @@ def _load_config(args: argparse.Namespace, **overrides: Any):
         cfg = load_config(getattr(args, "config", None), **overrides)
         if getattr(args, "s3_endpoint", None):
             cfg.storage.endpoint_url = args.s3_endpoint
+            # The flag outranks the environment: the storage layer reads
+            # AWS_ENDPOINT_URL before the config, and the local pipeline steps
+            # inherit this process's environment.
+            os.environ["AWS_ENDPOINT_URL"] = args.s3_endpoint
         return cfg
     except ConfigError as exc:
         raise CliError(str(exc)) from None
@@ -49,9 +54,6 @@ def _fmt_progress(payload: dict[str, Any]) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from kubeloop.local_run import PipelineFailed, run_pipeline
-    from kubeloop.pipelines.training import build_training_pipeline
-
     cfg = _load_config(
         args,
         target=args.target,
@@ -70,6 +72,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         data = str(Path(data).resolve())
     registry = cfg.registry if "://" in cfg.registry else str(Path(cfg.registry).resolve())
     cfg = cfg.with_overrides(registry=registry)
+
+    # Imported only now: the pipeline pulls in KFP and every stage (seconds of
+    # imports), and a bad flag, config or path should be refused at once.
+    from kubeloop.local_run import PipelineFailed, run_pipeline
+    from kubeloop.pipelines.training import build_training_pipeline
 
     _err(f"kubeloop run: {data} -> model '{cfg.model_name}' in {registry}")
     # One family at a time: each already uses every core here (see train.parallelism).
@@ -96,7 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             _err(f"error in {e['stage']}: {e['message']}")
         _err(f"(full log: {exc.log_path})")
         if code == EXIT_BAD_INPUT:
-            _err("Nothing was registered; the production model is unchanged.")
+            _err(NOTHING_CHANGED)
         return code
 
     summary = json.loads(run.outputs)
@@ -256,12 +263,16 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except CliError as exc:
         _err(f"kubeloop: {exc}")
-        return exc.code
+        code = exc.code
     except Exception as exc:  # kubeloop's own errors carry a message meant for the user
-        if type(exc).__module__.startswith("kubeloop"):
-            _err(f"kubeloop: {exc}")
-            return EXIT_CONFLICT if "Conflict" in type(exc).__name__ else EXIT_BAD_INPUT
-        raise
+        if not type(exc).__module__.startswith("kubeloop"):
+            raise
+        _err(f"kubeloop: {exc}")
+        code = EXIT_CONFLICT if "Conflict" in type(exc).__name__ else EXIT_BAD_INPUT
+    if args.command == "run" and code == EXIT_BAD_INPUT:
+        # Refused before the pipeline started; say so as a failed step does.
+        _err(NOTHING_CHANGED)
+    return code
 
 
 if __name__ == "__main__":
