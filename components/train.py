@@ -37,6 +37,7 @@ the gate judges.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import time
@@ -66,6 +67,7 @@ from sklearn.model_selection import ParameterGrid, ParameterSampler, train_test_
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import threadpool_limits
 
 from kubeloop.components.evaluate import (
     EvaluationError,
@@ -89,6 +91,14 @@ FOREST_TREES = 100
 FOREST_ROWS_PER_TREE = 20_000
 # Stands for a missing category code where a model cannot take NaN.
 MISSING_CODE = -1.0
+
+# Below this many input cells (rows x columns) a fit runs on one thread. OpenMP
+# (HistGradientBoosting) and BLAS (lbfgs) threads cost more than they save on small
+# inputs, and many times more when the cores are shared with other work: spinning
+# threads made a search on 3,000 rows ten times slower than one thread (the upstream
+# report is scikit-learn issue #30662). Forests parallelize over trees with joblib and
+# are not affected.
+SINGLE_THREAD_CELLS = 500_000
 
 _MAX_WARNINGS = 3
 _MAX_MESSAGE_CHARS = 300
@@ -348,6 +358,14 @@ def _proba_over(proba: np.ndarray, classes: Sequence[Any], labels: Sequence[Any]
     return out
 
 
+def _threads(X: Any) -> contextlib.AbstractContextManager[Any]:
+    """One OpenMP and BLAS thread for a small input (see ``SINGLE_THREAD_CELLS``)."""
+    shape = getattr(X, "shape", ())
+    if len(shape) == 2 and shape[0] * shape[1] < SINGLE_THREAD_CELLS:
+        return threadpool_limits(limits=1)
+    return contextlib.nullcontext()
+
+
 def score(
     metric: str,
     estimator: Any,
@@ -371,7 +389,8 @@ def score(
     try:
         if task == "classification":
             classes = list(estimator.classes_)
-            proba = np.asarray(estimator.predict_proba(X), dtype=np.float64)
+            with _threads(X):
+                proba = np.asarray(estimator.predict_proba(X), dtype=np.float64)
             if labels is None:
                 labels = classes
             else:
@@ -380,7 +399,9 @@ def score(
                     proba = _proba_over(proba, classes, labels)
             values = classification_metrics(y, proba, labels, positive_label=positive_label)
         else:
-            values = regression_metrics(y, estimator.predict(X))
+            with _threads(X):
+                predicted = estimator.predict(X)
+            values = regression_metrics(y, predicted)
     except EvaluationError as exc:
         raise TrainError(str(exc)) from None
     value = values[metric]
@@ -546,7 +567,7 @@ def _short(exc: BaseException) -> str:
 def _fit(head: Any, X: pd.DataFrame, y: np.ndarray) -> tuple[float, list[str]]:
     """Fit ``head``; its seconds and the distinct warnings it raised (kept for the
     report rather than printed)."""
-    with warnings.catch_warnings(record=True) as caught:
+    with _threads(X), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         start = time.perf_counter()
         head.fit(X, y)
@@ -794,8 +815,13 @@ def select_best(results: list[dict[str, Any]], metric: str) -> int:
 
 
 def _check_fitted(step: Any, what: str) -> None:
+    # A Pipeline counts as fitted when its last step is, and a stateless last step
+    # (the features step's float32 cast) always is: check every step.
+    parts = [s for _, s in step.steps] if isinstance(step, Pipeline) else [step]
     try:
-        check_is_fitted(step)
+        for part in parts:
+            if part is not None and not (isinstance(part, str) and part == "passthrough"):
+                check_is_fitted(part)
     except (NotFittedError, TypeError) as exc:
         raise TrainError(f"the {what} must be fitted before composing the model: {exc}") from None
 
@@ -820,13 +846,19 @@ def compose_model(feature_transformer: Any, head: Any) -> Pipeline:
 
 
 def leaderboard(results: Iterable[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
-    """Candidates (dicts) best first, for the reports; unusable scores last."""
+    """Candidates (dicts) best first, for the reports; unusable scores last. Ties are
+    ordered as ``select_best`` breaks them, so the chosen family ranks first."""
     items = list(results)
     sign = 1.0 if higher_is_better(metric) else -1.0
 
-    def key(item: dict[str, Any]) -> tuple[int, float]:
+    def key(item: dict[str, Any]) -> tuple[int, float, int, float]:
         value = _usable_score(item.get("valid_score"))
-        return (1, 0.0) if value is None else (0, -sign * value)
+        if value is None:
+            return (1, 0.0, 0, 0.0)
+        family = item.get("family")
+        order = FAMILIES.index(family) if family in FAMILIES else len(FAMILIES)
+        seconds = _usable_score(item.get("fit_seconds"))
+        return (0, -sign * round(value, 12), order, math.inf if seconds is None else seconds)
 
     return sorted(items, key=key)
 
@@ -978,7 +1010,7 @@ def baseline_op(
 
 @component
 def select_op(
-    candidates: Input[List[Model]],
+    candidates: Input[List[Model]],  # noqa: UP006 (KFP documents typing.List here)
     schema: Input[Artifact],
     config: dict,
     best: Output[Model],
