@@ -924,6 +924,41 @@ def leaderboard_markdown(results: Iterable[dict[str, Any]], metric: str, *, chos
     return "\n".join(lines) + "\n"
 
 
+def train_step(
+    family: str, train_path: str, valid_path: str, transformer_path: str, schema_path: str,
+    config: dict[str, Any], model_dir: str,
+) -> dict[str, Any]:
+    """What a train (or baseline) task does, on files: fit, then write the served
+    model and its candidate record into ``model_dir``; returns the record."""
+    import json
+    import os
+
+    import joblib
+
+    from kubeloop.components.ingest import read_parquet
+    from kubeloop.config import Config
+    from kubeloop.metric_names import primary_metric
+
+    cfg = Config.from_dict(config)
+    with open(schema_path) as f:
+        schema = json.load(f)
+    metric = primary_metric(schema["task"], cfg.gate.primary_metric)
+    served, record = train_candidate(
+        family, read_parquet(train_path), read_parquet(valid_path), joblib.load(transformer_path),
+        schema, cfg.train, metric=metric,
+    )
+    os.makedirs(model_dir, exist_ok=True)
+    joblib.dump(served, os.path.join(model_dir, "model.joblib"))
+    with open(os.path.join(model_dir, "candidate.json"), "w") as f:
+        json.dump(record, f, indent=2, allow_nan=False)
+    return record
+
+
+def _score_text(record: dict[str, Any]) -> str:
+    value = _usable_score(record.get("valid_score"))
+    return f"valid {record['metric']} " + ("n/a" if value is None else f"{value:.4f}")
+
+
 # --- KFP adapters ------------------------------------------------------------------
 
 from typing import List  # noqa: E402, UP035 (KFP reads typing.List in artifact lists)
@@ -944,31 +979,13 @@ def train_op(
     model: Output[Model],
 ):
     """Tune one model family; one task per family, in parallel on a cluster."""
-    import json
-    import os
-
-    import joblib
-
-    from kubeloop.components.ingest import read_parquet
-    from kubeloop.components.train import train_candidate
-    from kubeloop.config import Config
-    from kubeloop.metric_names import primary_metric
+    from kubeloop.components.train import _score_text, train_step
     from kubeloop.progress import stage
 
     with stage(f"train {family}") as st:
-        cfg = Config.from_dict(config)
-        sch = json.loads(open(schema.path).read())
-        metric = primary_metric(sch["task"], cfg.gate.primary_metric)
-        served, record = train_candidate(
-            family, read_parquet(train.path), read_parquet(valid.path), joblib.load(transformer.path),
-            sch, cfg.train, metric=metric,
-        )
-        os.makedirs(model.path, exist_ok=True)
-        joblib.dump(served, os.path.join(model.path, "model.joblib"))
-        with open(os.path.join(model.path, "candidate.json"), "w") as f:
-            json.dump(record, f, indent=2)
-        model.metadata.update({"family": family, "valid_score": record["valid_score"], "metric": metric})
-        st.result = f"valid {metric} {record['valid_score']:.4f}" if record["valid_score"] is not None else "no score"
+        record = train_step(family, train.path, valid.path, transformer.path, schema.path, config, model.path)
+        model.metadata.update({"family": family, "valid_score": record["valid_score"], "metric": record["metric"]})
+        st.result = _score_text(record)
         st.details = {"family": family, "valid_score": record["valid_score"]}
 
 
@@ -982,30 +999,12 @@ def baseline_op(
     model: Output[Model],
 ):
     """The trivial model (class priors or the mean) every candidate must beat."""
-    import json
-    import os
-
-    import joblib
-
-    from kubeloop.components.ingest import read_parquet
-    from kubeloop.components.train import BASELINE, train_candidate
-    from kubeloop.config import Config
-    from kubeloop.metric_names import primary_metric
+    from kubeloop.components.train import BASELINE, _score_text, train_step
     from kubeloop.progress import stage
 
     with stage("baseline") as st:
-        cfg = Config.from_dict(config)
-        sch = json.loads(open(schema.path).read())
-        metric = primary_metric(sch["task"], cfg.gate.primary_metric)
-        served, record = train_candidate(
-            BASELINE, read_parquet(train.path), read_parquet(valid.path), joblib.load(transformer.path),
-            sch, cfg.train, metric=metric,
-        )
-        os.makedirs(model.path, exist_ok=True)
-        joblib.dump(served, os.path.join(model.path, "model.joblib"))
-        with open(os.path.join(model.path, "candidate.json"), "w") as f:
-            json.dump(record, f, indent=2)
-        st.result = f"valid {metric} {record['valid_score']:.4f}" if record["valid_score"] is not None else "no score"
+        record = train_step(BASELINE, train.path, valid.path, transformer.path, schema.path, config, model.path)
+        st.result = _score_text(record)
 
 
 @component
