@@ -14,6 +14,7 @@ to check requests against the training schema.
 
 import hashlib
 import json
+import math
 import os
 import platform
 import subprocess
@@ -24,6 +25,10 @@ from typing import Any
 from kubeloop.schema import Schema, feature_columns
 
 PACKAGES = ("kubeloop", "scikit-learn", "pandas", "numpy", "pyarrow", "kfp", "joblib")
+
+
+class RegisterError(ValueError):
+    """The run cannot be registered as it is; the message says what is wrong."""
 
 
 def package_versions() -> dict[str, str]:
@@ -114,12 +119,37 @@ def _metric_rows(evaluation: dict[str, Any]) -> list[str]:
     base = evaluation.get("baseline_metrics") or {}
     rows = ["| metric | this model | production | baseline |", "|---|---|---|---|"]
     for name, value in (evaluation.get("metrics") or {}).items():
-        rows.append(f"| {name} | {_f(value)} | {_f(champ.get(name))} | {_f(base.get(name))} |")
+        rows.append(f"| {_cell(name)} | {_f(value)} | {_f(champ.get(name))} | {_f(base.get(name))} |")
     return rows
 
 
 def _f(x: Any) -> str:
     return "-" if x is None else (f"{x:.4f}" if isinstance(x, float) else str(x))
+
+
+def _cell(text: Any) -> str:
+    # Column names and category values are user data: keep them from breaking a table.
+    return str(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def _disparity_rows(disparity: dict[str, Any], metric: str | None) -> list[str]:
+    def side(d: Any) -> str:
+        return f"{_cell(d.get('value'))} ({_f(d.get('score'))})" if d else "-"
+
+    rows = [
+        f"| column | slices | {_cell(metric or 'metric')} gap | worst | best | positive-rate gap "
+        "| positive-rate ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for col, d in disparity.items():
+        rows.append(
+            f"| {_cell(col)} | {_f(d.get('n_slices'))} | {_f(d.get('gap'))} | {side(d.get('worst'))} "
+            f"| {side(d.get('best'))} | {_f(d.get('positive_rate_gap'))} | {_f(d.get('positive_rate_ratio'))} |"
+        )
+        if d.get("note"):
+            notes.append(f"- `{col}`: {d['note']}")
+    return rows + ([""] + notes if notes else [])
 
 
 def model_card(
@@ -161,7 +191,7 @@ def model_card(
         f"- Source: `{data['uri']}` (sha256 `{str(data.get('sha256'))[:16]}...`, "
         f"{data.get('n_rows')} rows, {data.get('n_columns')} columns)",
         f"- Split: {split.get('strategy', 'n/a')}; rows train/valid/test = "
-        "/".join(str((split.get("rows") or {}).get(k, "?")) for k in ("train", "valid", "test")),
+        f"{'/'.join(str((split.get('rows') or {}).get(k, '?')) for k in ('train', 'valid', 'test'))}",
         f"- Features: {', '.join(f'`{c}`' for c in features)}",
     ]
     if schema.get("time_column"):
@@ -198,14 +228,13 @@ def model_card(
             worst = worst[::-1]
         lines += ["## Slices (worst first)", "", f"| column | value | rows | {primary} |", "|---|---|---|---|"]
         for s in worst[:10]:
-            lines.append(f"| {s['column']} | {s['value']} | {s['n']} | {_f(s['metrics'][primary])} |")
+            lines.append(
+                f"| {_cell(s['column'])} | {_cell(s['value'])} | {s['n']} | {_f(s['metrics'][primary])} |"
+            )
         lines.append("")
     disp = evaluation.get("disparity") or {}
     if disp:
-        lines += ["## Disparity across sensitive columns", ""]
-        for col, d in disp.items():
-            lines.append(f"- `{col}`: {d}")
-        lines.append("")
+        lines += ["## Disparity across sensitive columns", "", *_disparity_rows(disp, primary), ""]
     lines += [
         "## Limitations",
         "",
@@ -234,6 +263,30 @@ def model_card(
 # --- glue: one run into the registry --------------------------------------------------
 
 REFERENCE_ROWS = 10_000
+# Concurrent runs taking the version number this one proposed; far beyond any real race.
+_MAX_VERSION_ATTEMPTS = 20
+
+
+def _non_finite(obj: Any, path: str = "") -> list[str]:
+    """Where ``obj`` holds NaN or infinity (JSON has no such numbers)."""
+    if isinstance(obj, float):
+        return [] if math.isfinite(obj) else [path or "(the value)"]
+    if isinstance(obj, dict):
+        return [p for k, v in obj.items() for p in _non_finite(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(obj, list | tuple):
+        return [p for i, v in enumerate(obj) for p in _non_finite(v, f"{path}[{i}]")]
+    return []
+
+
+def _json_doc(model_name: str, name: str, obj: Any) -> bytes:
+    bad = _non_finite(obj)
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise RegisterError(
+            f"cannot register {model_name}: {name} would hold NaN or infinity at "
+            f"{', '.join(bad[:5])}{more}; an undefined value must be null. Nothing was registered."
+        )
+    return json.dumps(obj, indent=2, default=str, allow_nan=False).encode()
 
 
 def file_sha256(path: str) -> str:
@@ -275,49 +328,70 @@ def register_run(
 
     Returns the run summary ``kubeloop run --json`` prints.
     """
+    from kubeloop.registry import AliasConflict, VersionTaken
+
     model_path = os.path.join(model_dir, "model.joblib")
     sha = file_sha256(model_path)
-    candidate = json.loads(open(os.path.join(model_dir, "candidate.json")).read())
-    version = registry.next_version(model_name)
-    card = model_card(
-        model_name=model_name, version=version, schema=schema, evaluation=evaluation, gate=decision,
-        lineage_doc=lineage_doc, sensitive_columns=sensitive_columns,
-    )
-    dumps = lambda obj: json.dumps(obj, indent=2, default=str, allow_nan=False).encode()  # noqa: E731
+    with open(os.path.join(model_dir, "candidate.json")) as f:
+        candidate = json.load(f)
+    dumps = lambda name, obj: _json_doc(model_name, name, obj)  # noqa: E731
     files: dict[str, Any] = {
         "model/model.joblib": model_path,
-        "model/kubeloop.json": dumps(predictor_metadata(schema, model_name=model_name, sha256=sha)),
-        "schema.json": dumps(schema),
-        "metrics.json": dumps(evaluation["metrics"]),
-        "evaluation.json": dumps(evaluation),
-        "gate.json": dumps(decision),
-        "lineage.json": dumps(lineage_doc),
-        "candidate.json": dumps(candidate),
-        "model_card.md": card.encode(),
+        "model/kubeloop.json": dumps(
+            "model/kubeloop.json", predictor_metadata(schema, model_name=model_name, sha256=sha)
+        ),
+        "schema.json": dumps("schema.json", schema),
+        "evaluation.json": dumps("evaluation.json", evaluation),
+        "metrics.json": dumps("metrics.json", evaluation["metrics"]),
+        "gate.json": dumps("gate.json", decision),
+        "lineage.json": dumps("lineage.json", lineage_doc),
+        "candidate.json": dumps("candidate.json", candidate),
     }
     for name, path in reports.items():
         files[f"reports/{name}.md"] = path
     if reference is not None:
         files["monitoring/reference.parquet"] = reference
-    info = registry.register(
-        model_name,
-        files,
-        version=version,
-        metadata={
-            "task": schema["task"],
-            "family": candidate.get("family"),
-            "metrics": evaluation["metrics"],
-            "gate": {"decision": decision["decision"], "reason": decision["reason"]},
-            "data_sha256": lineage_doc["data"].get("sha256"),
-            "code_version": lineage_doc.get("code_version"),
-        },
-    )
+    metadata = {
+        "task": schema["task"],
+        "family": candidate.get("family"),
+        "metrics": evaluation["metrics"],
+        "gate": {"decision": decision["decision"], "reason": decision["reason"]},
+        "data_sha256": lineage_doc["data"].get("sha256"),
+        "code_version": lineage_doc.get("code_version"),
+    }
+    # The model card names its version, so the number is claimed exactly: if a
+    # concurrent run takes it first, the card is written again for the next one.
+    for _ in range(_MAX_VERSION_ATTEMPTS):
+        version = registry.next_version(model_name)
+        files["model_card.md"] = model_card(
+            model_name=model_name, version=version, schema=schema, evaluation=evaluation, gate=decision,
+            lineage_doc=lineage_doc, sensitive_columns=sensitive_columns,
+        ).encode()
+        try:
+            info = registry.register(model_name, files, version=version, metadata=metadata, exact=True)
+            break
+        except VersionTaken:
+            continue
+    else:
+        raise RegisterError(
+            f"cannot register {model_name}: other runs kept taking the next version number "
+            f"({_MAX_VERSION_ATTEMPTS} attempts)"
+        )
     champion = evaluation.get("champion_version")
     if decision["decision"] == "promote":
         # Compare-and-swap against the champion the gate compared with: if another
         # run promoted meanwhile, this one must not replace a model it never beat.
-        registry.set_alias(model_name, "production", info.version, expected_version=champion,
-                           reason=f"gate: {decision['reason']}")
+        try:
+            registry.set_alias(model_name, "production", info.version, expected_version=champion,
+                               reason=f"gate: {decision['reason']}")
+        except AliasConflict:
+            now = registry.get_alias(model_name, "production")
+            raise AliasConflict(
+                f"{model_name} {info.version} is registered, but production was not moved to it: "
+                f"the gate compared it with {champion or 'no production model'}, and production "
+                f"now points at {now or 'nothing'} (another run moved it meanwhile); run again "
+                f"to gate against {now or 'the current state'}"
+            ) from None
     production = registry.get_alias(model_name, "production")
     uri = lambda rel: registry.file_uri(model_name, info.version, rel)  # noqa: E731
     return {

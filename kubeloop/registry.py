@@ -82,6 +82,10 @@ class AliasConflict(RegistryError, ConflictError):
     """Another writer moved the alias first; the message names expected and actual."""
 
 
+class VersionTaken(RegistryError, ConflictError):
+    """``register(..., exact=True)``: the wanted version number is already claimed."""
+
+
 @dataclass(frozen=True)
 class VersionInfo:
     """One complete registered version, as its manifest describes it."""
@@ -206,13 +210,16 @@ class Registry:
         *,
         version: str | None = None,
         metadata: dict[str, Any] | None = None,
+        exact: bool = False,
     ) -> VersionInfo:
         """Store ``files`` as a new immutable version; returns what was registered.
 
         ``files`` maps names relative to the version folder to bytes or local file
         paths; ``model/model.joblib`` is required. If ``version`` is already taken
         (by an earlier or a concurrent run) the next free number is used instead:
-        read the outcome from the returned ``VersionInfo.version``.
+        read the outcome from the returned ``VersionInfo.version``. With
+        ``exact=True`` a taken ``version`` raises VersionTaken instead and nothing
+        is written (for files that name their own version, such as a model card).
         """
         check_model_name(model)
         if MODEL_FILE not in files:
@@ -237,7 +244,9 @@ class Registry:
         except ValueError as exc:
             raise RegistryError(f"register {model}: metadata is not valid JSON: {exc}") from None
 
-        version = self._claim(model, version)
+        if exact and not version:
+            raise RegistryError(f"register {model}: exact=True needs a version")
+        version = self._claim(model, version, exact=exact)
         vdir = self._vdir(model, version)
         entries: dict[str, dict[str, Any]] = {}
         try:
@@ -268,7 +277,7 @@ class Registry:
         log.info("registered %s %s at %s", model, version, self.model_uri(model, version))
         return self._info(manifest)
 
-    def _claim(self, model: str, wanted: str | None) -> str:
+    def _claim(self, model: str, wanted: str | None, *, exact: bool = False) -> str:
         number = _version_number(wanted) if wanted else max(self._claimed_numbers(model), default=0) + 1
         claim = {"model": model, "claimed_at": _now(), "host": socket.gethostname(), "pid": os.getpid()}
         for _ in range(_MAX_CLAIM_ATTEMPTS):
@@ -279,6 +288,10 @@ class Registry:
                 )
                 return version
             except ConflictError:
+                if exact:
+                    raise VersionTaken(
+                        f"register {model}: {version} is already claimed by another run"
+                    ) from None
                 # Taken by an earlier or concurrent run; skip past everything claimed since.
                 number = max(number + 1, max(self._claimed_numbers(model), default=0) + 1)
         raise RegistryError(
