@@ -63,8 +63,26 @@ def stage(name: str) -> Iterator[Stage]:
         raise SystemExit(2) from None
     _emit(
         MARK,
-        {"stage": name, "seconds": round(time.perf_counter() - t0, 3), "result": st.result, **st.details},
+        {
+            "stage": name,
+            "seconds": round(time.perf_counter() - t0, 3),
+            "result": st.result,
+            # Each step is its own process, so this is the step's peak memory.
+            "peak_rss_mib": _peak_rss_mib(),
+            **st.details,
+        },
     )
+
+
+def _peak_rss_mib() -> float | None:
+    try:
+        import resource
+    except ImportError:  # not on every platform
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # ru_maxrss is in KiB on Linux, in bytes on macOS.
+    kib = peak / 1024 if sys.platform == "darwin" else peak
+    return round(kib / 1024, 1)
 
 
 def parse_line(line: str) -> tuple[str, dict[str, Any]] | None:
