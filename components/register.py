@@ -409,6 +409,8 @@ def register_run(
         "sha256": sha,
         "artifacts": {
             "model": registry.model_uri(model_name, info.version),
+            # What a KServe InferenceService's storageUri takes (trailing "/").
+            "serving_uri": registry.serving_uri(model_name, info.version),
             "model_card": uri("model_card.md"),
             "evaluation": uri("evaluation.json"),
             "schema": uri("schema.json"),

@@ -512,6 +512,8 @@ def test_artifacts_exist_and_hold_the_run(clf, reg):
     assert storage.read_bytes(art["gate_report"]) == b"# gate report\n"
     meta = json.loads(storage.read_bytes(storage.join(art["model"], "kubeloop.json")))
     assert meta["sha256"] == s["sha256"]
+    # KServe fetches by prefix: the serving URI must end at the model folder.
+    assert art["serving_uri"] == art["model"] + "/"
     assert [f["name"] for f in meta["features"]] == feature_columns(clf.schema)
     assert reg.read_json(MODEL, "v1", "metrics") == clf.evaluation["metrics"]
     assert reg.read_json(MODEL, "v1", "candidate") == clf.candidate
