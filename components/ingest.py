@@ -771,11 +771,17 @@ def write_parquet(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pandas(df, preserve_index=False)
+    # Converted and written one row group (128k rows) at a time: converting the
+    # whole frame to Arrow first would hold a second copy of the data, and readers
+    # decode one group at a time, so their transient buffers stay small too.
     # Nanosecond timestamps need format version 2.6; older readers would get microseconds.
-    # Row groups of 128k rows: a reader decodes one group at a time, so its
-    # transient buffers stay small (one 1M-row group costs ~2x the data to decode).
-    pq.write_table(table, path, compression="snappy", version="2.6", row_group_size=ROW_GROUP_ROWS)
+    first = pa.Table.from_pandas(df.iloc[:ROW_GROUP_ROWS], preserve_index=False)
+    with pq.ParquetWriter(path, first.schema, compression="snappy", version="2.6") as writer:
+        writer.write_table(first)
+        del first
+        for start in range(ROW_GROUP_ROWS, len(df), ROW_GROUP_ROWS):
+            block = df.iloc[start : start + ROW_GROUP_ROWS]
+            writer.write_table(pa.Table.from_pandas(block, schema=writer.schema, preserve_index=False))
     return path
 
 

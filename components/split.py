@@ -83,7 +83,7 @@ def split_dataset(df: pd.DataFrame, schema: Schema, cfg: SplitConfig) -> Splits:
             f"(columns: {list(df.columns)[:20]})"
         )
 
-    duplicated = df.duplicated(keep="first").to_numpy()
+    duplicated = _duplicated_rows(df)
     n_duplicates = int(duplicated.sum())
     pos = np.flatnonzero(~duplicated)
     if strategy in TEMPORAL_STRATEGIES:
@@ -96,11 +96,32 @@ def split_dataset(df: pd.DataFrame, schema: Schema, cfg: SplitConfig) -> Splits:
         # read memory in order and lets a reader line the splits up with the source.
         parts = {name: np.sort(p) for name, p in parts.items()}
 
-    frames = {name: df.take(p).reset_index(drop=True) for name, p in parts.items()}
+    frames = {name: _rows(df, p) for name, p in parts.items()}
     if schema["task"] == "classification":
         _require_classes_in_train(frames, target, len(pos), cfg)
     summary = _summary(frames, schema, strategy, stratified, cfg, len(df), n_duplicates)
     return Splits(**frames, summary=summary, source_rows=parts)
+
+
+def _rows(df: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
+    frame = df.take(positions)
+    # Set in place: reset_index would copy the whole frame once more.
+    frame.index = pd.RangeIndex(len(frame))
+    return frame
+
+
+def _duplicated_rows(df: pd.DataFrame) -> np.ndarray:
+    """Rows equal to an earlier row, found through one 64-bit hash per row.
+
+    ``DataFrame.duplicated`` factorizes every column into an int64 array at once
+    (on 1M rows x 20 columns, 160 MB beside the data); hashing folds the columns
+    into one array a column at a time. Two different rows share a hash with
+    probability about n^2 / 2^65 (3e-8 for a million rows).
+    """
+    if df.shape[1] == 0 or len(df) == 0:
+        return np.zeros(len(df), dtype=bool)
+    hashes = pd.util.hash_pandas_object(df, index=False)
+    return hashes.duplicated(keep="first").to_numpy()
 
 
 def assert_disjoint(splits: Splits, schema: Schema) -> None:
