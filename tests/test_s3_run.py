@@ -197,7 +197,7 @@ def test_run_into_an_s3_registry_is_the_local_run(local: GoodRun, first: S3Run, 
     assert set(s["artifacts"]) == set(local.summary["artifacts"])
     for name, uri in s["artifacts"].items():
         assert uri.startswith(prefix), (name, uri)
-        key = storage.join(uri, "kubeloop.json") if name == "model" else uri
+        key = storage.join(uri, "kubeloop.json") if name in ("model", "serving_uri") else uri
         assert storage.read_bytes(key, endpoint_url=s3_endpoint), uri
     card = storage.read_bytes(s["artifacts"]["model_card"], endpoint_url=s3_endpoint).decode()
     assert card.startswith(f"# Model card: {MODEL} v1\n")
