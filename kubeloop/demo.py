@@ -13,6 +13,7 @@ Every step is the command a user would type, printed before it runs.
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         return (f"{s['version']:<4} {s.get('family', ''):<24} roc_auc {m.get('roc_auc', float('nan')):.3f}  "
                 f"f1 {m.get('f1', float('nan')):.3f}  gate: {s['gate']['decision']}")
 
+    # The venv is not activated under `make demo`: show the command by its path.
+    kl = os.path.relpath(Path(sys.executable).parent / "kubeloop")
     print(f"""
 kubeloop demo finished in {time.perf_counter() - t0:.0f}s
 
@@ -80,9 +83,9 @@ kubeloop demo finished in {time.perf_counter() - t0:.0f}s
 Where to look next:
   model card        {s2['artifacts']['model_card']}
   evaluation        {s2['artifacts'].get('evaluation_report', '')}
-  the registry      kubeloop registry list churn --registry {registry}
-  alias history     kubeloop registry history churn --registry {registry}
-  your own data     kubeloop run --data FILE.csv --target COLUMN
+  the registry      {kl} registry list churn --registry {registry}
+  alias history     {kl} registry history churn --registry {registry}
+  your own data     {kl} run --data FILE.csv --target COLUMN
   on a cluster      make compile   (then upload dist/training-pipeline.yaml to Kubeflow Pipelines)
 """)
     return 0
