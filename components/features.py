@@ -43,6 +43,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder, StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
+from kubeloop.dates import parse_datetimes
 from kubeloop.schema import Schema, columns_of_kind, feature_columns
 
 NUMERIC_PREFIX = "num__"
@@ -123,11 +124,7 @@ def _as_datetimes(values: pd.Series, name: str) -> pd.Series:
             f"(e.g. 2024-05-31T12:00:00Z), got numbers ({values.dtype})"
         )
     try:
-        try:
-            parsed = pd.to_datetime(values, utc=True, format="ISO8601")
-        except ValueError:
-            # Per-value format inference is much slower, so it is only the fallback.
-            parsed = pd.to_datetime(values, utc=True, format="mixed")
+        parsed = parse_datetimes(values)
     except (ValueError, TypeError, OverflowError) as exc:
         raise FeatureError(
             f"column {name!r} must hold dates (ISO 8601, e.g. 2024-05-31T12:00:00Z) "

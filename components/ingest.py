@@ -39,7 +39,6 @@ from __future__ import annotations
 import csv
 import functools
 import gzip
-import hashlib
 import io
 import os
 import re
@@ -53,6 +52,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+
+# The profile's data hash is the registry's hash: one implementation, streaming.
+from kubeloop.storage import sha256_file
 
 if TYPE_CHECKING:
     from kubeloop.config import StorageConfig
@@ -82,7 +84,6 @@ _READER_NULLS = sorted({v for m in MISSING_MARKERS for v in (m, m.lower(), m.upp
 _MARKER_SET = pa.array(sorted(_MISSING_LOWER), pa.large_string())
 _GZIP_MAGIC = b"\x1f\x8b"
 _PARQUET_MAGIC = b"PAR1"
-_HASH_CHUNK = 1 << 20
 
 
 class DataError(ValueError):
@@ -255,7 +256,7 @@ def _read_csv(path: Path, compression: str | None, name: str) -> pd.DataFrame:
             overrides[column] = _widen(match.group(2), match.group(3), overrides.get(column))
             continue
         except (pa.ArrowNotImplementedError, OSError):
-            break
+            break  # not for Arrow's reader: pandas' C parser below takes over
         if table.num_columns != len(names):
             break
         if table.num_rows == 0:
@@ -750,15 +751,6 @@ def coerce_types(
 
 
 # --------------------------------------------------------------------------- files
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file's bytes, read in chunks so a large file is never all in memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 ROW_GROUP_ROWS = 131_072

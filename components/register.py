@@ -12,7 +12,6 @@ lineage record, and ``model/kubeloop.json``, which is what the predictor reads
 to check requests against the training schema.
 """
 
-import hashlib
 import json
 import math
 import os
@@ -23,6 +22,7 @@ from importlib import metadata as importlib_metadata
 from typing import Any
 
 from kubeloop.schema import Schema, feature_columns
+from kubeloop.storage import sha256_file
 
 PACKAGES = ("kubeloop", "scikit-learn", "pandas", "numpy", "pyarrow", "kfp", "joblib")
 
@@ -289,14 +289,6 @@ def _json_doc(model_name: str, name: str, obj: Any) -> bytes:
     return json.dumps(obj, indent=2, default=str, allow_nan=False).encode()
 
 
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def reference_sample(train_df: Any, schema: Schema, *, rows: int = REFERENCE_ROWS, seed: int = 0) -> bytes:
     """A sample of the training split (features and target) as Parquet bytes: the
     reference the monitoring pipeline compares live traffic with."""
@@ -331,7 +323,7 @@ def register_run(
     from kubeloop.registry import AliasConflict, VersionTaken
 
     model_path = os.path.join(model_dir, "model.joblib")
-    sha = file_sha256(model_path)
+    sha = sha256_file(model_path)
     with open(os.path.join(model_dir, "candidate.json")) as f:
         candidate = json.load(f)
     dumps = lambda name, obj: _json_doc(model_name, name, obj)  # noqa: E731

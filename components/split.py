@@ -33,6 +33,7 @@ import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from kubeloop.config import SplitConfig
+from kubeloop.dates import parse_datetimes
 from kubeloop.schema import Schema
 
 SPLIT_NAMES = ("train", "valid", "test")
@@ -308,11 +309,7 @@ def _time_key(times: pd.Series, name: str) -> tuple[np.ndarray, np.ndarray]:
         times
     ):
         try:
-            try:
-                times = pd.to_datetime(times, utc=True, format="ISO8601")
-            except ValueError:
-                # Per-value format inference is much slower, so it is only the fallback.
-                times = pd.to_datetime(times, utc=True, format="mixed")
+            times = parse_datetimes(times)
         except (ValueError, TypeError, OverflowError) as exc:
             raise SplitError(
                 f"time column {name!r} holds values that are not dates or numbers "
