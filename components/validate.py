@@ -1520,6 +1520,7 @@ def validate_op(
         with open(report.path, "w") as f:
             f.write(report_markdown(result.anomalies, result.schema, dataset_name=model_name))
         result.raise_if_blocking()
+        cfg.check_gate_metrics(result.schema["task"])
         with open(schema.path, "w") as f:
             json.dump(result.schema, f, indent=2, default=str)
         against = f"against production {champion}" if champion else "first run: schema inferred"

@@ -72,6 +72,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         data = str(Path(data).resolve())
     registry = cfg.registry if "://" in cfg.registry else str(Path(cfg.registry).resolve())
     cfg = cfg.with_overrides(registry=registry)
+    from kubeloop.storage import open_store
+
+    open_store(registry, cfg.storage)  # refuses an unsupported URI now, not after ingest
 
     # Imported only now: the pipeline pulls in KFP and every stage (seconds of
     # imports), and a bad flag, config or path should be refused at once.
@@ -159,6 +162,9 @@ def _registry(args: argparse.Namespace):
 
     cfg = _load_config(args)
     uri = args.registry or os.environ.get("KUBELOOP_REGISTRY") or cfg.registry
+    if "://" not in uri and not Path(uri).is_dir():
+        # Reading a registry never creates one: a mistyped path is an error, not "no models".
+        raise CliError(f"no registry at {Path(uri).resolve()} (give --registry or set $KUBELOOP_REGISTRY)")
     return Registry(uri, cfg.storage)
 
 
@@ -274,6 +280,12 @@ def _main(argv: list[str] | None) -> int:
     except CliError as exc:
         _err(f"kubeloop: {exc}")
         code = exc.code
+    except OSError as exc:
+        # A path given on the command line that cannot be created or written
+        # (--output, --work-dir, --registry on a read-only disk): the user's to fix.
+        where = f": {exc.filename}" if exc.filename else ""
+        _err(f"kubeloop: {exc.strerror or exc}{where}")
+        code = EXIT_BAD_INPUT
     except Exception as exc:  # kubeloop's own errors carry a message meant for the user
         if not type(exc).__module__.startswith("kubeloop"):
             raise

@@ -179,6 +179,20 @@ class Config(_Section):
             )
         return value
 
+    @model_validator(mode="after")
+    def _gate_metrics_exist(self) -> Config:
+        # A typo or a metric of the other task would otherwise surface only after
+        # training; the task may still be unknown here (then any task's metric passes,
+        # and the validate step checks again once it has inferred the task).
+        self.check_gate_metrics(self.task)
+        return self
+
+    def check_gate_metrics(self, task: str | None) -> None:
+        from kubeloop.metric_names import check_gate_metrics
+
+        rails = [g.metric for g in self.gate.guardrails or []]
+        check_gate_metrics(task, self.gate.primary_metric, rails)
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
@@ -212,11 +226,11 @@ def _drop_none(value: Any) -> Any:
 def _describe(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        where = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        lines.append(f"config: {where}: {msg}")
+        lines.append(f"config: {where}: {msg}" if where else f"config: {msg}")
     return "\n".join(lines)
 
 

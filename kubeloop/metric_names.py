@@ -37,5 +37,30 @@ def improvement(metric: str, challenger: float, reference: float) -> float:
     return delta if higher_is_better(metric) else -delta
 
 
+METRICS = {"classification": CLASSIFICATION_METRICS, "regression": REGRESSION_METRICS}
+
+
+class MetricError(ValueError):
+    """A configured metric that the task cannot be scored with."""
+
+
+def check_metric(metric: str, task: str | None = None, *, role: str = "metric") -> str:
+    """``metric`` if it scores ``task`` (any task when None); else a MetricError
+    that lists what would."""
+    known = METRICS[task] if task else CLASSIFICATION_METRICS + REGRESSION_METRICS
+    if metric not in known:
+        what = f"a {task} model" if task else "any model"
+        raise MetricError(f"{role} {metric!r} cannot score {what}; choose one of {list(known)}")
+    return metric
+
+
 def primary_metric(task: str, configured: str | None = None) -> str:
-    return configured or DEFAULT_PRIMARY[task]
+    return check_metric(configured or DEFAULT_PRIMARY[task], task, role="gate.primary_metric")
+
+
+def check_gate_metrics(task: str | None, primary: str | None, guardrails: list[str]) -> None:
+    """Refuse a gate that names metrics the task does not have, before anything trains."""
+    if primary:
+        check_metric(primary, task, role="gate.primary_metric")
+    for name in guardrails:
+        check_metric(name, task, role="gate.guardrails metric")

@@ -232,6 +232,20 @@ BAD_INPUTS = {
         "split fractions train+valid+test must sum to 1",
         config="split:\n  train: 0.8\n  valid: 0.15\n  test: 0.15\n",
     ),
+    "gate-metric-typo": Bad(
+        _clean,
+        "gate.primary_metric 'auc' cannot score any model",
+        config="gate:\n  primary_metric: auc\n",
+    ),
+    # Only the data says the task is classification: refused at validate, before training.
+    "gate-metric-of-the-other-task": Bad(
+        _clean,
+        "gate.primary_metric 'rmse' cannot score a classification model",
+        config="gate:\n  primary_metric: rmse\n",
+    ),
+    "registry-unsupported-scheme": Bad(
+        _clean, "unsupported scheme ftp://", flags=("--registry", "ftp://models/registry")
+    ),
     "task-flag-bogus": Bad(
         _clean,
         "argument --task: invalid choice: 'bogus'",
@@ -388,3 +402,23 @@ def test_registry_lookups_of_what_does_not_exist_exit_2(registry: Path, capsys, 
     assert code == 2
     assert expect in err
     assert out == ""
+
+
+def test_compile_to_a_path_that_cannot_be_written_is_a_clear_error(tmp_path, capsys):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where a directory should be\n")
+    code = cli.main(["compile", "--output", str(blocker / "pipeline.yaml")])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert "Traceback" not in err
+    assert str(blocker) in err
+
+
+def test_a_mistyped_registry_path_is_an_error_not_an_empty_list(tmp_path, capsys):
+    missing = tmp_path / "regsitry"
+    code = cli.main(["registry", "list", "--registry", str(missing)])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert f"no registry at {missing}" in err
+    assert out == ""
+    assert not missing.exists()  # reading never creates a registry
