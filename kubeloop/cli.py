@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kubeloop.errors import UserError
+
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_CONFLICT = 0, 1, 2, 3
 NOTHING_CHANGED = "Nothing was registered; the production model is unchanged."
 
@@ -254,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true")
     common(g)
     g.set_defaults(func=cmd_registry)
+
+    from kubeloop.commands import register_all
+
+    register_all(sub, common)
     return p
 
 
@@ -280,6 +286,9 @@ def _main(argv: list[str] | None) -> int:
     except CliError as exc:
         _err(f"kubeloop: {exc}")
         code = exc.code
+    except UserError as exc:
+        _err(f"kubeloop: {exc}")
+        code = exc.exit_code
     except OSError as exc:
         # A path given on the command line that cannot be created or written
         # (--output, --work-dir, --registry on a read-only disk): the user's to fix.
