@@ -9,8 +9,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   ?= demo
 IMAGE  ?= ghcr.io/kubeloop/kubeloop:0.1.0
+# The lock tool's own version, so `make lock` resolves the same way everywhere.
+UV_VERSION ?= 0.13.9
+LOCK_FLAGS := --python-version 3.11 --universal --generate-hashes --quiet
 
-.PHONY: help venv demo test test-fast lint compile bench bench-storage clean
+.PHONY: help venv lock demo test test-fast lint compile bench bench-storage clean
 
 help: ## Show this help
 	@echo "kubeloop: ML lifecycle components for Kubeflow Pipelines"
@@ -19,13 +22,22 @@ help: ## Show this help
 	@echo
 	@echo "Quick start: make demo, then make test."
 
-$(STAMP): pyproject.toml
+# Exact versions (with hashes) from the lock, then kubeloop itself without
+# resolving anything: every machine gets the packages the tests were run with.
+$(STAMP): pyproject.toml requirements/lock-test.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements/lock-test.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
-venv: $(STAMP) ## Create .venv and install kubeloop with its test tools
+venv: $(STAMP) ## Create .venv and install kubeloop with its test tools (exact versions from the lock)
+
+lock: ## Re-resolve requirements/*.txt after changing dependencies in pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+	$(BIN)/uv pip compile pyproject.toml $(LOCK_FLAGS) -o requirements/lock.txt
+	$(BIN)/uv pip compile pyproject.toml requirements/build.in --extra test $(LOCK_FLAGS) -o requirements/lock-test.txt
+	@echo "Lock refreshed: run make test, then commit requirements/."
 
 demo: $(STAMP) ## Run the whole loop twice on generated sample data, no servers needed
 	$(BIN)/python -m kubeloop.demo --dir $(DEMO)
