@@ -200,14 +200,15 @@ def test_search_never_ends_worse_than_the_defaults(datasets, family, task):
 
 
 def test_defaults_are_kept_on_a_tie(churn):
-    # lbfgs converges well before 500 iterations, so a higher cap changes nothing and
-    # every setting scores the same.
+    # A tie by construction: lbfgs never reads random_state, so all three settings
+    # fit the same model from the same inputs and score exactly alike on any CPU
+    # and BLAS kernel. (Settings that only *should* converge to the same optimum,
+    # such as a higher max_iter, differ in the last bits from one kernel to another.)
     cfg = TrainConfig(search_iterations=3, seed=0)
-    result = churn.search("linear", cfg, space={"max_iter": [1000, 2000]})
+    result = churn.search("linear", cfg, space={"random_state": [1, 2]})
     scores = [e["score"] for e in result.search]
     assert len(scores) == 3 and len(set(scores)) == 1
-    assert result.params == {"max_iter": 500}
-    assert not result.warnings
+    assert result.params == {"random_state": None}
 
 
 def test_a_failing_setting_is_recorded_and_skipped(house):
