@@ -15,51 +15,16 @@ to check requests against the training schema.
 import json
 import math
 import os
-import platform
-import subprocess
 from datetime import datetime, timezone
-from importlib import metadata as importlib_metadata
 from typing import Any
 
+from kubeloop.environment import code_version, pickle_versions, runtime_environment
 from kubeloop.schema import Schema, feature_columns
 from kubeloop.storage import sha256_file
-
-PACKAGES = ("kubeloop", "scikit-learn", "pandas", "numpy", "pyarrow", "kfp", "joblib")
 
 
 class RegisterError(ValueError):
     """The run cannot be registered as it is; the message says what is wrong."""
-
-
-def package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
-def code_version() -> str:
-    """The commit the code came from: baked into the image as KUBELOOP_CODE_VERSION,
-    else read from the checkout, else the package version."""
-    env = os.environ.get("KUBELOOP_CODE_VERSION")
-    if env:
-        return env
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        out = subprocess.run(
-            ["git", "-C", here, "rev-parse", "--short=12", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=True,
-        )
-        dirty = subprocess.run(
-            ["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5, check=True,
-        )
-        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "kubeloop-" + package_versions()["kubeloop"]
 
 
 def predictor_metadata(schema: Schema, *, model_name: str, sha256: str) -> dict[str, Any]:
@@ -78,7 +43,9 @@ def predictor_metadata(schema: Schema, *, model_name: str, sha256: str) -> dict[
             {"name": c, "kind": cols[c]["kind"], "categories": cols[c].get("categories")}
             for c in feature_columns(schema)
         ],
-        "sklearn_version": package_versions()["scikit-learn"],
+        "sklearn_version": pickle_versions()["scikit-learn"],
+        # Checked before unpickling: another version of these may load it differently.
+        "packages": pickle_versions(),
     }
 
 
@@ -91,6 +58,7 @@ def lineage(
     split_summary: dict[str, Any] | None,
     run_id: str | None = None,
 ) -> dict[str, Any]:
+    environment = runtime_environment()
     return {
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "run_id": run_id,
@@ -109,7 +77,10 @@ def lineage(
             "metric": candidate.get("metric"),
         },
         "config": config,
-        "packages": package_versions(),
+        "seeds": {"split": (config.get("split") or {}).get("seed"),
+                  "train": (config.get("train") or {}).get("seed")},
+        "packages": environment["packages"],
+        "environment": environment,
         "code_version": code_version(),
     }
 

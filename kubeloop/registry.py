@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model/model.joblib"
+PREDICTOR_FILE = "model/kubeloop.json"  # the request schema and the versions the model was pickled with
 MANIFEST = "MANIFEST.json"
 CLAIM = "CLAIM"
 
@@ -422,14 +423,21 @@ class Registry:
         rel = name if name.endswith(".json") else f"{name}.json"
         return json.loads(self.read_bytes(model, version_or_alias, rel))
 
-    def load_model(self, model: str, version_or_alias: str) -> tuple[Any, VersionInfo]:
+    def load_model(
+        self, model: str, version_or_alias: str, *, check_environment: bool = True
+    ) -> tuple[Any, VersionInfo]:
         """Unpickle a version's estimator after checking its sha256 against the manifest.
 
         Returns ``(estimator, info)``; ``info`` describes exactly the bytes that were
         loaded, even if an alias moves meanwhile. Unpickling runs code, so bytes that
-        do not match the manifest raise IntegrityError and are never loaded.
+        do not match the manifest raise IntegrityError and are never loaded. A model
+        saved under other versions of the libraries it pickles (``model/kubeloop.json``
+        records them) raises EnvironmentMismatch naming both, unless
+        ``check_environment`` is off.
         """
         info = self.info(model, version_or_alias)
+        if check_environment:
+            self.check_environment(model, info.version)
         with tempfile.TemporaryDirectory(prefix="kubeloop-model-") as tmp:
             local = Path(tmp) / "model.joblib"
             self.store.download_file(f"{self._vdir(model, info.version)}/{MODEL_FILE}", local)
@@ -443,6 +451,16 @@ class Registry:
 
             estimator = joblib.load(local)
         return estimator, info
+
+    def check_environment(self, model: str, version: str) -> None:
+        """EnvironmentMismatch when ``version`` was saved under other library versions."""
+        from kubeloop.environment import check_compatible
+
+        try:
+            meta = json.loads(self.store.read_bytes(f"{self._vdir(model, version)}/{PREDICTOR_FILE}"))
+        except NotFound:
+            return  # saved before the request schema existed: nothing to compare
+        check_compatible(meta.get("packages"), what=f"{model} {version}")
 
     def verify(self, model: str, version_or_alias: str) -> list[str]:
         """Problems found re-hashing every file of a version (empty: all intact)."""

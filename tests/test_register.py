@@ -42,7 +42,6 @@ from kubeloop.components.ingest import ingest
 from kubeloop.components.register import (
     REFERENCE_ROWS,
     RegisterError,
-    code_version,
     lineage,
     model_card,
     predictor_metadata,
@@ -52,6 +51,7 @@ from kubeloop.components.register import (
 from kubeloop.components.split import split_dataset
 from kubeloop.components.validate import infer_schema
 from kubeloop.config import Config
+from kubeloop.environment import code_version
 from kubeloop.datagen import make_churn, make_house_prices
 from kubeloop.metric_names import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from kubeloop.registry import AliasConflict, Registry

@@ -338,6 +338,23 @@ def test_load_model_returns_estimator_and_info(reg):
     assert info.version == "v1" and info.sha256 == reg.info("m", "v1").sha256
 
 
+def test_model_saved_under_other_library_versions_is_refused_naming_both(reg, tmp_path):
+    from kubeloop.environment import EnvironmentMismatch, pickle_versions
+
+    marker = tmp_path / "unpickled"
+    saved = {**pickle_versions(), "scikit-learn": "0.24.2"}
+    reg.register("m", {"model/model.joblib": pickle.dumps(_Payload(marker)),
+                       "model/kubeloop.json": json.dumps({"packages": saved}).encode()})
+    with pytest.raises(EnvironmentMismatch) as err:
+        reg.load_model("m", "v1")
+    assert "m v1" in str(err.value) and "0.24.2" in str(err.value)
+    assert pickle_versions()["scikit-learn"] in str(err.value)
+    assert not marker.exists()  # refused before anything was unpickled
+    reg.store.write_bytes("m/versions/v1/model/kubeloop.json",
+                          json.dumps({"packages": pickle_versions()}).encode())
+    reg.check_environment("m", "v1")  # the same versions pass
+
+
 def test_tampered_model_is_never_loaded(reg, tmp_path):
     reg.register("m", files())
     marker = tmp_path / "unpickled"

@@ -182,7 +182,9 @@ def from_s3(local: GoodRun, s3_endpoint, tmp_path_factory) -> S3Run:
 def assert_same_run(s3: dict[str, Any], loc: dict[str, Any]) -> None:
     assert (s3["model"], s3["version"], s3["task"], s3["family"]) == (
         loc["model"], loc["version"], loc["task"], loc["family"])
-    # Seeds are fixed: the floats are equal, not merely close.
+    # Seeds are fixed and both runs are on this machine: the model's bytes are the
+    # same, so the floats are equal, not merely close.
+    assert s3["sha256"] == loc["sha256"]
     assert s3["metrics"] == loc["metrics"]
     assert s3["baseline_metrics"] == loc["baseline_metrics"]
     assert s3["gate"] == loc["gate"]
