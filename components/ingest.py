@@ -52,8 +52,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from pandas.api import types as ptypes
 
 # The profile's data hash is the registry's hash: one implementation, streaming.
+from kubeloop.errors import UserError
 from kubeloop.storage import sha256_file
 
 if TYPE_CHECKING:
@@ -86,7 +88,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _PARQUET_MAGIC = b"PAR1"
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """The input table cannot be used; the message names the file or column and the fix."""
 
 
@@ -159,9 +161,17 @@ def _decodes_as_text(head: bytes) -> bool:
     return True
 
 
+# What an unnamed first column (the row names pandas' to_csv and R's write.csv
+# write by default) is called until ingest decides whether it is a row number.
+UNNAMED_FIRST = "(unnamed first column)"
+
+
 def _check_names(raw: list[Any], name: str) -> list[str]:
-    """Column names stripped of surrounding spaces; empty or repeated names are errors."""
+    """Column names stripped of surrounding spaces; empty or repeated names are errors,
+    except an unnamed first column, which ``drop_row_numbers`` looks at."""
     names = [str(n).strip() for n in raw]
+    if len(names) > 1 and not names[0]:
+        names[0] = UNNAMED_FIRST
     empty = [i + 1 for i, n in enumerate(names) if not n]
     if empty:
         hint = (
@@ -804,12 +814,57 @@ def read_parquet(path: str | os.PathLike[str]) -> pd.DataFrame:
 # --------------------------------------------------------------------------- stage
 
 
+# Names that exports give a row number (pandas' reset_index, R, readr, a re-read
+# pandas index); compared case-insensitively.
+_ROW_NUMBER_NAMES = {"index", "unnamed: 0", "rownames", "row.names", "...1", "x", "row",
+                     "row_number", "rownum", "row_id", UNNAMED_FIRST.lower()}
+
+
+def _is_row_sequence(series: pd.Series) -> bool:
+    """0..n-1 or 1..n in file order: what a row number is, and never a real feature."""
+    if not ptypes.is_integer_dtype(series) or series.isna().any() or len(series) < 2:
+        return False
+    values = series.to_numpy()
+    return values[0] in (0, 1) and bool(np.all(np.diff(values) == 1))
+
+
+def drop_row_numbers(df: pd.DataFrame, name: str, keep: set[str] = frozenset()) -> list[dict[str, str]]:
+    """Drop, in place, the columns that are row numbers or row names; what was dropped.
+
+    An unnamed first column is the row names an export wrote (pandas' ``to_csv``, R's
+    ``write.csv``): dropped when its values are unique, an error otherwise (then it is
+    data whose header is missing). A column named like an index (``index``,
+    ``Unnamed: 0``, ``X``, ...) that counts 0..n-1 or 1..n is dropped too: a sorted
+    export makes a row number a leak of the target. ``keep`` (the target, id and time
+    columns) is never dropped.
+    """
+    dropped = []
+    if UNNAMED_FIRST in df.columns:
+        if not df[UNNAMED_FIRST].is_unique:
+            raise DataError(
+                f"{name}: the first column has an empty name and repeated values, so it is "
+                "not row numbers; give it a name in the header"
+            )
+        df.drop(columns=[UNNAMED_FIRST], inplace=True)
+        dropped.append({"column": "", "reason": "the unnamed first column holds row names or numbers "
+                        "(an export's index), not data"})
+    for col in list(df.columns):
+        if col in keep or str(col).strip().lower() not in _ROW_NUMBER_NAMES:
+            continue
+        if _is_row_sequence(df[col]):
+            df.drop(columns=[col], inplace=True)
+            dropped.append({"column": col, "reason": f"'{col}' counts the rows (0..n-1 or 1..n): a row "
+                            "number, which a sorted export turns into a leak of the target"})
+    return dropped
+
+
 def ingest(
     uri: str | os.PathLike[str],
     *,
     storage: StorageConfig | None = None,
     max_categories: int = 100,
     max_category_fraction: float = 0.5,
+    keep: set[str] = frozenset(),
 ) -> tuple[pd.DataFrame, dict]:
     """Read and type the table at ``uri``; the profile also names its source.
 
@@ -822,8 +877,10 @@ def ingest(
         size = path.stat().st_size
         df, fmt = _read_local(path, name)
         digest = sha256_file(path)
+    dropped = drop_row_numbers(df, name, keep)
     profile = _coerce_in_place(df, max_categories, max_category_fraction)
-    profile.update({"source_uri": name, "format": fmt, "size_bytes": size, "sha256": digest})
+    profile.update({"source_uri": name, "format": fmt, "size_bytes": size, "sha256": digest,
+                    "dropped_columns": dropped})
     return df, profile
 
 
@@ -850,10 +907,13 @@ def ingest_op(data_uri: str, config: dict, dataset: Output[Dataset], profile: Ou
             storage=cfg.storage,
             max_categories=cfg.validation.max_categories,
             max_category_fraction=cfg.validation.max_category_fraction,
+            keep={c for c in (cfg.target, cfg.id_column, cfg.time_column) if c},
         )
         write_parquet(df, dataset.path)
         with open(profile.path, "w") as f:
             json.dump(prof, f, indent=2, default=str)
         dataset.metadata.update({"rows": len(df), "columns": df.shape[1], "sha256": prof["sha256"]})
         st.result = f"{len(df):,} rows x {df.shape[1]} columns ({prof['format']})"
+        if prof["dropped_columns"]:
+            st.result += f"; dropped {len(prof['dropped_columns'])} row-number column(s)"
         st.details = {"rows": len(df), "columns": int(df.shape[1])}

@@ -15,24 +15,30 @@ to check requests against the training schema.
 import json
 import math
 import os
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from kubeloop.config import Config
 from kubeloop.environment import code_version, pickle_versions, runtime_environment
+from kubeloop.errors import UserError
 from kubeloop.schema import Schema, feature_columns
 from kubeloop.storage import sha256_file
 
 
-class RegisterError(ValueError):
+class RegisterError(UserError, ValueError):
     """The run cannot be registered as it is; the message says what is wrong."""
 
 
-def predictor_metadata(schema: Schema, *, model_name: str, sha256: str) -> dict[str, Any]:
+def predictor_metadata(
+    schema: Schema, *, model_name: str, sha256: str, version: str | None = None
+) -> dict[str, Any]:
     """What the serving predictor needs besides the model: the request contract."""
     cols = schema["columns"]
     return {
         "format": "kubeloop/v1",
         "model_name": model_name,
+        "version": version,
         "model_file": "model.joblib",
         "sha256": sha256,
         "task": schema["task"],
@@ -300,9 +306,6 @@ def register_run(
     dumps = lambda name, obj: _json_doc(model_name, name, obj)  # noqa: E731
     files: dict[str, Any] = {
         "model/model.joblib": model_path,
-        "model/kubeloop.json": dumps(
-            "model/kubeloop.json", predictor_metadata(schema, model_name=model_name, sha256=sha)
-        ),
         "schema.json": dumps("schema.json", schema),
         "evaluation.json": dumps("evaluation.json", evaluation),
         "metrics.json": dumps("metrics.json", evaluation["metrics"]),
@@ -326,6 +329,11 @@ def register_run(
     # concurrent run takes it first, the card is written again for the next one.
     for _ in range(_MAX_VERSION_ATTEMPTS):
         version = registry.next_version(model_name)
+        # Only model/ reaches a serving pod, so it names its own version.
+        files["model/kubeloop.json"] = dumps(
+            "model/kubeloop.json",
+            predictor_metadata(schema, model_name=model_name, sha256=sha, version=version),
+        )
         files["model_card.md"] = model_card(
             model_name=model_name, version=version, schema=schema, evaluation=evaluation, gate=decision,
             lineage_doc=lineage_doc, sensitive_columns=sensitive_columns,
@@ -383,6 +391,51 @@ def register_run(
     }
 
 
+
+# --- the step: lineage, reference sample, registration ---------------------------------
+
+
+@dataclass
+class RunArtifacts:
+    """Where the earlier steps left what the register step stores (local paths)."""
+
+    model_dir: str
+    schema: str
+    evaluation: str
+    decision: str
+    profile: str
+    split_summary: str
+    train: str
+    reports: dict[str, str]
+
+
+def register_step(
+    art: RunArtifacts, cfg: Config, *, data_uri: str, run_id: str | None = None,
+    registry: Any = None,
+) -> dict[str, Any]:
+    """Store the run in ``cfg.registry`` (or ``registry``) with its lineage; the summary."""
+    from kubeloop.components.ingest import read_parquet
+    from kubeloop.registry import Registry
+
+    def load(path: str) -> Any:
+        with open(path) as f:
+            return json.load(f)
+
+    sch = load(art.schema)
+    lin = lineage(
+        data_uri=data_uri, profile=load(art.profile), config=cfg.to_params(),
+        candidate=load(os.path.join(art.model_dir, "candidate.json")),
+        split_summary=load(art.split_summary), run_id=run_id or None,
+    )
+    return register_run(
+        registry or Registry(cfg.registry, cfg.storage),
+        model_name=cfg.model_name, model_dir=art.model_dir, schema=sch,
+        evaluation=load(art.evaluation), decision=load(art.decision), lineage_doc=lin,
+        reports=art.reports, reference=reference_sample(read_parquet(art.train), sch),
+        sensitive_columns=cfg.evaluation.sensitive_columns,
+    )
+
+
 # --- KFP adapter -------------------------------------------------------------------
 
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Model  # noqa: E402
@@ -403,39 +456,27 @@ def register_op(
     evaluation_report: Input[Markdown],
     gate_report: Input[Markdown],
     leaderboard: Input[Markdown],
-    registry: str,
-    model_name: str,
     data_uri: str,
     config: dict,
+    run_id: str,
 ) -> str:
     """Register the run as an immutable version; move production if the gate promoted."""
     import json
 
-    from kubeloop.components.ingest import read_parquet
-    from kubeloop.components.register import lineage, reference_sample, register_run
+    from kubeloop.components.register import RunArtifacts, register_step
     from kubeloop.config import Config
     from kubeloop.progress import stage
-    from kubeloop.registry import Registry
-
-    def load(a):
-        return json.loads(open(a.path).read())
 
     with stage("register") as st:
         cfg = Config.from_dict(config)
-        sch = load(schema)
-        lin = lineage(
-            data_uri=data_uri, profile=load(profile), config=cfg.to_dict(),
-            candidate=json.loads(open(model.path + "/candidate.json").read()), split_summary=load(split_summary),
-        )
-        summary = register_run(
-            Registry(registry, cfg.storage),
-            model_name=model_name, model_dir=model.path, schema=sch, evaluation=load(evaluation),
-            decision=load(decision), lineage_doc=lin,
+        art = RunArtifacts(
+            model_dir=model.path, schema=schema.path, evaluation=evaluation.path,
+            decision=decision.path, profile=profile.path, split_summary=split_summary.path,
+            train=train.path,
             reports={"validation": validation_report.path, "evaluation": evaluation_report.path,
                      "gate": gate_report.path, "leaderboard": leaderboard.path},
-            reference=reference_sample(read_parquet(train.path), sch),
-            sensitive_columns=cfg.evaluation.sensitive_columns,
         )
+        summary = register_step(art, cfg, data_uri=data_uri, run_id=run_id)
         moved = "production -> " + summary["version"] if summary["promoted"] else "production unchanged"
-        st.result = f"{model_name} {summary['version']} registered; {moved}"
+        st.result = f"{cfg.model_name} {summary['version']} registered; {moved}"
     return json.dumps(summary, allow_nan=False)

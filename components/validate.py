@@ -49,7 +49,8 @@ from pandas.api import types as ptypes
 from sklearn.metrics import balanced_accuracy_score, r2_score
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
-from kubeloop.config import ValidationConfig
+from kubeloop.config import Config, ValidationConfig
+from kubeloop.errors import UserError
 from kubeloop.schema import Schema
 
 SCHEMA_VERSION = 1
@@ -132,7 +133,15 @@ class Anomaly:
         return f"- [{self.code}]{where} {self.message}"
 
 
-class ValidationFailed(Exception):
+class ValidationConfigError(UserError):
+    """The run's settings do not allow validation (no target column)."""
+
+
+class ValidationBlocked(UserError):
+    """A run stopped because its data validation blocked."""
+
+
+class ValidationFailed(UserError):
     """The data has blocking anomalies; ``str()`` lists each one on its own line."""
 
     def __init__(self, anomalies: list[Anomaly]):
@@ -1476,7 +1485,83 @@ def report_markdown(anomalies: list[Anomaly], schema: Schema | None, *, dataset_
     return "\n".join(lines) + "\n"
 
 
-# --- KFP adapter -------------------------------------------------------------------
+
+# --- the step: registry lookup, checks, reports ---------------------------------------
+
+PASS, BLOCKED_VERDICT = "pass", "blocked"
+
+
+@dataclass
+class ValidateOutcome:
+    """What the validate step hands on: the verdict, and the reports it writes."""
+
+    result: ValidationResult
+    champion: str | None
+
+    @property
+    def verdict(self) -> str:
+        return BLOCKED_VERDICT if self.result.blocking else PASS
+
+    def summary(self) -> str:
+        if self.result.blocking:
+            n = sum(a.blocking for a in self.result.anomalies)
+            return f"BLOCKED: {n} blocking problem(s); nothing will be trained or registered"
+        against = f"against production {self.champion}" if self.champion else "first run: schema inferred"
+        task = self.result.schema["task"] if self.result.schema else "?"
+        return f"{len(self.result.anomalies)} warning(s), none blocking; {task}; {against}"
+
+    def write(self, *, schema_path: str, anomalies_path: str, report_path: str, name: str) -> None:
+        # Written whatever the verdict: a blocked run's report is what the user reads.
+        with open(anomalies_path, "w") as f:
+            json.dump(report_json(self.result.anomalies, self.result.schema), f, indent=2)
+        with open(report_path, "w") as f:
+            f.write(report_markdown(self.result.anomalies, self.result.schema, dataset_name=name))
+        with open(schema_path, "w") as f:
+            json.dump(self.result.schema, f, indent=2, default=str)
+
+
+ROW_NUMBER_DROPPED = "row_number_dropped"
+
+
+def validate_step(
+    df: pd.DataFrame, cfg: Config, *, registry: Any, ingest_profile: dict[str, Any] | None = None
+) -> ValidateOutcome:
+    """Check ``df`` against the schema of the production model in ``registry`` (a
+    ``kubeloop.registry.Registry``), or infer the schema on a first run.
+
+    Blocking anomalies make the verdict ``blocked``; nothing raises for them, so the
+    report is stored by a step that succeeds and the pipeline stops on the verdict.
+    A gate metric that does not fit the inferred task is a configuration error.
+    """
+    if not cfg.target:
+        raise ValidationConfigError("no target column: set the pipeline parameter 'target'")
+    champion = registry.get_alias(cfg.model_name, "production")
+    reference = registry.read_json(cfg.model_name, champion, "schema.json") if champion else None
+    result = validate(
+        df, target=cfg.target, task=cfg.task, cfg=cfg.validation, reference=reference,
+        time_column=cfg.time_column, id_column=cfg.id_column, positive_label=cfg.positive_label,
+    )
+    for d in (ingest_profile or {}).get("dropped_columns", []):
+        # Ingest dropped it before anything could learn from it; the report says so.
+        result.anomalies.append(Anomaly(ROW_NUMBER_DROPPED, d["column"] or None, WARNING,
+                                        f"column dropped at ingest: {d['reason']}"))
+    if not result.blocking:
+        cfg.check_gate_metrics(result.schema["task"])
+    return ValidateOutcome(result, champion)
+
+
+def blocked_message(report: dict[str, Any]) -> str:
+    """The plain-words message a blocked run ends with, from ``report_json``'s output."""
+    blocking = [a for a in report.get("anomalies", []) if a.get("severity") == BLOCKING]
+    lines = [f"data validation failed with {len(blocking)} blocking problem(s):"]
+    for a in blocking:
+        where = f" {a['column']}:" if a.get("column") is not None else ""
+        lines.append(f"- [{a['code']}]{where} {a['message']}")
+    lines.append("The validation report has every anomaly; nothing was trained or registered.")
+    return "\n".join(lines)
+
+
+# --- KFP adapters ----------------------------------------------------------------------
 
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Output  # noqa: E402
 
@@ -1486,43 +1571,44 @@ from kubeloop.component import component  # noqa: E402
 @component
 def validate_op(
     dataset: Input[Dataset],
-    registry: str,
-    model_name: str,
+    profile: Input[Artifact],
     config: dict,
     schema: Output[Artifact],
     anomalies: Output[Artifact],
     report: Output[Markdown],
-):
-    """Infer the schema, check the data against production's; stop on blocking anomalies."""
+) -> str:
+    """Check the data against production's schema; returns "pass" or "blocked"."""
     import json
 
     from kubeloop.components.ingest import read_parquet
-    from kubeloop.components.validate import report_json, report_markdown, validate
+    from kubeloop.components.validate import validate_step
     from kubeloop.config import Config
     from kubeloop.progress import stage
     from kubeloop.registry import Registry
 
     with stage("validate") as st:
         cfg = Config.from_dict(config)
-        if not cfg.target:
-            raise ValueError("config.target is not set")  # the CLI always sets it
-        reg = Registry(registry, cfg.storage)
-        champion = reg.get_alias(model_name, "production")
-        reference = reg.read_json(model_name, champion, "schema.json") if champion else None
-        df = read_parquet(dataset.path)
-        result = validate(
-            df, target=cfg.target, task=cfg.task, cfg=cfg.validation, reference=reference,
-            time_column=cfg.time_column, id_column=cfg.id_column, positive_label=cfg.positive_label,
-        )
-        # The reports are written before stopping, so a failed run still shows why.
-        with open(anomalies.path, "w") as f:
-            json.dump(report_json(result.anomalies, result.schema), f, indent=2, default=str)
-        with open(report.path, "w") as f:
-            f.write(report_markdown(result.anomalies, result.schema, dataset_name=model_name))
-        result.raise_if_blocking()
-        cfg.check_gate_metrics(result.schema["task"])
-        with open(schema.path, "w") as f:
-            json.dump(result.schema, f, indent=2, default=str)
-        against = f"against production {champion}" if champion else "first run: schema inferred"
-        st.result = f"{len(result.anomalies)} warning(s), none blocking; {result.schema['task']}; {against}"
-        st.details = {"task": result.schema["task"], "warnings": len(result.anomalies)}
+        registry = Registry(cfg.registry, cfg.storage)
+        with open(profile.path) as f:
+            ingest_profile = json.load(f)
+        outcome = validate_step(read_parquet(dataset.path), cfg, registry=registry,
+                                ingest_profile=ingest_profile)
+        outcome.write(schema_path=schema.path, anomalies_path=anomalies.path,
+                      report_path=report.path, name=cfg.model_name)
+        st.result, st.details = outcome.summary(), {"verdict": outcome.verdict}
+    return outcome.verdict
+
+
+@component
+def blocked_op(anomalies: Input[Artifact]) -> str:
+    """Stop a run whose data validation blocked, saying why in plain words.
+
+    Declared to return a string only so the pipeline can name either branch's
+    result (``dsl.OneOf``); it always raises."""
+    import json
+
+    from kubeloop.components.validate import ValidationBlocked, blocked_message
+    from kubeloop.progress import stage
+
+    with stage("validate"), open(anomalies.path) as f:
+        raise ValidationBlocked(blocked_message(json.load(f)))

@@ -19,7 +19,7 @@ from typing import Any
 from kubeloop.errors import UserError
 
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_CONFLICT = 0, 1, 2, 3
-NOTHING_CHANGED = "Nothing was registered; the production model is unchanged."
+NOTHING_CHANGED = "Nothing was registered; the production model is unchanged"
 
 
 class CliError(Exception):
@@ -91,14 +91,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         if kind == "progress":
             _err(_fmt_progress(payload))
 
+    from kubeloop.pipelines.training import run_config
+
+    before = _registry_state(registry, cfg)
+    arguments = {
+        "data_uri": data, "target": cfg.target, "task": cfg.task or "",
+        "time_column": cfg.time_column or "", "id_column": cfg.id_column or "",
+        "model_name": cfg.model_name, "registry": registry, "config": run_config(cfg),
+    }
     try:
-        run = run_pipeline(
-            pipeline,
-            {"data_uri": data, "registry": registry, "model_name": cfg.model_name, "config": cfg.to_params(),
-             "families": list(cfg.train.families)},
-            work_dir=args.work_dir,
-            on_event=on_event,
-        )
+        run = run_pipeline(pipeline, arguments, work_dir=args.work_dir, on_event=on_event)
     except PipelineFailed as exc:
         code = EXIT_CONFLICT if any(e.get("error") == "AliasConflict" for e in exc.errors) else EXIT_BAD_INPUT
         if not exc.errors:
@@ -107,8 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for e in exc.errors or [{"stage": "pipeline", "message": str(exc)}]:
             _err(f"error in {e['stage']}: {e['message']}")
         _err(f"(full log: {exc.log_path})")
-        if code == EXIT_BAD_INPUT:
-            _err(NOTHING_CHANGED)
+        _err(_state_change(cfg.model_name, before, _registry_state(registry, cfg)))
         return code
 
     summary = json.loads(run.outputs)
@@ -120,6 +121,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         print(table)
     return EXIT_OK
+
+
+def _registry_state(registry: str, cfg: Any) -> dict[str, Any] | None:
+    """Versions and production alias of the run's model, or None if unreadable."""
+    try:
+        from kubeloop.registry import Registry
+
+        reg = Registry(registry, cfg.storage)
+        return {"versions": [v.version for v in reg.list_versions(cfg.model_name)],
+                "production": reg.get_alias(cfg.model_name, "production")}
+    except Exception:  # the state is reported on a best-effort basis after a failure
+        return None
+
+
+def _state_change(model: str, before: dict[str, Any] | None, after: dict[str, Any] | None) -> str:
+    """What a failed run left in the registry, in one sentence, read from the registry."""
+    if before is None or after is None:
+        return "The registry could not be read to say what changed; check it with `kubeloop registry list`."
+    new = [v for v in after["versions"] if v not in before["versions"]]
+    if not new and after["production"] == before["production"]:
+        return f"{NOTHING_CHANGED} ({before['production'] or 'none yet'})."
+    stored = f"{model} {', '.join(new)} stored" if new else "Nothing was registered"
+    if after["production"] == before["production"]:
+        prod = f"production is unchanged ({before['production'] or 'none'})"
+    else:
+        prod = f"production moved from {before['production'] or 'none'} to {after['production']}"
+    return f"{stored}; {prod}."
 
 
 def _summary_table(s: dict[str, Any]) -> str:
@@ -148,11 +176,20 @@ def _summary_table(s: dict[str, Any]) -> str:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from kubeloop.compile import compile_training
+    from kubeloop.compile import compile_training_with_notes
 
-    cfg = _load_config(args, model_name=args.model_name, registry=args.registry)
-    out = compile_training(cfg, args.output, image=args.image)
+    cfg = _load_config(
+        args, model_name=args.model_name, registry=args.registry, target=args.target,
+        task=args.task, time_column=args.time_column, id_column=args.id_column,
+    )
+    out, notes = compile_training_with_notes(cfg, args.output, image=args.image)
+    for note in notes:
+        _err(f"default {note}")
+    if not cfg.target:
+        _err("target: no default; every run must give it (the KFP UI asks for it)")
     _err(f"wrote {out}")
+    if args.json:
+        print(json.dumps({"output": str(out), "notes": notes}))
     return EXIT_OK
 
 
@@ -240,8 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compile", help="write the training pipeline YAML")
     c.add_argument("--output", "-o", default="training-pipeline.yaml")
     c.add_argument("--image", help="container image for every step")
-    c.add_argument("--model-name")
-    c.add_argument("--registry", help="default registry URI baked into the pipeline parameters")
+    c.add_argument("--model-name", help="default of the model_name parameter")
+    c.add_argument("--registry", help="default of the registry parameter: an s3:// URI (default: s3://models/registry)")
+    c.add_argument("--target", help="default of the target parameter (else every run must give it)")
+    c.add_argument("--task", choices=["classification", "regression"], help="default of the task parameter")
+    c.add_argument("--time-column", help="default of the time_column parameter")
+    c.add_argument("--id-column", help="default of the id_column parameter")
+    c.add_argument("--json", action="store_true", help="print the output path and defaults as JSON")
     common(c)
     c.set_defaults(func=cmd_compile)
 
@@ -302,7 +344,7 @@ def _main(argv: list[str] | None) -> int:
         code = EXIT_CONFLICT if "Conflict" in type(exc).__name__ else EXIT_BAD_INPUT
     if args.command == "run" and code == EXIT_BAD_INPUT:
         # Refused before the pipeline started; say so as a failed step does.
-        _err(NOTHING_CHANGED)
+        _err(NOTHING_CHANGED + ".")
     return code
 
 

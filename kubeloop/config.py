@@ -18,13 +18,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kubeloop.errors import UserError
+
 Task = Literal["classification", "regression"]
 
 DEFAULT_FAMILIES = ["linear", "hist_gradient_boosting", "random_forest"]
 DEFAULT_IMAGE = "ghcr.io/kubeloop/kubeloop:0.1.0"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """The configuration is invalid; the message names each bad key."""
 
 
@@ -150,6 +152,42 @@ class StorageConfig(_Section):
     read_timeout: float = Field(30.0, gt=0)
 
 
+# Kubernetes quantities as KFP accepts them ("500m", "2", "1.5"; "512Mi", "8G").
+_CPU = r"^[0-9]*\.?[0-9]+m?$"
+_MEMORY = r"^[0-9]+(\.[0-9]+)?(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$"
+
+
+class StepResources(_Section):
+    """CPU and memory of one pipeline step's pod (ignored by the local runner)."""
+
+    cpu_request: str = Field("250m", pattern=_CPU)
+    cpu_limit: str = Field("1", pattern=_CPU)
+    memory_request: str = Field("512Mi", pattern=_MEMORY)
+    memory_limit: str = Field("2Gi", pattern=_MEMORY)
+
+    def cpu_limit_cores(self) -> int:
+        """Whole cores the step may use: the size of its thread pools (at least 1)."""
+        text = self.cpu_limit
+        cores = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+        return max(1, int(cores))
+
+
+class ResourcesConfig(_Section):
+    """Pod sizes and retries on a cluster. The defaults fit a laptop's kind cluster;
+    size ``train`` (one pod per model family) to your data."""
+
+    default: StepResources = Field(default_factory=StepResources)
+    train: StepResources = Field(
+        default_factory=lambda: StepResources(
+            cpu_request="1", cpu_limit="2", memory_request="1Gi", memory_limit="4Gi"
+        )
+    )
+    # Steps that are safe to repeat (everything but register) retry with backoff
+    # after a pod is evicted or a node goes away.
+    retries: int = Field(2, ge=0, le=10)
+    retry_backoff_seconds: int = Field(30, ge=1, le=3600)
+
+
 class Config(_Section):
     """Everything one run needs; see ``kubeloop run --help`` for the flags that override it."""
 
@@ -167,6 +205,7 @@ class Config(_Section):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
 
     @field_validator("model_name")
     def _model_name_is_a_path_segment(cls, value: str) -> str:

@@ -1,18 +1,30 @@
 """The training pipeline: wiring only; every step's logic lives in components/.
 
-    ingest -> validate -> split -> features -> {baseline, one task per model family}
-           -> select -> evaluate (vs baseline and production) -> gate -> register
+    settings -> ingest -> validate -> [blocked: stop, report kept]
+             -> split -> features -> {baseline, one task per model family}
+             -> select -> evaluate (vs baseline and production) -> gate -> register
 
-Bad data stops the run at validate, before anything is trained or registered.
-The register step stores every completed run as a registry version and moves the
-``production`` alias only when the gate promotes, with a compare-and-swap.
+The run parameters (``data_uri``, ``target``, ``task``, ``time_column``,
+``id_column``, ``model_name``, ``registry``) are what a person fills in the KFP
+UI; ``config`` holds the rest. The settings step merges them once, and every
+later step reads its output, so each value has one source.
 
-On a cluster, every step that touches storage gets the S3 keys as environment
-variables from the Kubernetes Secret named in ``storage.credentials_secret``, so
-no credential is ever a pipeline parameter or part of the compiled YAML.
+Validate does not fail on bad data: it stores its report and returns a verdict,
+and the pipeline stops under ``dsl.If`` with a step that says why in plain words.
+KFP drops the outputs of a failed task, so this is how the anomalies report
+reaches the UI. The register step stores every completed run as a registry
+version and moves ``production`` only when the gate promotes, with a
+compare-and-swap.
+
+On a cluster (``on_cluster=True``, what ``kubeloop compile`` builds), every step
+declares CPU and memory from ``resources``, its thread pools follow its CPU
+limit, steps that are safe to repeat retry with backoff, and steps that touch
+storage get the S3 keys as environment variables from the Kubernetes Secret
+named in ``storage.credentials_secret``: no credential is ever a pipeline
+parameter or part of the compiled YAML.
 """
 
-
+import inspect
 from typing import Any
 
 from kfp import dsl, kubernetes
@@ -22,114 +34,170 @@ from kubeloop.components.features import features_op
 from kubeloop.components.gate import gate_op
 from kubeloop.components.ingest import ingest_op
 from kubeloop.components.register import register_op
+from kubeloop.components.settings import RUN_PARAMETERS, compile_time_values, settings_op
 from kubeloop.components.split import split_op
 from kubeloop.components.train import baseline_op, select_op, train_op
-from kubeloop.components.validate import validate_op
-from kubeloop.config import DEFAULT_FAMILIES, Config
+from kubeloop.components.validate import blocked_op, validate_op
+from kubeloop.config import Config, StepResources
 
 PIPELINE_NAME = "kubeloop-training"
 
 # Keys the steps read from the credentials Secret (MinIO accepts the AWS names).
 SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+# Thread pools sized from the CPU limit: a pod sees every core of its node, and
+# OpenMP, OpenBLAS and joblib would otherwise start one thread per node core.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "LOKY_MAX_CPU_COUNT")
 
 
-def _with_credentials(task: Any, secret_name: str) -> Any:
-    kubernetes.use_secret_as_env(task, secret_name=secret_name, secret_key_to_env=SECRET_KEYS)
-    return task
+def run_config(cfg: Config) -> dict[str, Any]:
+    """The ``config`` parameter's default: everything but the run parameters (which
+    are parameters of their own) and the keys fixed at compile time."""
+    params = cfg.to_params()
+    for key in RUN_PARAMETERS:
+        params.pop(key, None)
+    params.pop("image", None)
+    params.pop("resources", None)
+    params["train"].pop("parallelism", None)
+    params["storage"].pop("credentials_secret", None)
+    return params
 
 
-def build_training_pipeline(config: Config | None = None, *, parallelism: int | None = None) -> Any:
-    """The pipeline, with ``config`` as the default of its ``config`` parameter.
+def build_training_pipeline(
+    config: Config | None = None, *, parallelism: int | None = None, on_cluster: bool = False
+) -> Any:
+    """The pipeline, with ``config``'s values as its parameters' defaults.
 
     ``parallelism`` bounds how many model families train at once (default:
-    ``train.parallelism``); the local runner honours it too.
+    ``train.parallelism``); the local runner honours it too. ``on_cluster`` adds
+    what only a cluster reads (pod sizes, thread limits, retries) and makes the
+    settings step refuse a registry a pod cannot reach.
     """
     cfg = config or Config()
     parallelism = parallelism or cfg.train.parallelism
     secret = cfg.storage.credentials_secret
-    defaults = cfg.to_params()
+    compiled = compile_time_values(cfg)
+    sizes = cfg.resources
+    default_config = run_config(cfg)
 
-    @dsl.pipeline(
+    def step(task: Any, resources: StepResources | None = None, *, storage: bool = False,
+             retry: bool = True, cache: bool = True) -> Any:
+        if not cache:
+            # Result depends on more than the inputs (the data behind a URI, the
+            # registry's production model): never served from cache.
+            task.set_caching_options(False)
+        if storage:
+            kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=SECRET_KEYS)
+        if on_cluster:
+            r = resources or sizes.default
+            task.set_cpu_request(r.cpu_request).set_cpu_limit(r.cpu_limit)
+            task.set_memory_request(r.memory_request).set_memory_limit(r.memory_limit)
+            for var in THREAD_VARIABLES:
+                task.set_env_variable(var, str(r.cpu_limit_cores()))
+            if retry and sizes.retries:
+                task.set_retry(num_retries=sizes.retries,
+                               backoff_duration=f"{sizes.retry_backoff_seconds}s", backoff_factor=2.0)
+        return task
+
+    def training_pipeline(
+        data_uri: str,
+        target: str = cfg.target or "",
+        task: str = cfg.task or "",
+        time_column: str = cfg.time_column or "",
+        id_column: str = cfg.id_column or "",
+        model_name: str = cfg.model_name,
+        registry: str = cfg.registry,
+        config: dict = default_config,  # noqa: B006 (a KFP parameter default, never mutated)
+    ) -> str:
+        settings = step(settings_op(
+            config=config, target=target, task=task, time_column=time_column,
+            id_column=id_column, model_name=model_name, registry=registry,
+            compiled=compiled, on_cluster=on_cluster,
+        ))
+        cfgp = settings.outputs["config"]
+        ingest = step(ingest_op(data_uri=data_uri, config=cfgp), storage=True, cache=False)
+        validate = step(validate_op(dataset=ingest.outputs["dataset"], profile=ingest.outputs["profile"],
+                                    config=cfgp),
+                        storage=True, cache=False)
+
+        with dsl.If(validate.outputs["Output"] == "blocked", name="data-blocked"):
+            blocked = step(blocked_op(anomalies=validate.outputs["anomalies"]), retry=False)
+        with dsl.Else(name="data-valid"):
+            registered = _train_evaluate_register(
+                step, settings, ingest, validate, data_uri=data_uri, parallelism=parallelism,
+                train_size=sizes.train,
+            )
+        return dsl.OneOf(blocked.output, registered.output)
+
+    if not cfg.target:
+        # No target in the config: the parameter gets no default, so the KFP UI and
+        # API ask for it before a run starts instead of a pod failing later.
+        sig = inspect.signature(training_pipeline)
+        training_pipeline.__signature__ = sig.replace(parameters=[
+            p.replace(default=inspect.Parameter.empty) if p.name == "target" else p
+            for p in sig.parameters.values()
+        ])
+    return dsl.pipeline(
+        training_pipeline,
         name=PIPELINE_NAME,
         description="kubeloop: ingest, validate, split, features, train, evaluate, gate, register",
     )
-    def training_pipeline(
-        data_uri: str,
-        registry: str = cfg.registry,
-        model_name: str = cfg.model_name,
-        config: dict = defaults,
-        families: list = list(cfg.train.families or DEFAULT_FAMILIES),  # noqa: B006 (a KFP parameter default, never mutated)
-    ) -> str:
-        # Steps whose result depends on more than their inputs (the data behind a
-        # URI, the registry's production model) must never be served from cache.
-        ingest = ingest_op(data_uri=data_uri, config=config).set_caching_options(False)
-        _with_credentials(ingest, secret)
 
-        validate = validate_op(
-            dataset=ingest.outputs["dataset"], registry=registry, model_name=model_name, config=config
-        ).set_caching_options(False)
-        _with_credentials(validate, secret)
-        schema = validate.outputs["schema"]
 
-        split = split_op(dataset=ingest.outputs["dataset"], schema=schema, config=config)
-        features = features_op(train=split.outputs["train"], schema=schema)
+def _train_evaluate_register(step, settings, ingest, validate, *, data_uri, parallelism, train_size):
+    cfgp = settings.outputs["config"]
+    registry, model_name = settings.outputs["registry"], settings.outputs["model_name"]
+    schema = validate.outputs["schema"]
+    split = step(split_op(dataset=ingest.outputs["dataset"], schema=schema, config=cfgp))
+    features = step(features_op(train=split.outputs["train"], schema=schema))
+    common = dict(
+        train=split.outputs["train"],
+        valid=split.outputs["valid"],
+        transformer=features.outputs["transformer"],
+        schema=schema,
+        config=cfgp,
+    )
+    baseline = step(baseline_op(**common))
+    with dsl.ParallelFor(settings.outputs["families"], parallelism=parallelism) as family:
+        candidate = step(train_op(family=family, **common), train_size)
 
-        common = dict(
-            train=split.outputs["train"],
-            valid=split.outputs["valid"],
-            transformer=features.outputs["transformer"],
-            schema=schema,
-            config=config,
-        )
-        baseline = baseline_op(**common)
-        with dsl.ParallelFor(families, parallelism=parallelism) as family:
-            candidate = train_op(family=family, **common)
-            candidate.set_cpu_request("1").set_memory_request("2G").set_memory_limit("8G")
-
-        select = select_op(candidates=dsl.Collected(candidate.outputs["model"]), schema=schema, config=config)
-
-        evaluate = evaluate_op(
-            model=select.outputs["best"],
-            baseline=baseline.outputs["model"],
-            test=split.outputs["test"],
-            train=split.outputs["train"],
-            schema=schema,
-            registry=registry,
-            model_name=model_name,
-            config=config,
-        ).set_caching_options(False)
-        _with_credentials(evaluate, secret)
-
-        gate = gate_op(evaluation=evaluate.outputs["evaluation"], model_name=model_name, config=config)
-        gate.set_caching_options(False)
-
-        register = register_op(
-            model=select.outputs["best"],
-            schema=schema,
-            evaluation=evaluate.outputs["evaluation"],
-            decision=gate.outputs["decision"],
-            profile=ingest.outputs["profile"],
-            split_summary=split.outputs["summary"],
-            train=split.outputs["train"],
-            validation_report=validate.outputs["report"],
-            evaluation_report=evaluate.outputs["report"],
-            gate_report=gate.outputs["report"],
-            leaderboard=select.outputs["leaderboard"],
-            registry=registry,
-            model_name=model_name,
-            data_uri=data_uri,
-            config=config,
-        ).set_caching_options(False)
-        _with_credentials(register, secret)
-        return register.output
-
-    return training_pipeline
+    select = step(select_op(candidates=dsl.Collected(candidate.outputs["model"]), schema=schema, config=cfgp))
+    evaluate = step(evaluate_op(
+        model=select.outputs["best"],
+        baseline=baseline.outputs["model"],
+        test=split.outputs["test"],
+        train=split.outputs["train"],
+        schema=schema,
+        registry=registry,
+        model_name=model_name,
+        config=cfgp,
+    ), train_size, storage=True, cache=False)
+    gate = step(gate_op(evaluation=evaluate.outputs["evaluation"], model_name=model_name, config=cfgp),
+                cache=False)
+    register = step(register_op(
+        model=select.outputs["best"],
+        schema=schema,
+        evaluation=evaluate.outputs["evaluation"],
+        decision=gate.outputs["decision"],
+        profile=ingest.outputs["profile"],
+        split_summary=split.outputs["summary"],
+        train=split.outputs["train"],
+        validation_report=validate.outputs["report"],
+        evaluation_report=evaluate.outputs["report"],
+        gate_report=gate.outputs["report"],
+        leaderboard=select.outputs["leaderboard"],
+        data_uri=data_uri,
+        config=cfgp,
+        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+    ), storage=True, retry=False, cache=False)
+    return register
 
 
 # Stage names as they appear in the compiled YAML (tests check each is present).
 STAGES = (
+    "settings-op",
     "ingest-op",
     "validate-op",
+    "blocked-op",
     "split-op",
     "features-op",
     "baseline-op",

@@ -39,6 +39,7 @@ evaluation:
 
 # Stage names as the steps report them, in pipeline order, with FAST_CONFIG.
 PROGRESS_STAGES = (
+    "settings",
     "ingest",
     "validate",
     "split",

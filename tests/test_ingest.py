@@ -338,7 +338,7 @@ ERROR_CASES = [
     ("duplicate-columns", "d.csv", b"a,b,a\n1,2,3\n", "duplicate column name(s) 'a'"),
     ("duplicate-after-strip", "d.csv", b"a, a \n1,2\n", "duplicate column name(s) 'a'"),
     ("empty-column-name", "n.csv", b"a,,c\n1,2,3\n", "position 2 have an empty name"),
-    ("pandas-index-column", "n.csv", b",a\n0,1\n", "index=False"),
+    ("unnamed-first-column-with-repeats", "n.csv", b",a\n0,1\n0,2\n", "repeated values"),
     ("no-header", "n.csv", b"1,2.5,3\n4,5,6\n", "looks like data, not a header"),
     ("ragged-rows", "r.csv", b"a,b\n1,2\n3,4,5\n", "cannot parse as CSV"),
     ("garbage-bytes-csv", "g.csv", bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8)), "not UTF-8"),
@@ -435,3 +435,53 @@ def test_s3_uri_is_read_through_the_storage_layer(tmp_path, monkeypatch):
     assert profile["source_uri"] == "s3://bucket/data/churn"
     assert profile["sha256"] == hashlib.sha256(local.read_bytes()).hexdigest()
     pd.testing.assert_frame_equal(df, make_churn(300, 3))
+
+
+# ----------------------------------------------------------------- row numbers
+
+
+ROW_NUMBER_EXPORTS = [
+    # pandas' to_csv default: an unnamed first column counting from 0
+    ("pandas-to-csv", b",age,churned\n0,31,yes\n1,45,no\n2,22,no\n", ""),
+    # R's write.csv default: a quoted empty header, row names counting from 1
+    ("r-write-csv", b'"","age","churned"\n"1",31,"yes"\n"2",45,"no"\n"3",22,"no"\n', ""),
+    # R's write.csv after subsetting: row names kept from the original table
+    ("r-subset", b'"","age","churned"\n"4",31,"yes"\n"9",45,"no"\n"17",22,"no"\n', ""),
+    # a pandas index re-exported after a read_csv without index_col
+    ("unnamed-0", b"Unnamed: 0,age,churned\n0,31,yes\n1,45,no\n2,22,no\n", "Unnamed: 0"),
+    # R's read.csv names the empty header X, and write.csv keeps it
+    ("r-x-column", b"X,age,churned\n1,31,yes\n2,45,no\n3,22,no\n", "X"),
+]
+
+
+@pytest.mark.parametrize("content,column", [c[1:] for c in ROW_NUMBER_EXPORTS],
+                         ids=[c[0] for c in ROW_NUMBER_EXPORTS])
+def test_row_number_columns_of_real_exports_are_dropped_and_reported(tmp_path, content, column):
+    path = tmp_path / "export.csv"
+    path.write_bytes(content)
+    df, profile = ingest(path)
+    assert list(df.columns) == ["age", "churned"]
+    assert df["age"].tolist() == [31, 45, 22]
+    (dropped,) = profile["dropped_columns"]
+    assert dropped["column"] == column and "row" in dropped["reason"]
+
+
+def test_index_named_columns_that_are_not_row_numbers_are_kept(tmp_path):
+    path = tmp_path / "data.csv"
+    # "index" here is a real measurement (not 0..n-1 in order), and "row" is kept
+    # because it is the target the user named.
+    path.write_bytes(b"index,row,age\n7,1,31\n3,2,45\n9,3,22\n")
+    df, profile = ingest(path, keep={"row"})
+    assert list(df.columns) == ["index", "row", "age"]
+    assert profile["dropped_columns"] == []
+
+
+def test_row_number_check_needs_a_whole_sequence():
+    from kubeloop.components.ingest import _is_row_sequence
+
+    assert _is_row_sequence(pd.Series([0, 1, 2, 3]))
+    assert _is_row_sequence(pd.Series([1, 2, 3]))
+    assert not _is_row_sequence(pd.Series([1, 2, 4]))
+    assert not _is_row_sequence(pd.Series([2, 3, 4]))
+    assert not _is_row_sequence(pd.Series([0.0, 1.0, 2.0]))  # floats are measurements
+    assert not _is_row_sequence(pd.Series([0]))

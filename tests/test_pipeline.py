@@ -148,7 +148,7 @@ def _check_contract(proc, task: str, metrics: set[str]) -> dict[str, Any]:
     assert sorted(stages) == sorted(PROGRESS_STAGES), proc.stderr
     # Baseline and the families run in whichever order the runner picks; the rest
     # is fixed by the data flow.
-    assert stages[:4] == ["ingest", "validate", "split", "features"]
+    assert stages[:5] == ["settings", "ingest", "validate", "split", "features"]
     assert stages[-3:] == ["evaluate", "gate", "register"]
     for path in summary["artifacts"].values():
         assert Path(path).exists(), path

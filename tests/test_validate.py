@@ -198,6 +198,8 @@ def test_table_covers_every_code():
 
     codes = {v for k, v in vars(mod).items() if k.isupper() and isinstance(v, str) and v.islower() and "_" in v}
     codes -= {BLOCKING, WARNING}
+    # Added by validate_step from ingest's profile, not by validate(): tested below.
+    codes -= {mod.ROW_NUMBER_DROPPED}
     assert codes <= {c[4] for c in CASES}
 
 
@@ -541,3 +543,59 @@ def test_validation_failed_lists_blocking_anomalies_one_per_line():
     assert err.anomalies == anomalies
     with pytest.raises(ValidationFailed, match=r"- \[too_few_rows\] the dataset has 20 rows"):
         validate(base().head(20), cfg=CFG, **KW).raise_if_blocking()
+
+
+# ----------------------------------------------------------------- the step
+
+
+def _churn_frame(n: int = 200) -> pd.DataFrame:
+    from kubeloop.datagen import make_churn
+
+    return make_churn(n, seed=3)
+
+
+def test_validate_step_infers_on_a_first_run_and_reports_dropped_columns(tmp_path):
+    from kubeloop.components.validate import ROW_NUMBER_DROPPED, validate_step
+    from kubeloop.config import Config
+    from kubeloop.registry import Registry
+
+    cfg = Config(target="churned", model_name="churn", registry=str(tmp_path / "reg"))
+    profile = {"dropped_columns": [{"column": "", "reason": "row names"}]}
+    outcome = validate_step(_churn_frame(), cfg, registry=Registry(cfg.registry), ingest_profile=profile)
+    assert outcome.verdict == "pass" and outcome.champion is None
+    assert "first run" in outcome.summary()
+    dropped = [a for a in outcome.result.anomalies if a.code == ROW_NUMBER_DROPPED]
+    assert len(dropped) == 1 and not dropped[0].blocking and "row names" in dropped[0].message
+
+
+def test_validate_step_blocks_without_raising_and_writes_the_reports(tmp_path):
+    from kubeloop.components.validate import blocked_message, report_json, validate_step
+    from kubeloop.config import Config
+    from kubeloop.registry import Registry
+
+    df = _churn_frame()
+    df["churned"] = "yes"  # a single class: nothing to learn
+    cfg = Config(target="churned", model_name="churn", registry=str(tmp_path / "reg"))
+    outcome = validate_step(df, cfg, registry=Registry(cfg.registry))
+    assert outcome.verdict == "blocked" and outcome.summary().startswith("BLOCKED")
+    paths = {k: str(tmp_path / f"{k}.out") for k in ("schema", "anomalies", "report")}
+    outcome.write(schema_path=paths["schema"], anomalies_path=paths["anomalies"],
+                  report_path=paths["report"], name="churn")
+    report = json.loads(open(paths["anomalies"]).read())
+    assert report == report_json(outcome.result.anomalies, outcome.result.schema)
+    assert not report["passed"]
+    message = blocked_message(report)
+    assert message.startswith(f"data validation failed with {report['n_blocking']} blocking")
+    assert "churned" in message and "nothing was trained or registered" in message
+    assert "churned" in open(paths["report"]).read()
+
+
+def test_validate_step_without_a_target_is_a_user_error(tmp_path):
+    from kubeloop.components.validate import validate_step
+    from kubeloop.config import Config
+    from kubeloop.errors import UserError
+    from kubeloop.registry import Registry
+
+    cfg = Config(registry=str(tmp_path))
+    with pytest.raises(UserError, match="target"):
+        validate_step(_churn_frame(), cfg, registry=Registry(cfg.registry))
