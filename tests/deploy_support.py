@@ -106,3 +106,261 @@ def check_isvc(obj: dict[str, Any]) -> None:
     problems = unknown_fields(obj, "V1beta1InferenceService")
     assert not problems, problems
     assert roundtrip(obj) == obj
+
+
+# --------------------------------------------------------------------------- fake API server
+
+import copy  # noqa: E402
+import json  # noqa: E402
+import threading  # noqa: E402
+import urllib.parse  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from kubeloop.deploy.patches import apply_merge_patch  # noqa: E402
+
+ISVC_PATH = re.compile(
+    r"/apis/serving\.kserve\.io/v1beta1/namespaces/(?P<ns>[^/]+)/inferenceservices(?:/(?P<name>[^/]+))?"
+)
+TOKEN = "kubeloop-test-token"
+WEBHOOK = 'admission webhook "inferenceservice.kserve-webhook-server.validator" denied the request'
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class FakeKubeAPI:
+    """A loopback HTTP server answering like the Kubernetes API server for the
+    InferenceService paths kubeloop uses: GET, POST (create) and PATCH with
+    application/merge-patch+json, bearer-token auth, resourceVersion
+    preconditions (409), strict field validation against the KServe SDK's
+    schema (400), KServe's webhook bound on canaryTrafficPercent (403), and a
+    status that turns Ready after ``ready_after`` reads of a new generation,
+    with Knative-like traffic for canaries."""
+
+    ready_after: int = 1
+    objects: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    requests: list[Request] = field(default_factory=list)
+    # (status, Status body) answers to give to the next requests, in order.
+    fail_next: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    # Objects whose status never turns Ready, and those that report a failure.
+    never_ready: set[str] = field(default_factory=set)
+    fail_revision: set[str] = field(default_factory=set)
+    _rv: int = 100
+    _reads_since_write: dict[tuple[str, str], int] = field(default_factory=dict)
+    _revisions: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+
+    def start(self) -> FakeKubeAPI:
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _answer(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _handle(self) -> None:
+                url = urllib.parse.urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                body = json.loads(raw) if raw else None
+                req = Request(self.command, url.path, urllib.parse.parse_qs(url.query),
+                              {k.lower(): v for k, v in self.headers.items()}, body)
+                with api._lock:
+                    api.requests.append(req)
+                    status, answer = api._route(req)
+                self._answer(status, answer)
+
+            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _handle
+
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def kubeconfig(self, path: Path, *, token: str = TOKEN) -> Path:
+        """A kubeconfig with two contexts: ``fake`` (current, good token) and
+        ``wrong-token``."""
+        import yaml
+
+        doc = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "users": [{"name": "good", "user": {"token": token}},
+                      {"name": "bad", "user": {"token": "not-the-token"}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "good"}},
+                         {"name": "wrong-token", "context": {"cluster": "fake", "user": "bad"}}],
+        }
+        path.write_text(yaml.safe_dump(doc))
+        return path
+
+    def writes(self) -> list[Request]:
+        return [r for r in self.requests if r.method in ("POST", "PATCH", "PUT", "DELETE")]
+
+    # -- the API --------------------------------------------------------------------
+
+    @staticmethod
+    def status(code: int, reason: str, message: str, **details: Any) -> tuple[int, dict[str, Any]]:
+        body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
+                "reason": reason, "message": message}
+        if details:
+            body["details"] = details
+        return code, body
+
+    def _route(self, req: Request) -> tuple[int, dict[str, Any]]:
+        if req.headers.get("authorization") != f"Bearer {TOKEN}":
+            return self.status(401, "Unauthorized", "Unauthorized")
+        if self.fail_next:
+            return self.fail_next.pop(0)
+        m = ISVC_PATH.fullmatch(req.path)
+        if not m:
+            return self.status(404, "NotFound", "the server could not find the requested resource")
+        ns, name = m.group("ns"), m.group("name")
+        if req.method == "GET" and name:
+            return self._get(ns, name)
+        if req.method == "POST" and not name:
+            return self._create(ns, req)
+        if req.method == "PATCH" and name:
+            return self._patch(ns, name, req)
+        return self.status(405, "MethodNotAllowed", f"{req.method} is not supported here")
+
+    def _not_found(self, name: str) -> tuple[int, dict[str, Any]]:
+        return self.status(404, "NotFound", f'inferenceservices.serving.kserve.io "{name}" not found',
+                           name=name, group="serving.kserve.io", kind="inferenceservices")
+
+    def _get(self, ns: str, name: str) -> tuple[int, dict[str, Any]]:
+        obj = self.objects.get((ns, name))
+        if obj is None:
+            return self._not_found(name)
+        key = (ns, name)
+        self._reads_since_write[key] = self._reads_since_write.get(key, 0) + 1
+        self._set_status(key, obj)
+        return 200, obj
+
+    def _validate(self, obj: dict[str, Any], req: Request) -> tuple[int, dict[str, Any]] | None:
+        if req.query.get("fieldValidation") == ["Strict"]:
+            spec_only = {k: v for k, v in obj.items() if k != "status"}
+            spec_only["metadata"] = {k: v for k, v in obj.get("metadata", {}).items()
+                                     if k in ("name", "namespace", "labels", "annotations",
+                                              "resourceVersion", "generation", "uid")}
+            problems = unknown_fields(spec_only, "V1beta1InferenceService")
+            if problems:
+                return self.status(400, "BadRequest", "strict decoding error: " + ", ".join(
+                    f'unknown field "{p.split(":")[0].lstrip(".")}"' for p in problems))
+        pred = (obj.get("spec") or {}).get("predictor") or {}
+        pct = pred.get("canaryTrafficPercent")
+        if pct is not None and not 0 <= pct <= 100:
+            return self.status(403, "Forbidden", f"{WEBHOOK}: canaryTrafficPercent must be between 0 and 100")
+        return None
+
+    def _create(self, ns: str, req: Request) -> tuple[int, dict[str, Any]]:
+        obj = copy.deepcopy(req.body)
+        name = obj["metadata"]["name"]
+        if (ns, name) in self.objects:
+            return self.status(409, "AlreadyExists", f'inferenceservices.serving.kserve.io "{name}" already exists',
+                               name=name)
+        bad = self._validate(obj, req)
+        if bad:
+            return bad
+        self._rv += 1
+        obj["metadata"].update(resourceVersion=str(self._rv), generation=1, uid=f"uid-{name}")
+        if req.query.get("dryRun") == ["All"]:
+            return 201, obj
+        self.objects[(ns, name)] = obj
+        self._written((ns, name), None, obj)
+        return 201, obj
+
+    def _patch(self, ns: str, name: str, req: Request) -> tuple[int, dict[str, Any]]:
+        if req.headers.get("content-type") != "application/merge-patch+json":
+            return self.status(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - accepted media types include: application/merge-patch+json; got {req.headers.get('content-type')}")
+        cur = self.objects.get((ns, name))
+        if cur is None:
+            return self._not_found(name)
+        want_rv = ((req.body or {}).get("metadata") or {}).get("resourceVersion")
+        if want_rv is not None and want_rv != cur["metadata"]["resourceVersion"]:
+            return self.status(409, "Conflict", f'Operation cannot be fulfilled on inferenceservices.serving.kserve.io "{name}": the object has been modified; please apply your changes to the latest version and try again', name=name)
+        new = apply_merge_patch(cur, req.body)
+        new["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"]
+        bad = self._validate(new, req)
+        if bad:
+            return bad
+        if new == cur:
+            return 200, cur  # nothing changed: same resourceVersion, as the API server does
+        self._rv += 1
+        new["metadata"]["resourceVersion"] = str(self._rv)
+        if new.get("spec") != cur.get("spec"):
+            new["metadata"]["generation"] = cur["metadata"]["generation"] + 1
+        if req.query.get("dryRun") == ["All"]:
+            return 200, new
+        self.objects[(ns, name)] = new
+        self._written((ns, name), cur, new)
+        return 200, new
+
+    # -- a tiny KServe controller --------------------------------------------------------
+
+    def _written(self, key: tuple[str, str], old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+        self._reads_since_write[key] = 0
+        revs = self._revisions.setdefault(key, [])
+
+        def template(o: dict[str, Any] | None) -> Any:
+            if o is None:
+                return None
+            p = copy.deepcopy(o["spec"]["predictor"])
+            p.pop("canaryTrafficPercent", None)
+            return p
+
+        if old is None or template(old) != template(new):
+            revs.append(f"{key[1]}-predictor-{len(revs) + 1:05d}")
+        new["status"] = {"observedGeneration": new["metadata"]["generation"] - 1,
+                         "conditions": [{"type": "Ready", "status": "Unknown", "reason": "Reconciling"}]}
+
+    def _set_status(self, key: tuple[str, str], obj: dict[str, Any]) -> None:
+        name = key[1]
+        if self._reads_since_write.get(key, 0) < self.ready_after or name in self.never_ready:
+            return
+        if name in self.fail_revision:
+            obj["status"] = {"observedGeneration": obj["metadata"]["generation"], "conditions": [
+                {"type": "PredictorReady", "status": "False", "reason": "RevisionFailed",
+                 "message": "Revision failed: container exited with code 1"},
+                {"type": "Ready", "status": "False", "reason": "RevisionFailed"}]}
+            return
+        revs = self._revisions[key]
+        pct = obj["spec"]["predictor"].get("canaryTrafficPercent")
+        if pct is not None and len(revs) > 1:
+            traffic = [{"revisionName": revs[-1], "percent": pct, "latestRevision": True, "tag": "latest"},
+                       {"revisionName": revs[-2], "percent": 100 - pct, "latestRevision": False, "tag": "prev"}]
+        else:
+            traffic = [{"revisionName": revs[-1], "percent": 100, "latestRevision": True}]
+        obj["status"] = {
+            "observedGeneration": obj["metadata"]["generation"],
+            "url": f"http://{name}.{key[0]}.example.com",
+            "conditions": [{"type": "PredictorReady", "status": "True"}, {"type": "Ready", "status": "True"}],
+            "components": {"predictor": {"traffic": traffic}},
+        }
