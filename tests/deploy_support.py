@@ -364,3 +364,91 @@ class FakeKubeAPI:
             "conditions": [{"type": "PredictorReady", "status": "True"}, {"type": "Ready", "status": "True"}],
             "components": {"predictor": {"traffic": traffic}},
         }
+
+
+# --------------------------------------------------------------------------- prediction logs
+
+
+def log_rows(version: str, requests: int, *, seed: int, model: str = "churn", role: str = "primary",
+             yes_share: float = 0.2, latency_ms: float = 8.0, error_every: int = 0, reject_every: int = 0,
+             start: Any = None, task: str = "classification") -> list[dict[str, Any]]:
+    """Rows as the predictor logs them: two rows per request, one request in
+    ``reject_every`` refused whole (row -1), one row in ``error_every`` failed."""
+    import datetime as dt
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    start = start or dt.datetime(2026, 11, 30, 8, 0, tzinfo=dt.timezone.utc)
+    out = []
+    n = 0
+    for r in range(requests):
+        rid = f"{version}-{seed}-{r:06d}"
+        t = start + dt.timedelta(seconds=r)
+        lat = float(latency_ms * rng.lognormal(0, 0.25))
+        if reject_every and r % reject_every == 0:
+            out.append(dict(request_id=rid, row=-1, time=t, model=model, version=version, role=role,
+                            tenure=None, plan=None, prediction=None, proba_no=None, proba_yes=None,
+                            latency_ms=lat, status="missing_field"))
+            continue
+        for row in range(2):
+            n += 1
+            failed = bool(error_every) and n % error_every == 0
+            if task == "classification":
+                yes = float(rng.random() < yes_share)
+                p_yes = float(np.clip(0.8 * yes + 0.1 + rng.normal(0, 0.05), 0, 1))
+                pred = None if failed else ("yes" if yes else "no")
+                probas = dict(proba_no=None if failed else 1 - p_yes, proba_yes=None if failed else p_yes)
+            else:
+                pred = None if failed else float(rng.normal(100 + 50 * yes_share, 10))
+                probas = {}
+            out.append(dict(request_id=rid, row=row, time=t, model=model, version=version, role=role,
+                            tenure=float(rng.integers(1, 72)), plan=str(rng.choice(["basic", "pro"])),
+                            prediction=pred, **probas, latency_ms=lat, status="error" if failed else "ok"))
+    return out
+
+
+def write_log_part(root: Path, rows: list[dict[str, Any]], *, model: str = "churn", task: str = "classification",
+                   part: int = 0) -> Path:
+    """One Parquet part in the contract's layout and column order and types."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fields = [("request_id", pa.string()), ("row", pa.int64()), ("time", pa.timestamp("us", tz="UTC")),
+              ("model", pa.string()), ("version", pa.string()), ("role", pa.string()),
+              ("tenure", pa.float64()), ("plan", pa.string())]
+    if task == "classification":
+        fields += [("prediction", pa.string()), ("proba_no", pa.float64()), ("proba_yes", pa.float64())]
+    else:
+        fields += [("prediction", pa.float64())]
+    fields += [("latency_ms", pa.float64()), ("status", pa.string())]
+    schema = pa.schema(fields)
+    table = pa.Table.from_pylist(rows, schema=schema)
+    day = rows[0]["time"].strftime("%Y-%m-%d")
+    stamp = rows[0]["time"].strftime("%Y%m%dT%H%M%S")
+    path = root / model / f"date={day}" / f"part-{stamp}-{part:08x}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    return path
+
+
+def write_labels(path: Path, rows: list[dict[str, Any]], *, wrong_every: int = 0, flip: dict | None = None) -> Path:
+    """Ground truth for ``rows``: the logged prediction (the model was right),
+    except every ``wrong_every``-th row, whose label is flipped."""
+    import datetime as dt
+
+    import pandas as pd
+
+    out = []
+    for i, r in enumerate(x for x in rows if x["status"] == "ok"):
+        label = r["prediction"]
+        if wrong_every and i % wrong_every == 0:
+            label = (flip or {"yes": "no", "no": "yes"}).get(label, label)
+        out.append(dict(request_id=r["request_id"], row=r["row"], label=label,
+                        labeled_at=dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)))
+    frame = pd.DataFrame(out)
+    if path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
+    return path
