@@ -154,6 +154,8 @@ class FakeKubeAPI:
     # Objects whose status never turns Ready, and those that report a failure.
     never_ready: set[str] = field(default_factory=set)
     fail_revision: set[str] = field(default_factory=set)
+    # Called with each request before it is answered (to change state in between).
+    hook: Any = None
     _rv: int = 100
     _reads_since_write: dict[tuple[str, str], int] = field(default_factory=dict)
     _revisions: dict[tuple[str, str], list[str]] = field(default_factory=dict)
@@ -237,6 +239,8 @@ class FakeKubeAPI:
     def _route(self, req: Request) -> tuple[int, dict[str, Any]]:
         if req.headers.get("authorization") != f"Bearer {TOKEN}":
             return self.status(401, "Unauthorized", "Unauthorized")
+        if self.hook is not None:
+            self.hook(self, req)
         if self.fail_next:
             return self.fail_next.pop(0)
         m = ISVC_PATH.fullmatch(req.path)

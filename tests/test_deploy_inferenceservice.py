@@ -163,7 +163,7 @@ def test_name_must_be_a_dns1035_label(name):
 def test_target_refuses_a_uri_without_trailing_slash_or_scheme():
     with pytest.raises(UserError, match="end with '/'"):
         Target("churn", "v1", f"{REG}/churn/versions/v1/model")
-    with pytest.raises(UserError, match="URI"):
+    with pytest.raises(UserError, match="local path the cluster cannot fetch"):
         Target("churn", "v1", "churn/versions/v1/model/")
     with pytest.raises(UserError, match="v1, v2"):
         Target("churn", "1", f"{REG}/churn/versions/v1/model/")

@@ -126,8 +126,8 @@ class Target:
         check_version(self.version)
         if not self.storage_uri or "://" not in self.storage_uri:
             raise UserError(
-                f"{self.model} {self.version}: storage URI {self.storage_uri!r} must be a URI "
-                "KServe can fetch (s3://bucket/.../model/)"
+                f"{self.model} {self.version}: storage URI {self.storage_uri!r} is a local path the "
+                "cluster cannot fetch; deploy from a registry in S3/MinIO (--registry s3://bucket/prefix)"
             )
         if not self.storage_uri.endswith("/"):
             # KServe's storage initializer copies by prefix: without the slash
