@@ -201,8 +201,8 @@ def test_analyze_offline_from_log_files(capsys, no_cluster, tmp_path, bad, decis
     _logs(tmp_path / "logs", bad)
     res = jrun(capsys, "canary", "analyze", "churn", "--logs", str(tmp_path / "logs"),
                "--primary", "v1", "--canary", "v2")
-    assert res["verdict"]["decision"] == decision
-    assert res["primary"]["rows"] == 800 and res["canary"]["rows"] == 400
+    assert res["decision"] == decision and res["analyses"][0]["verdict"]["decision"] == decision
+    assert res["analyses"][0]["primary"]["rows"] == 800 and res["analyses"][0]["canary"]["rows"] == 400
 
 
 @pytest.mark.parametrize("bad", [False, True])

@@ -132,9 +132,7 @@ def _parse_steps(text: str) -> list[int]:
 
 def _analyze(args: argparse.Namespace, cfg: Any, registry: Any, settings: Any) -> int:
     from kubeloop.deploy import rollout
-    from kubeloop.deploy.analysis import analyze
     from kubeloop.deploy.cmdutil import cluster, dump, err
-    from kubeloop.deploy.patches import apply_merge_patch, read_state
     from kubeloop.errors import UserError
 
     name, ns = args.name, settings.namespace
@@ -149,81 +147,28 @@ def _analyze(args: argparse.Namespace, cfg: Any, registry: Any, settings: Any) -
             raise UserError(f"--since {args.since!r}: not an ISO 8601 time (e.g. 2026-11-30T08:00:00Z)") from None
     steps = _parse_steps(args.steps) if args.steps else None
     dry_run = args.dry_run
-
-    isvcs = None
-    current = None
-    primary, canary = args.primary, args.canary
-    if steps is not None or not (primary and canary):
+    isvcs = current = None
+    if steps is not None or not (args.primary and args.canary):
+        # Judging alone works offline (versions then come from the registry).
         isvcs = cluster(args, dry_run=dry_run or steps is None)
-    if isvcs is not None:
-        current = isvcs.get(name, ns)
-        if current is None:
-            raise UserError(f"no InferenceService {ns}/{name}")
-        state = read_state(current)
-        primary, canary = primary or state.primary_version, canary or state.canary_version
-    if registry is not None and not (primary and canary):
-        primary = primary or registry.get_alias(name, rollout.PRODUCTION)
-        canary = canary or registry.get_alias(name, rollout.CANARY)
-    if not (primary and canary):
-        raise UserError(f"{name}: which versions to compare? Give --primary and --canary "
-                        "(no canary in progress on the cluster, and none in the registry's aliases)")
-
-    def judge(_share: int | None) -> Any:
-        a = analyze(logs, name, primary, canary, cfg.canary, labels_uri=args.labels, since=since,
-                    storage_cfg=cfg.storage)
-        for note in a.notes:
-            err(f"note: {note}")
-        v = a.verdict
-        err(f"analysis at {'current share' if _share is None else f'{_share}%'}: {v.decision.upper()}: {v.reason}")
-        judge.last = a
-        return v
-
-    if steps is None:
-        judge(None)
-        a = judge.last
-        if args.json:
-            print(json.dumps(a.to_dict(), allow_nan=False, default=str))
-        else:
-            print(f"{name}: canary {canary} vs primary {primary}: {a.verdict.decision.upper()}")
-            for r in a.verdict.reasons:
-                print(f"  - {r}")
-            print(f"  ({a.rows} rows from {a.files} log files; primary {a.primary.rows}, canary {a.canary.rows})")
-        return 0
-
-    if current is None:  # a dry run with no cluster
+    if steps is not None and isvcs is None:
         current = _assumed(registry, name, settings, cfg.canary.initial_percent)
-    timeout = args.timeout or cfg.canary.wait_timeout_seconds
-    interval = 300.0 if args.interval is None else args.interval
-    sent: list[dict[str, Any]] = []
-    state_box = {"obj": current}
-
-    def act(fn: Any, *a: Any, **kw: Any) -> None:
-        res = fn(None if dry_run else isvcs, name, ns, *a, current=state_box["obj"], dry_run=dry_run,
-                 wait=not args.no_wait, timeout=timeout, on_progress=err, **kw)
-        if res.sent:
-            sent.append({"action": res.action, "patch": res.sent})
-            if dry_run:
-                state_box["obj"] = apply_merge_patch(state_box["obj"], res.sent)
-            else:
-                state_box["obj"] = isvcs.get(name, ns)
-        err(f"{res.action}: {res.state}")
-
-    decision, history = rollout.step_through(
-        steps,
-        set_share=lambda s: act(rollout.set_percent, s),
-        judge=judge,
-        promote_now=lambda: act(rollout.promote, registry=None if dry_run else registry),
-        rollback_now=lambda: act(rollout.rollback, registry=None if dry_run else registry),
-        interval=0.0 if dry_run else interval,
+    out = rollout.analyze_and_step(
+        isvcs, name, ns, cfg, logs=logs, steps=steps, labels=args.labels, since=since,
+        primary=args.primary, canary=args.canary, current=current,
+        registry=registry, interval=300.0 if args.interval is None else args.interval, dry_run=dry_run,
+        wait=not args.no_wait, timeout=args.timeout or cfg.canary.wait_timeout_seconds, on_progress=err,
     )
-    doc = {"decision": decision, "primary": primary, "canary": canary, "dry_run": dry_run,
-           "steps": [{"share": s, "verdict": v.to_dict()} for s, v in history], "sent": sent}
-    if dry_run:
+    if dry_run and steps is not None:
         err("dry run: nothing was changed; the patches each step would send follow")
-        print(dump(sent, args.json))
+        print(dump([s["patch"] for s in out["sent"]], args.json))
     elif args.json:
-        print(json.dumps(doc, allow_nan=False, default=str))
+        print(json.dumps(out, allow_nan=False, default=str))
     else:
-        print(f"{name}: {decision.upper()} after steps "
-              + ", ".join(f"{'now' if s is None else f'{s}%'} {v.decision}" for s, v in history))
+        last = out["analyses"][-1]
+        print(f"{name}: canary {out['canary']} vs primary {out['primary']}: {out['decision'].upper()}")
+        for r in last["verdict"]["reasons"]:
+            print(f"  - {r}")
+        print(f"  ({last['rows']} rows from {last['files']} log files; "
+              f"primary {last['primary']['rows']}, canary {last['canary']['rows']})")
     return 0

@@ -337,3 +337,92 @@ def step_through(
             return decision, history
     promote_now()
     return PROMOTE, history
+
+
+def analyze_and_step(
+    isvcs: InferenceServices | None,
+    name: str,
+    ns: str,
+    cfg: Any,
+    *,
+    logs: str,
+    steps: list[int] | None = None,
+    labels: str | None = None,
+    since: Any = None,
+    primary: str | None = None,
+    canary: str | None = None,
+    current: dict[str, Any] | None = None,
+    registry: Any = None,
+    interval: float = 300.0,
+    dry_run: bool = False,
+    wait: bool = True,
+    timeout: float = 300.0,
+    sleep: Callable[[float], None] = time.sleep,
+    on_progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Judge the canary from its prediction logs; with ``steps``, move its traffic
+    through them and act on each verdict (``step_through``).
+
+    ``cfg`` is the whole Config (its ``canary`` thresholds and ``storage``
+    settings). Versions come from ``primary``/``canary``, else the cluster's
+    object, else the registry's production and canary aliases. With
+    ``dry_run`` nothing is sent: each step's patch is computed on a local copy.
+    Returns the decision, each step's verdict and analysis, and what was sent.
+    """
+    from kubeloop.deploy.analysis import analyze
+
+    say = on_progress or (lambda _msg: None)
+    if isvcs is not None:
+        current = isvcs.get(name, ns)
+        if current is None and (steps is not None or not (primary and canary)):
+            raise KubeError(f"no InferenceService {ns}/{name}; deploy it first with `kubeloop deploy {name}`")
+    if current is not None:
+        state = read_state(current)
+        primary, canary = primary or state.primary_version, canary or state.canary_version
+    if registry is not None and not (primary and canary):
+        primary = primary or registry.get_alias(name, PRODUCTION)
+        canary = canary or registry.get_alias(name, CANARY)
+    if not (primary and canary):
+        raise UserError(f"{name}: which versions to compare? Give the primary and canary versions "
+                        "(no canary in progress on the cluster, and none in the registry's aliases)")
+    analyses: list[dict[str, Any]] = []
+
+    def judge(share: int | None) -> Verdict:
+        a = analyze(logs, name, primary, canary, cfg.canary, labels_uri=labels, since=since,
+                    storage_cfg=cfg.storage)
+        for note in a.notes:
+            say(f"note: {note}")
+        say(f"analysis at {'the current share' if share is None else f'{share}%'}: "
+            f"{a.verdict.decision.upper()}: {a.verdict.reason}")
+        analyses.append({"share": share, **a.to_dict()})
+        return a.verdict
+
+    out: dict[str, Any] = {"name": name, "namespace": ns, "primary": primary, "canary": canary,
+                           "dry_run": dry_run, "sent": [], "analyses": analyses}
+    if steps is None:
+        out["decision"] = judge(None).decision
+        return out
+    if current is None:
+        raise UserError(f"stepping traffic needs the InferenceService {ns}/{name} (a cluster, or its object)")
+    box = {"obj": current}
+
+    def act(fn: Callable[..., Result], *args: Any, **kw: Any) -> None:
+        res = fn(None if dry_run else isvcs, name, ns, *args, current=box["obj"], dry_run=dry_run,
+                 wait=wait, timeout=timeout, on_progress=say, **kw)
+        if res.sent:
+            out["sent"].append({"action": res.action, "patch": res.sent, "registry": res.registry})
+            box["obj"] = apply_merge_patch(box["obj"], res.sent) if dry_run else isvcs.get(name, ns)
+        say(f"{res.action}: {res.state}")
+
+    decision, history = step_through(
+        steps,
+        set_share=lambda s: act(set_percent, s),
+        judge=judge,
+        promote_now=lambda: act(promote, registry=None if dry_run else registry),
+        rollback_now=lambda: act(rollback, registry=None if dry_run else registry),
+        interval=0.0 if dry_run else interval,
+        sleep=sleep,
+    )
+    out["decision"] = decision
+    out["steps"] = [{"share": s, "decision": v.decision, "reason": v.reason} for s, v in history]
+    return out
