@@ -117,7 +117,8 @@ def describe_status(st: dict[str, Any]) -> str:
         lines.append(f"  condition {c['type']}={c['status']}{extra}")
     for t in st.get("traffic") or []:
         lines.append(f"  traffic {t.get('percent', '?')}% -> {t.get('revisionName')}"
-                     + (f" (tag {t['tag']})" if t.get("tag") else ""))
+                     + (f" (tag {t['tag']})" if t.get("tag") else "")
+                     + (f" {t['url']}" if t.get("url") else ""))
     for c in st.get("canaries") or []:
         lines.append(f"  canary {c.get('name')} {c.get('trafficPercent')}% ready={c.get('ready')}")
     return "\n".join(lines)
