@@ -221,3 +221,33 @@ def test_analyze_steps_through_the_schedule(capsys, fake, registry, tmp_path, ba
         assert [s["action"] for s in res["sent"]] == ["set", "set", "promoted"]
         assert state["primary_version"] == "v2" and state["canary_version"] is None
         assert registry.get_alias("churn", "production") == "v2"
+
+
+def test_dry_run_with_an_unreachable_cluster_still_prints(capsys, no_cluster, tmp_path, monkeypatch):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    kc = tmp_path / "dead-kubeconfig"
+    kc.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        f"clusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n"
+        "users: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\n")
+    code, out, err = run(capsys, "deploy", "churn", "--dry-run", "--kubeconfig", str(kc))
+    assert code == 0 and "cannot reach" in err and yaml.safe_load(out)["kind"] == "InferenceService"
+    code, out, err = run(capsys, "deploy", "churn", "--kubeconfig", str(kc))
+    assert code == 2 and "cannot reach the Kubernetes API server" in err
+
+
+def test_analyze_steps_dry_run_prints_the_patches_offline(capsys, no_cluster, registry, tmp_path):
+    registry.set_alias("churn", "canary", "v2")
+    _logs(tmp_path / "logs", bad=False)
+    code, out, err = run(capsys, "canary", "analyze", "churn", "--logs", str(tmp_path / "logs"),
+                         "--steps", "10,50,100", "--dry-run", "--json")
+    assert code == 0, err
+    patches = json.loads(out)
+    shares = [p["spec"]["predictor"]["canaryTrafficPercent"] for p in patches]
+    # the registry's canary starts at canary.initial_percent (10): 10 sends nothing, then 50, then promote
+    assert shares == [50, None]
+    assert registry.get_alias("churn", "production") == "v1"

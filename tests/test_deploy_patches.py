@@ -173,8 +173,10 @@ def test_promote_standard_makes_the_canary_predictor_the_primary():
 def test_rollback_serverless_pins_traffic_to_the_previous_revision():
     cur = canary(percent=50)
     patch = rollback_patch(cur)
-    # annotations untouched: a changed annotation would roll a new Knative revision
-    assert patch == {"spec": {"predictor": {"canaryTrafficPercent": 0}}, "metadata": {"resourceVersion": "41"}}
+    # annotations keep their values: a changed annotation would roll a new Knative revision
+    assert patch == {"spec": {"predictor": {"canaryTrafficPercent": 0}},
+                     "metadata": {"resourceVersion": "41",
+                                  "annotations": {ANN_PRIMARY: "v1", ANN_CANARY: "v2"}}}
     res = after(cur, patch)
     st = read_state(res)
     assert (st.primary_version, st.canary_version, st.canary_percent) == ("v1", "v2", 0)
@@ -224,3 +226,25 @@ def test_deploy_full_rollout_over_a_canary_removes_the_canary_fields():
     cur_std = canary("standard")
     res_std = after(cur_std, deploy_patch(cur_std, build_inference_service(target("v3"), ServingSettings(mode="standard"))))
     assert "canary" not in res_std["spec"]
+
+
+def test_the_readme_kubectl_patches_are_the_ones_kubeloop_sends():
+    import json
+    import re
+    from pathlib import Path
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    rows = dict(re.findall(r"\| `kubeloop canary (\w+) churn[^`]*` \| `kubectl [^']*'([^']+)'` \|",
+                           readme.read_text()))
+    assert set(rows) == {"set", "promote", "rollback"}
+    cur = live(build_inference_service(Target("churn", "v4", "s3://models/registry/churn/versions/v4/model/"),
+                                       ServingSettings(), primary=target("v3"), canary_percent=10))
+
+    def without_rv(patch):
+        patch = copy.deepcopy(patch)
+        patch["metadata"].pop("resourceVersion")
+        return {k: v for k, v in patch.items() if k != "metadata" or v}
+
+    assert json.loads(rows["set"]) == without_rv(set_percent_patch(cur, 50))
+    assert json.loads(rows["promote"]) == without_rv(promote_patch(cur))
+    assert json.loads(rows["rollback"]) == without_rv(rollback_patch(cur))

@@ -68,6 +68,7 @@ def cmd_canary(args: argparse.Namespace) -> int:
         load_cfg,
         open_registry,
         print_result,
+        probe,
     )
     from kubeloop.deploy.inferenceservice import check_name, check_percent, settings_from_config
     from kubeloop.errors import UserError
@@ -104,7 +105,7 @@ def cmd_canary(args: argparse.Namespace) -> int:
                 print(f"note: {note}")
         return 0
 
-    isvcs = cluster(args, dry_run=dry_run)
+    isvcs = probe(cluster(args, dry_run=dry_run), name, ns, dry_run=dry_run)
     current = None
     if isvcs is None:
         current = _assumed(registry, name, settings, cfg.canary.initial_percent)
@@ -132,7 +133,7 @@ def _parse_steps(text: str) -> list[int]:
 
 def _analyze(args: argparse.Namespace, cfg: Any, registry: Any, settings: Any) -> int:
     from kubeloop.deploy import rollout
-    from kubeloop.deploy.cmdutil import cluster, dump, err
+    from kubeloop.deploy.cmdutil import cluster, dump, err, probe
     from kubeloop.errors import UserError
 
     name, ns = args.name, settings.namespace
@@ -150,7 +151,8 @@ def _analyze(args: argparse.Namespace, cfg: Any, registry: Any, settings: Any) -
     isvcs = current = None
     if steps is not None or not (args.primary and args.canary):
         # Judging alone works offline (versions then come from the registry).
-        isvcs = cluster(args, dry_run=dry_run or steps is None)
+        isvcs = probe(cluster(args, dry_run=dry_run or steps is None), name, ns,
+                      dry_run=dry_run or steps is None)
     if steps is not None and isvcs is None:
         current = _assumed(registry, name, settings, cfg.canary.initial_percent)
     out = rollout.analyze_and_step(

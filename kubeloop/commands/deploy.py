@@ -33,7 +33,7 @@ def register(sub: Any, common: Any) -> None:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     from kubeloop.deploy import rollout
-    from kubeloop.deploy.cmdutil import cluster, err, load_cfg, open_registry, print_result
+    from kubeloop.deploy.cmdutil import cluster, err, load_cfg, open_registry, print_result, probe
     from kubeloop.deploy.inferenceservice import check_name, check_percent, settings_from_config
     from kubeloop.errors import UserError
 
@@ -51,7 +51,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         cfg, namespace=args.namespace, mode=args.mode, tag_routing=args.tag_routing or None,
         log_uri=args.log_uri, shadow_uri=shadow_uri,
     )
-    isvcs = cluster(args, dry_run=args.dry_run)
+    isvcs = probe(cluster(args, dry_run=args.dry_run), name, settings.namespace, dry_run=args.dry_run)
     err(f"kubeloop deploy: {name} {target.version} ({target.storage_uri}) -> "
         f"{settings.namespace}/{name}" + (" [dry run]" if args.dry_run else ""))
     res = rollout.deploy(

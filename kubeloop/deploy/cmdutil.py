@@ -72,6 +72,21 @@ def cluster(args: argparse.Namespace, *, dry_run: bool) -> Any:
         return None
 
 
+def probe(isvcs: Any, name: str, namespace: str, *, dry_run: bool) -> Any:
+    """For a dry run, drop a configured cluster that cannot be reached (a dry run
+    must work with no cluster); otherwise return ``isvcs`` as it is."""
+    from kubeloop.deploy.kube import KubeError
+
+    if isvcs is None or not dry_run:
+        return isvcs
+    try:
+        isvcs.get(name, namespace)
+    except KubeError as exc:
+        err(f"note: {exc}; working without a cluster")
+        return None
+    return isvcs
+
+
 def dump(doc: Any, as_json: bool) -> str:
     if as_json:
         return json.dumps(doc, allow_nan=False)

@@ -241,13 +241,16 @@ def rollback_patch(current: dict[str, Any]) -> dict[str, Any]:
 
     Serverless: ``canaryTrafficPercent: 0`` pins all traffic to the previous
     rolled-out revision; the canary revision stays deployed (at 0 %) and the
-    annotations are left as they are, so no new revision is rolled. Standard:
+    annotations keep their values, so no new revision is rolled. Standard:
     the ``spec.canary`` entry is removed, and with it the canary's Deployment.
     """
     state = read_state(current)
     _require_canary(state, "roll back")
     if state.mode == "serverless":
-        patch = {"spec": {"predictor": {"canaryTrafficPercent": 0}}}
+        # The annotations keep their values (re-stated so the patch says which
+        # versions it is about): a changed annotation would roll a new revision.
+        ann = {ANN_PRIMARY: state.primary_version, ANN_CANARY: state.canary_version}
+        patch = {"metadata": {"annotations": ann}, "spec": {"predictor": {"canaryTrafficPercent": 0}}}
     else:
         patch = {"metadata": {"annotations": {ANN_CANARY: None}}, "spec": {"canary": None}}
     return _finish(current, patch)
