@@ -248,3 +248,12 @@ def test_the_readme_kubectl_patches_are_the_ones_kubeloop_sends():
     assert json.loads(rows["set"]) == without_rv(set_percent_patch(cur, 50))
     assert json.loads(rows["promote"]) == without_rv(promote_patch(cur))
     assert json.loads(rows["rollback"]) == without_rv(rollback_patch(cur))
+
+
+def test_a_canary_started_with_kubectl_is_recognised():
+    cur = canary(percent=20)
+    del cur["metadata"]["annotations"][ANN_CANARY]
+    st = read_state(cur)
+    assert (st.primary_version, st.canary_version, st.canary_percent) == ("v1", "v2", 20)
+    res = apply_merge_patch(cur, promote_patch(cur))
+    assert read_state(res).primary_version == "v2"

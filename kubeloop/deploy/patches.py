@@ -136,6 +136,10 @@ def read_state(obj: dict[str, Any]) -> RolloutState:
     canary = ann.get(ANN_CANARY)
     percent: int | None = None
     if mode == "serverless":
+        if pred.get("canaryTrafficPercent") is not None and not canary and spec_version != primary:
+            # A canary started by hand (kubectl) without kubeloop's annotations:
+            # the spec's version is the one the share goes to.
+            canary = spec_version
         if pred.get("canaryTrafficPercent") is not None and canary:
             percent = int(pred["canaryTrafficPercent"])
         else:
