@@ -18,7 +18,8 @@ Two steps, each a step function with its own tests and a KFP adapter of a few li
     inputs: ``registry``, ``model_name``, ``config``, ``log_uri`` (default
     ``canary.log_uri``), ``labels_uri`` (optional), ``steps`` (default
     ``canary.steps``; empty list: judge only), ``interval_seconds`` (traffic
-    time per step before judging), ``namespace``, ``dry_run``.
+    time per step before judging), ``since`` (ISO time: only log rows from then
+    on, e.g. when the canary was deployed; default: all), ``namespace``, ``dry_run``.
     Judges the canary from the prediction logs and, with steps, moves its
     traffic through them, rolling back on the first failing step and promoting
     (``production`` follows) after the last.
@@ -96,6 +97,7 @@ def canary_analysis_step(
     labels_uri: str | None = None,
     steps: list[int] | None = None,
     interval_seconds: float = 300.0,
+    since: str | None = None,
     namespace: str | None = None,
     dry_run: bool = False,
     isvcs: Any = None,
@@ -115,13 +117,21 @@ def canary_analysis_step(
     logs = log_uri or cfg.canary.log_uri
     if not logs:
         raise UserError("canary analysis needs the prediction-log root: log_uri, or canary.log_uri in the config")
+    when = None
+    if since:
+        import datetime as dt
+
+        try:
+            when = dt.datetime.fromisoformat(since.replace("Z", "+00:00"))
+        except ValueError:
+            raise UserError(f"since {since!r} is not an ISO 8601 time (e.g. 2026-11-30T08:00:00Z)") from None
     reg = Registry(registry, cfg.storage)
     ns = namespace or cfg.canary.namespace
     schedule = list(cfg.canary.steps) if steps is None else (list(steps) or None)
     if isvcs is None and not dry_run:
         isvcs = connect()
     return rollout.analyze_and_step(
-        isvcs, model_name, ns, cfg, logs=logs, steps=schedule, labels=labels_uri or None,
+        isvcs, model_name, ns, cfg, logs=logs, steps=schedule, labels=labels_uri or None, since=when,
         registry=reg, interval=interval_seconds, dry_run=dry_run,
         timeout=cfg.canary.wait_timeout_seconds, sleep=sleep, on_progress=on_progress,
     )
@@ -153,7 +163,7 @@ def deploy_op(registry: str, model_name: str, config: dict, version: str = "prod
 @component
 def canary_analysis_op(registry: str, model_name: str, config: dict, log_uri: str = "",
                        labels_uri: str = "", steps: list = None,  # noqa: RUF013 - KFP default
-                       interval_seconds: float = 300.0, namespace: str = "",
+                       interval_seconds: float = 300.0, since: str = "", namespace: str = "",
                        dry_run: bool = False) -> NamedTuple("AnalysisOutputs",
                                                             [("decision", str), ("summary", str)]):
     """Judge the canary from the prediction logs, stepping its traffic through a schedule."""
@@ -166,7 +176,7 @@ def canary_analysis_op(registry: str, model_name: str, config: dict, log_uri: st
         out = canary_analysis_step(registry=registry, model_name=model_name, config=config,
                                    log_uri=log_uri, labels_uri=labels_uri,
                                    steps=None if steps is None else [int(s) for s in steps],
-                                   interval_seconds=interval_seconds, namespace=namespace,
+                                   interval_seconds=interval_seconds, since=since, namespace=namespace,
                                    dry_run=dry_run, on_progress=print)
         st.result = f"{model_name}: canary {out['canary']} vs {out['primary']}: {out['decision']}"
     return out["decision"], json.dumps(out, allow_nan=False, default=str)

@@ -106,3 +106,15 @@ def test_deploy_op_runs_under_the_kfp_local_runner(registry, tmp_path, monkeypat
     assert task.outputs["rollout"] == "first"
     summary = json.loads(task.outputs["summary"])
     check_isvc(summary["sent"])
+
+
+def test_analysis_since_leaves_older_rows_out(registry, isvcs, tmp_path):
+    deploy_step(registry=registry.uri, model_name="churn", config=CONFIG, isvcs=isvcs)
+    deploy_step(registry=registry.uri, model_name="churn", config=CONFIG, version="v2", isvcs=isvcs)
+    _logs(tmp_path / "logs", bad=False)  # logged 2026-11-30 from 08:00
+    out = canary_analysis_step(registry=registry.uri, model_name="churn", config=CONFIG, steps=[],
+                               log_uri=str(tmp_path / "logs"), since="2026-12-01T00:00:00Z", isvcs=isvcs)
+    assert out["decision"] == "hold" and out["analyses"][0]["rows"] == 0
+    with pytest.raises(UserError, match="ISO 8601"):
+        canary_analysis_step(registry=registry.uri, model_name="churn", config=CONFIG, steps=[],
+                             log_uri=str(tmp_path / "logs"), since="yesterday", isvcs=isvcs)
