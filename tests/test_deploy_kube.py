@@ -199,3 +199,23 @@ def test_summarize_status_needs_the_latest_generation():
     assert not summarize_status(obj).ready and not summarize_status(obj).up_to_date
     obj["status"]["observedGeneration"] = 4
     assert summarize_status(obj).ready
+
+
+def test_in_cluster_service_account_when_there_is_no_kubeconfig(tmp_path, monkeypatch):
+    from kubernetes.config import incluster_config
+
+    token, cert = tmp_path / "token", tmp_path / "ca.crt"
+    token.write_text("pod-token")
+    cert.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(token))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(cert))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    isvcs = connect()
+    assert "https://10.96.0.1:443" in isvcs.where and "service account" in isvcs.where
+    cfg = isvcs.api.api_client.configuration
+    assert cfg.api_key["authorization"].lower() == "bearer pod-token" and cfg.ssl_ca_cert == str(cert)
+    with pytest.raises(KubeError, match="only the in-cluster account"):
+        connect(context="other")
