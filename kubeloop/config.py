@@ -188,6 +188,66 @@ class ResourcesConfig(_Section):
     retry_backoff_seconds: int = Field(30, ge=1, le=3600)
 
 
+class CanaryConfig(_Section):
+    """How a version goes out on KServe and how a canary is judged from its prediction logs.
+
+    The thresholds feed ``kubeloop.deploy.verdict.decide``: a canary is compared
+    with the primary on the same stretch of traffic; anything worse than these
+    bounds rolls it back, too little evidence holds it.
+    """
+
+    # -- rollout
+    namespace: str = "kubeloop"
+    service_account: str = "kubeloop-predictor"
+    # serverless: Knative revisions and spec.predictor.canaryTrafficPercent;
+    # standard: plain Deployments and the spec.canary list (KServe >= 0.20).
+    mode: Literal["serverless", "standard"] = "serverless"
+    # Share of traffic a new version starts with (the first version always gets 100).
+    initial_percent: int = Field(10, ge=0, le=100)
+    # Traffic steps of an automated rollout; each must pass analysis before the next.
+    steps: list[int] = Field(default_factory=lambda: [10, 50, 100], min_length=1)
+    # Knative tag routing: prev-/latest- URLs for trying a 0 % (blue-green) version.
+    tag_routing: bool = False
+    min_replicas: int | None = Field(1, ge=0)
+    max_replicas: int | None = Field(None, ge=1)
+    cpu_request: str | None = "500m"
+    memory_request: str | None = "1Gi"
+    cpu_limit: str | None = None
+    memory_limit: str | None = "2Gi"
+    # Prediction-log root the predictor writes to and analysis reads (unset: no logs).
+    log_uri: str | None = None
+    wait_timeout_seconds: float = Field(300.0, gt=0)
+    # -- analysis
+    # Scored rows each version needs before anything but "hold" is decided.
+    min_rows: int = Field(200, ge=1)
+    # Absolute increase of the canary's rate over the primary's that is still fine.
+    max_error_rate_increase: float = Field(0.01, ge=0, le=1)
+    max_rejection_rate_increase: float = Field(0.02, ge=0, le=1)
+    # Latency: the canary's percentile may be at most ratio x the primary's, but a
+    # difference under latency_slack_ms always passes (noise on fast models).
+    max_latency_p50_ratio: float = Field(1.5, ge=1)
+    max_latency_p95_ratio: float = Field(1.5, ge=1)
+    max_latency_p99_ratio: float = Field(2.0, ge=1)
+    latency_slack_ms: float = Field(5.0, ge=0)
+    # Population stability index between the two prediction distributions; above
+    # it the canary is held until labels show which side is right.
+    max_psi: float = Field(0.25, gt=0)
+    # Labelled rows each version needs before the model metric is compared.
+    min_labeled_rows: int = Field(100, ge=1)
+    # How much worse (absolute, accuracy or MAE) the canary may be on labelled rows.
+    max_metric_degradation: float = Field(0.02, ge=0)
+    # Hold until labels arrive instead of promoting on operational signals alone.
+    require_labels: bool = False
+
+    @field_validator("steps")
+    def _steps_increase(cls, value: list[int]) -> list[int]:
+        if any(not 0 < v <= 100 for v in value):
+            raise ValueError(f"canary steps must be percentages in 1..100, got {value}")
+        if any(b <= a for a, b in zip(value, value[1:], strict=False)):
+            raise ValueError(f"canary steps must increase, got {value}")
+        return value
+
+
 class Config(_Section):
     """Everything one run needs; see ``kubeloop run --help`` for the flags that override it."""
 
@@ -206,6 +266,7 @@ class Config(_Section):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    canary: CanaryConfig = Field(default_factory=CanaryConfig)
 
     @field_validator("model_name")
     def _model_name_is_a_path_segment(cls, value: str) -> str:

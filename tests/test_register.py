@@ -51,8 +51,8 @@ from kubeloop.components.register import (
 from kubeloop.components.split import split_dataset
 from kubeloop.components.validate import infer_schema
 from kubeloop.config import Config
-from kubeloop.environment import code_version
 from kubeloop.datagen import make_churn, make_house_prices
+from kubeloop.environment import code_version
 from kubeloop.metric_names import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from kubeloop.registry import AliasConflict, Registry
 from kubeloop.schema import feature_columns

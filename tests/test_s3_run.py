@@ -40,8 +40,8 @@ from helpers_cli import (
 from kubeloop import storage
 from kubeloop.cli import NOTHING_CHANGED
 from kubeloop.components.evaluate import predict, score
-from kubeloop.components.ingest import read_parquet
 from kubeloop.components.gate import decide
+from kubeloop.components.ingest import read_parquet
 from kubeloop.config import EvaluationConfig, GateConfig
 from kubeloop.datagen import make_churn
 from kubeloop.registry import Registry

@@ -1,0 +1,253 @@
+"""Prediction logs and labels in, the canary verdict's inputs out.
+
+Reads the predictor's Parquet logs (contract layout
+``<root>/<model>/date=YYYY-MM-DD/part-<UTC time>-<hex>.parquet``, local or
+``s3://`` through ``kubeloop.storage``), keeps the rows of the two versions
+being compared (shadow answers excluded: they share request ids with the
+primary's and served nobody), summarises each, and calls ``verdict.decide``.
+
+In a KServe canary both revisions run with the same environment, so versions
+are told apart by the ``version`` column, never by ``role``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kubeloop.deploy.verdict import Verdict, VersionSummary, decide
+from kubeloop.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from kubeloop.config import CanaryConfig, StorageConfig
+
+BASE_COLUMNS = ["request_id", "row", "time", "model", "version", "role", "prediction", "latency_ms", "status"]
+# Statuses that mean the predictor failed, as opposed to refusing bad input
+# (every other non-"ok" status is a rejection reason code).
+ERROR_STATUSES = {"error", "internal_error", "timeout", "unavailable"}
+REGRESSION_BINS = 10
+_PART = re.compile(r"date=(\d{4}-\d{2}-\d{2})/part-[^/]+\.parquet")
+
+
+@dataclass
+class Analysis:
+    verdict: Verdict
+    primary: VersionSummary
+    canary: VersionSummary
+    files: int
+    rows: int
+    task: str | None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {"verdict": self.verdict.to_dict(), "primary": asdict(self.primary),
+                "canary": asdict(self.canary), "files": self.files, "rows": self.rows,
+                "task": self.task, "notes": self.notes}
+
+
+def _is_error(status: Any) -> bool:
+    s = str(status)
+    return s in ERROR_STATUSES or s.startswith("error")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _utc(when: dt.datetime) -> dt.datetime:
+    """A naive time is taken as UTC (the logs' clock)."""
+    return when.replace(tzinfo=dt.timezone.utc) if when.tzinfo is None else when.astimezone(dt.timezone.utc)
+
+
+def log_files(log_root: str, model: str, *, since: dt.datetime | None = None,
+              storage_cfg: StorageConfig | None = None) -> tuple[Any, list[str]]:
+    """The store and the keys of ``model``'s log parts, oldest day first; days
+    before ``since`` are skipped without being read."""
+    from kubeloop.storage import open_store
+
+    store = open_store(log_root, storage_cfg)
+    keys = []
+    for key in store.list(f"{model}/"):
+        m = _PART.fullmatch(key[len(model) + 1:])
+        if not m:
+            continue
+        if since is not None and m.group(1) < _utc(since).date().isoformat():
+            continue
+        keys.append(key)
+    return store, sorted(keys)
+
+
+def read_prediction_logs(log_root: str, model: str, *, since: dt.datetime | None = None,
+                         storage_cfg: StorageConfig | None = None) -> tuple[pd.DataFrame, int]:
+    """Every logged row of ``model`` at or after ``since`` (all when None):
+    the contract's fixed columns plus ``proba_*``; feature columns are not read.
+    Returns the frame and the number of files read."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    store, keys = log_files(log_root, model, since=since, storage_cfg=storage_cfg)
+    frames = []
+    for key in keys:
+        data = store.read_bytes(key)
+        try:
+            pf = pq.ParquetFile(io.BytesIO(data))
+        except Exception as exc:  # noqa: BLE001 - any unreadable part is the same problem
+            raise UserError(f"prediction log {store.uri_of(key)} is not a readable Parquet file: {exc}") from None
+        names = pf.schema_arrow.names
+        missing = [c for c in BASE_COLUMNS if c not in names]
+        if missing:
+            raise UserError(f"prediction log {store.uri_of(key)} lacks the columns {missing}")
+        cols = BASE_COLUMNS + [c for c in names if c.startswith("proba_")]
+        frames.append(pf.read(columns=cols).to_pandas())
+    if not frames:
+        return pd.DataFrame(columns=BASE_COLUMNS), 0
+    df = pd.concat(frames, ignore_index=True)
+    if since is not None:
+        df = df[df["time"] >= pd.Timestamp(_utc(since))].reset_index(drop=True)
+    return df, len(keys)
+
+
+def read_labels(uri: str, storage_cfg: StorageConfig | None = None) -> pd.DataFrame:
+    """Ground-truth labels (``request_id``, ``row``, ``label``, ``labeled_at``) from a
+    Parquet or CSV file, or from every such file under a directory or prefix.
+    A row labelled twice keeps its latest label."""
+    import pandas as pd
+
+    from kubeloop.storage import local_copy, open_store
+
+    def one(path_uri: str) -> pd.DataFrame:
+        with local_copy(path_uri, storage_cfg) as path:
+            name = path.name.lower()
+            if name.endswith(".parquet"):
+                return pd.read_parquet(path)
+            if name.endswith((".csv", ".csv.gz")):
+                return pd.read_csv(path, dtype={"request_id": str, "label": str})
+            raise UserError(f"labels {path_uri}: expected a .parquet or .csv file")
+
+    if uri.lower().endswith((".parquet", ".csv", ".csv.gz")):
+        frames = [one(uri)]
+    else:
+        store = open_store(uri, storage_cfg)
+        keys = [k for k in store.list() if k.lower().endswith((".parquet", ".csv", ".csv.gz"))]
+        if not keys:
+            raise UserError(f"labels {uri}: no .parquet or .csv files there")
+        frames = [one(store.uri_of(k)) for k in sorted(keys)]
+    labels = pd.concat(frames, ignore_index=True)
+    missing = [c for c in ("request_id", "row", "label") if c not in labels.columns]
+    if missing:
+        raise UserError(f"labels {uri}: missing columns {missing} (need request_id, row, label, labeled_at)")
+    labels["request_id"] = labels["request_id"].astype(str)
+    labels["row"] = labels["row"].astype("int64")
+    if "labeled_at" in labels.columns:
+        labels = labels.sort_values("labeled_at", kind="stable")
+    return labels.drop_duplicates(["request_id", "row"], keep="last")[["request_id", "row", "label"]]
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def _task(df: pd.DataFrame) -> str | None:
+    import pandas as pd
+
+    preds = df["prediction"].dropna()
+    if preds.empty:
+        return None
+    return "regression" if pd.api.types.is_numeric_dtype(preds) else "classification"
+
+
+def regression_edges(predictions: Any, bins: int = REGRESSION_BINS) -> list[float]:
+    """Inner bin edges: quantiles of the primary's predictions, duplicates dropped."""
+    import numpy as np
+
+    values = np.asarray(predictions, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return []
+    return sorted(set(np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1]).tolist()))
+
+
+def summarise(df: pd.DataFrame, version: str, *, task: str | None, edges: list[float] | None = None,
+              labels: pd.DataFrame | None = None) -> VersionSummary:
+    """One version's VersionSummary from its logged rows."""
+    import numpy as np
+    import pandas as pd
+
+    rows = df[df["version"] == version]
+    status = rows["status"].astype(str)
+    errors = status.map(_is_error)
+    rejections = (status != "ok") & ~errors
+    ok = rows[status == "ok"]
+    # Latency is per request: every row of a request shares it.
+    per_request = rows.groupby("request_id")["latency_ms"].max().dropna().to_numpy(dtype=float)
+    p50 = p95 = p99 = None
+    if per_request.size:
+        p50, p95, p99 = (float(x) for x in np.percentile(per_request, [50, 95, 99]))
+
+    preds = ok["prediction"].dropna()
+    if task == "regression":
+        idx = np.digitize(preds.to_numpy(dtype=float), edges or [])
+        counts = {f"bin{i:02d}": int(n) for i, n in zip(*np.unique(idx, return_counts=True), strict=True)}
+    else:
+        counts = {str(k): int(v) for k, v in preds.astype(str).value_counts().items()}
+
+    labeled_rows, metric, metric_name = 0, None, None
+    if labels is not None and not ok.empty:
+        joined = ok[["request_id", "row", "prediction"]].assign(request_id=ok["request_id"].astype(str)).merge(
+            labels, on=["request_id", "row"], how="inner")
+        joined = joined[joined["prediction"].notna() & joined["label"].notna()]
+        labeled_rows = len(joined)
+        if labeled_rows:
+            if task == "regression":
+                metric_name = "mae"
+                metric = float(np.mean(np.abs(pd.to_numeric(joined["label"], errors="coerce").to_numpy(dtype=float)
+                                              - joined["prediction"].to_numpy(dtype=float))))
+            else:
+                metric_name = "accuracy"
+                metric = float((joined["label"].astype(str) == joined["prediction"].astype(str)).mean())
+    return VersionSummary(
+        version=version, rows=len(rows), errors=int(errors.sum()), rejections=int(rejections.sum()),
+        latency_p50_ms=p50, latency_p95_ms=p95, latency_p99_ms=p99, prediction_counts=counts,
+        labeled_rows=labeled_rows, metric=metric,
+        metric_name=metric_name or ("mae" if task == "regression" else "accuracy"),
+    )
+
+
+def analyze_frame(df: pd.DataFrame, primary_version: str, canary_version: str, cfg: CanaryConfig,
+                  *, labels: pd.DataFrame | None = None, files: int = 0) -> Analysis:
+    """The verdict for logs already in a DataFrame."""
+    if primary_version == canary_version:
+        raise UserError(f"primary and canary are the same version {primary_version}: nothing to compare")
+    notes = []
+    served = df[df["role"].astype(str) != "shadow"] if len(df) else df
+    if len(df) and len(served) < len(df):
+        notes.append(f"{len(df) - len(served)} shadow rows left out")
+    both = served[served["version"].isin([primary_version, canary_version])] if len(served) else served
+    others = sorted(set(served["version"].astype(str)) - {primary_version, canary_version}) if len(served) else []
+    if others:
+        notes.append(f"rows of other versions left out: {', '.join(others)}")
+    task = _task(both) if len(both) else None
+    edges = None
+    if task == "regression":
+        primary_preds = both[(both["version"] == primary_version) & (both["status"] == "ok")]["prediction"]
+        edges = regression_edges(primary_preds.dropna())
+    p = summarise(both, primary_version, task=task, edges=edges, labels=labels)
+    c = summarise(both, canary_version, task=task, edges=edges, labels=labels)
+    return Analysis(decide(p, c, cfg), p, c, files, len(both), task, notes)
+
+
+def analyze(log_root: str, model: str, primary_version: str, canary_version: str, cfg: CanaryConfig, *,
+            labels_uri: str | None = None, since: dt.datetime | None = None,
+            storage_cfg: StorageConfig | None = None) -> Analysis:
+    """Read ``model``'s prediction logs (and labels) and judge the canary."""
+    df, files = read_prediction_logs(log_root, model, since=since, storage_cfg=storage_cfg)
+    labels = read_labels(labels_uri, storage_cfg) if labels_uri else None
+    result = analyze_frame(df, primary_version, canary_version, cfg, labels=labels, files=files)
+    if files == 0:
+        result.notes.append(f"no prediction logs under {log_root}/{model}/")
+    return result

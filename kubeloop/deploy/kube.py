@@ -1,0 +1,289 @@
+"""The thin layer between kubeloop and the Kubernetes API: InferenceServices only.
+
+Everything that decides what to send lives in ``inferenceservice.py`` and
+``patches.py``; this module sends it and turns the answers into kubeloop's
+errors:
+
+- configuration: the standard kubeconfig (``KUBECONFIG``, ``~/.kube/config``,
+  ``--context``) or, inside a pod, the service account;
+- writes: ``POST`` to create and JSON merge patches to change, always with
+  ``fieldValidation=Strict`` (a field the cluster's schema does not know is an
+  error, not silently dropped) and ``fieldManager=kubeloop``; every patch
+  carries the resourceVersion it was computed from, so a concurrent change
+  makes it fail with 409 instead of being overwritten;
+- reads: the object and a summary of its status (conditions, traffic);
+- ``wait_ready``: polls until the object's Ready condition is True for the
+  latest generation, or the timeout passes.
+
+API errors (401, 403, 404, 409, 422, admission webhook denials, strict
+decoding errors) become ``UserError``/``Conflict`` with messages that say what
+to fix; an unreachable API server does too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubeloop.deploy.inferenceservice import GROUP, PLURAL, VERSION
+from kubeloop.errors import Conflict, UserError
+
+FIELD_MANAGER = "kubeloop"
+# (connect, read) seconds for each API call: a dead endpoint fails fast.
+REQUEST_TIMEOUT = (5, 30)
+# KServe reports these when a revision or model cannot come up; waiting longer
+# would not help.
+_FAILED_REASONS = {"RevisionFailed", "RevisionMissing", "ContainerMissing", "InvalidSpec",
+                   "BlockedByFailedLoad"}
+
+
+class KubeError(UserError):
+    """The Kubernetes API refused or could not be reached; the message says why."""
+
+
+def connect(context: str | None = None, kubeconfig: str | None = None) -> InferenceServices:
+    """An ``InferenceServices`` client from the kubeconfig or the in-cluster account.
+
+    Order: ``kubeconfig`` (a path), ``$KUBECONFIG`` (one or more paths, merged as
+    kubectl does), ``~/.kube/config``; inside a pod with none of them, the
+    pod's service account.
+    """
+    from kubernetes import client, config
+
+    cfg = client.Configuration()
+    env_paths = os.environ.get("KUBECONFIG")
+    default = os.path.expanduser("~/.kube/config")
+    try:
+        if kubeconfig or env_paths or os.path.exists(default):
+            # The client reads $KUBECONFIG once, at import; pass it explicitly
+            # (several ':'-separated paths are merged as kubectl does).
+            path = kubeconfig or env_paths or default
+            config.load_kube_config(config_file=path, context=context, client_configuration=cfg)
+            where = f"context {context}" if context else "the current context"
+        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+            if context:
+                raise KubeError(f"--context {context}: no kubeconfig here, only the in-cluster account")
+            config.load_incluster_config(client_configuration=cfg)
+            where = "the pod's service account"
+        else:
+            raise KubeError(
+                "no Kubernetes configuration found: set KUBECONFIG, create ~/.kube/config, "
+                "or run inside a cluster (or use --dry-run to only print what would be sent)"
+            )
+    except config.ConfigException as exc:
+        raise KubeError(f"cannot load the Kubernetes configuration: {exc}") from None
+    return InferenceServices(client.ApiClient(cfg), where=f"{cfg.host} ({where})")
+
+
+def _status_body(exc: Any) -> dict[str, Any]:
+    try:
+        body = json.loads(exc.body or "{}")
+        return body if isinstance(body, dict) else {}
+    except (TypeError, ValueError):
+        return {}
+
+
+def _causes(body: dict[str, Any]) -> str:
+    causes = (body.get("details") or {}).get("causes") or []
+    parts = [f"{c.get('field', '')}: {c.get('message', '')}".strip(": ") for c in causes]
+    return "; ".join(p for p in parts if p)
+
+
+def translate(exc: Any, action: str, namespace: str, name: str | None = None) -> UserError:
+    """The kubeloop error for an ``ApiException`` raised by ``action`` on an InferenceService."""
+    body = _status_body(exc)
+    status = getattr(exc, "status", None)
+    message = body.get("message") or getattr(exc, "reason", None) or str(exc)
+    reason = body.get("reason") or ""
+    obj = f"InferenceService {namespace}/{name}" if name else f"InferenceServices in namespace {namespace}"
+    if "admission webhook" in message:
+        return KubeError(f"{action} {obj}: KServe's admission webhook refused it: {message}")
+    if status == 401:
+        return KubeError(
+            f"{action} {obj}: the API server did not accept the credentials (401 Unauthorized); "
+            "check the kubeconfig context, or the token of the service account"
+        )
+    if status == 403:
+        return KubeError(
+            f"{action} {obj}: forbidden (403): {message}. The identity needs get, list, watch, "
+            f"create and patch on inferenceservices.serving.kserve.io in namespace {namespace} "
+            "(the kubeloop-pipeline Role grants exactly that)"
+        )
+    if status == 404:
+        if (body.get("details") or {}).get("name") == name and name:
+            return KubeError(f"{action} {obj}: not found; deploy it first with `kubeloop deploy {name}`")
+        if "namespaces" in message and "not found" in message:
+            return KubeError(f"{action} {obj}: the namespace {namespace} does not exist")
+        return KubeError(
+            f"{action} {obj}: the cluster has no InferenceService API ({GROUP}/{VERSION}): "
+            f"is KServe installed? ({message})"
+        )
+    if status == 409:
+        if reason == "AlreadyExists":
+            return Conflict(f"{action} {obj}: it was created by someone else meanwhile; run again to update it")
+        return Conflict(
+            f"{action} {obj}: it was changed by someone else since kubeloop read it (409 Conflict); "
+            "nothing was applied. Run the command again to act on its current state"
+        )
+    if status == 422:
+        causes = _causes(body)
+        return KubeError(f"{action} {obj}: the API server rejected it as invalid (422): {causes or message}")
+    if status == 400 and ("strict decoding error" in message or "unknown field" in message):
+        return KubeError(
+            f"{action} {obj}: the cluster's InferenceService schema does not know some fields "
+            f"(strict field validation): {message}. Is the installed KServe older than the one "
+            "kubeloop targets (v0.21)?"
+        )
+    if status == 415:
+        return KubeError(f"{action} {obj}: the API server does not accept this patch type: {message}")
+    return KubeError(f"{action} {obj}: the API server answered {status} {reason}: {message}")
+
+
+@dataclass
+class ServiceStatus:
+    """What ``status`` says about an InferenceService, flattened for people and JSON."""
+
+    ready: bool
+    up_to_date: bool
+    url: str | None
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+    traffic: list[dict[str, Any]] = field(default_factory=list)
+    canaries: list[dict[str, Any]] = field(default_factory=list)
+    failure: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ready": self.ready, "up_to_date": self.up_to_date, "url": self.url,
+                "conditions": self.conditions, "traffic": self.traffic, "canaries": self.canaries,
+                "failure": self.failure}
+
+
+def summarize_status(obj: dict[str, Any]) -> ServiceStatus:
+    """Pure: readiness, conditions and traffic of an InferenceService as returned by the API."""
+    meta = obj.get("metadata") or {}
+    status = obj.get("status") or {}
+    conditions = [
+        {k: c.get(k) for k in ("type", "status", "reason", "message") if c.get(k) is not None}
+        for c in status.get("conditions") or []
+    ]
+    ready_cond = next((c for c in conditions if c.get("type") == "Ready"), None)
+    generation, observed = meta.get("generation"), status.get("observedGeneration")
+    up_to_date = generation is None or (observed is not None and observed >= generation)
+    predictor = (status.get("components") or {}).get("predictor") or {}
+    traffic = [
+        {k: t.get(k) for k in ("revisionName", "percent", "tag", "latestRevision", "url") if t.get(k) is not None}
+        for t in predictor.get("traffic") or []
+    ]
+    canaries = [
+        {k: c.get(k) for k in ("name", "trafficPercent", "ready") if c.get(k) is not None}
+        for c in status.get("canaryStatuses") or []
+    ]
+    url = status.get("url")
+    failure = None
+    for c in conditions:
+        if c.get("status") == "False" and c.get("reason") in _FAILED_REASONS:
+            failure = f"{c['type']}: {c.get('reason')}: {c.get('message', '')}".rstrip(": ")
+    model_status = status.get("modelStatus") or {}
+    if model_status.get("transitionStatus") in _FAILED_REASONS:
+        info = model_status.get("lastFailureInfo") or {}
+        failure = f"model {model_status['transitionStatus']}: {info.get('message', '')}".rstrip(": ")
+    ready = bool(ready_cond and ready_cond.get("status") == "True" and up_to_date)
+    return ServiceStatus(ready, up_to_date, url if isinstance(url, str) else None,
+                         conditions, traffic, canaries, failure)
+
+
+class InferenceServices:
+    """Get, create, patch and wait for InferenceServices through CustomObjectsApi."""
+
+    def __init__(self, api_client: Any, *, where: str = ""):
+        from kubernetes import client
+
+        self.api = client.CustomObjectsApi(api_client)
+        self.where = where
+
+    def _call(self, action: str, namespace: str, name: str | None, fn: Callable[[], Any]) -> Any:
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return fn()
+        except ApiException as exc:
+            if exc.status is None or exc.status == 0:
+                raise KubeError(f"{action}: cannot reach the Kubernetes API server {self.where}: {exc.reason}") from None
+            raise translate(exc, action, namespace, name) from None
+        except (HTTPError, OSError) as exc:
+            raise KubeError(
+                f"{action}: cannot reach the Kubernetes API server {self.where}: {exc}"
+            ) from None
+
+    def get(self, name: str, namespace: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        from kubernetes.client.exceptions import ApiException
+
+        def call() -> dict[str, Any] | None:
+            try:
+                return self.api.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, name, _request_timeout=REQUEST_TIMEOUT)
+            except ApiException as exc:
+                # A missing object names itself in the Status details; a missing
+                # API (no KServe) or namespace does not, and stays an error.
+                if exc.status == 404 and (_status_body(exc).get("details") or {}).get("name") == name:
+                    return None
+                raise
+
+        return self._call("read", namespace, name, call)
+
+    def create(self, obj: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        meta = obj["metadata"]
+        return self._call("create", meta["namespace"], meta["name"], lambda: self.api.create_namespaced_custom_object(
+            GROUP, VERSION, meta["namespace"], PLURAL, obj,
+            field_manager=FIELD_MANAGER, field_validation="Strict",
+            dry_run="All" if dry_run else None, _request_timeout=REQUEST_TIMEOUT))
+
+    def patch(self, name: str, namespace: str, patch: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        """Send a JSON merge patch (the client sends application/merge-patch+json)."""
+        return self._call("patch", namespace, name, lambda: self.api.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, patch,
+            field_manager=FIELD_MANAGER, field_validation="Strict",
+            dry_run="All" if dry_run else None, _request_timeout=REQUEST_TIMEOUT))
+
+    def wait_ready(
+        self,
+        name: str,
+        namespace: str,
+        *,
+        timeout: float,
+        poll: float = 2.0,
+        on_poll: Callable[[ServiceStatus], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> ServiceStatus:
+        """Poll until Ready for the latest generation; raise KubeError on a
+        failure KServe reports or when ``timeout`` seconds pass."""
+        deadline = clock() + timeout
+        while True:
+            obj = self.get(name, namespace)
+            if obj is None:
+                raise KubeError(f"InferenceService {namespace}/{name} disappeared while waiting for it")
+            st = summarize_status(obj)
+            if on_poll:
+                on_poll(st)
+            if st.ready:
+                return st
+            if st.failure:
+                raise KubeError(f"InferenceService {namespace}/{name} failed: {st.failure}")
+            if clock() >= deadline:
+                pending = "; ".join(
+                    f"{c['type']}={c.get('status')}" + (f" ({c.get('reason')}: {c.get('message', '')})"
+                                                        if c.get("reason") else "")
+                    for c in st.conditions if c.get("status") != "True"
+                ) or "no conditions reported yet"
+                raise KubeError(
+                    f"InferenceService {namespace}/{name} was not Ready within {timeout:g}s: {pending}. "
+                    "The change was applied; check `kubeloop canary status` or "
+                    f"`kubectl -n {namespace} describe isvc {name}`"
+                )
+            sleep(min(poll, max(0.0, deadline - clock())))

@@ -1,0 +1,253 @@
+"""`kubeloop deploy` and `kubeloop canary` end to end: a real registry on disk,
+the Kubernetes client talking HTTP to the loopback fake API server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from deploy_support import FakeKubeAPI, check_isvc, log_rows, write_log_part
+
+from kubeloop.cli import main
+from kubeloop.registry import Registry
+
+
+@pytest.fixture
+def registry(tmp_path, s3_endpoint, bucket, monkeypatch):
+    """A registry in S3 (moto on loopback): the only kind a cluster can fetch from."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    reg = Registry(f"s3://{bucket}/registry")
+    for _ in range(3):
+        info = reg.register("churn", {"model/model.joblib": b"model bytes", "model/kubeloop.json": b"{}"})
+    assert info.version == "v3"
+    reg.set_alias("churn", "production", "v1", reason="test")
+    return reg
+
+
+@pytest.fixture
+def no_cluster(tmp_path, monkeypatch, registry):
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KUBELOOP_REGISTRY", registry.uri)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch, registry):
+    api = FakeKubeAPI().start()
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(api.kubeconfig(tmp_path / "kubeconfig")))
+    monkeypatch.setenv("KUBELOOP_REGISTRY", registry.uri)
+    monkeypatch.chdir(tmp_path)
+    yield api
+    api.stop()
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def jrun(capsys, *argv):
+    code, out, err = run(capsys, *argv, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+# -- dry runs with no cluster ----------------------------------------------------------------
+
+def test_deploy_dry_run_prints_the_object_with_no_cluster(capsys, no_cluster):
+    code, out, err = run(capsys, "deploy", "churn", "--dry-run")
+    assert code == 0, err
+    obj = yaml.safe_load(out)
+    check_isvc(obj)
+    assert obj["spec"]["predictor"]["model"]["storageUri"].endswith("/churn/versions/v1/model/")
+    assert "working without a cluster" in err and "nothing was changed" in err
+    code, out, _ = run(capsys, "deploy", "churn@v2", "--dry-run", "--json", "-n", "ml")
+    obj = json.loads(out)
+    assert obj["metadata"]["namespace"] == "ml" and obj["metadata"]["labels"]["kubeloop.dev/version"] == "v2"
+
+
+def test_canary_dry_run_with_no_cluster_uses_the_registry_aliases(capsys, no_cluster, registry):
+    registry.set_alias("churn", "canary", "v2")
+    code, out, err = run(capsys, "canary", "promote", "churn", "--dry-run", "--json")
+    assert code == 0, err
+    assert json.loads(out) == {"metadata": {"annotations": {"kubeloop.dev/primary-version": "v2",
+                                                           "kubeloop.dev/canary-version": None},
+                                           "labels": {"kubeloop.dev/version": "v2"}},
+                              "spec": {"predictor": {"canaryTrafficPercent": None}}}
+    assert registry.get_alias("churn", "production") == "v1"  # nothing moved
+    code, out, _ = run(capsys, "canary", "set", "churn", "--percent", "30", "--dry-run")
+    assert yaml.safe_load(out)["spec"] == {"predictor": {"canaryTrafficPercent": 30}}
+
+
+@pytest.mark.parametrize("argv,pattern", [
+    (["deploy", "churn@v2", "--canary-percent", "150", "--dry-run"], "between 0 and 100"),
+    (["deploy", "Churn", "--dry-run"], "DNS-1035"),
+    (["deploy", "churn@v9", "--dry-run"], "no version v9"),
+    (["canary", "set", "churn", "--dry-run"], "--percent N"),
+    (["canary", "set", "churn", "--percent", "-3", "--dry-run"], "between 0 and 100"),
+    (["canary", "promote", "churn", "--percent", "3"], "applies to `canary set`"),
+    (["canary", "status", "churn"], "no Kubernetes configuration found"),
+    (["deploy", "churn"], "no Kubernetes configuration found"),
+    (["canary", "promote", "churn", "--dry-run"], "no 'canary' alias"),
+    (["canary", "analyze", "churn"], "--logs"),
+])
+def test_bad_input_is_exit_2_with_a_message(capsys, no_cluster, argv, pattern):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and pattern in err and "Traceback" not in err
+
+
+# -- against the API server --------------------------------------------------------------------
+
+def test_deploy_canary_promote_rollback_cycle(capsys, fake, registry):
+    res = jrun(capsys, "deploy", "churn")
+    assert res["action"] == "created" and res["status"]["ready"]
+    assert res["state"]["primary_version"] == "v1" and res["state"]["canary_version"] is None
+
+    # the same deploy again sends nothing
+    writes = len(fake.writes())
+    assert jrun(capsys, "deploy", "churn")["action"] == "unchanged"
+    assert len(fake.writes()) == writes
+
+    res = jrun(capsys, "deploy", "churn@v2", "--canary-percent", "20")
+    assert res["action"] == "updated" and res["kind"] == "patch"
+    assert res["state"] == {"name": "churn", "namespace": "kubeloop", "mode": "serverless",
+                            "primary_version": "v1", "canary_version": "v2", "canary_percent": 20,
+                            "primary_percent": 80}
+    assert {t.get("tag"): t["percent"] for t in res["status"]["traffic"]} == {"latest": 20, "prev": 80}
+    assert registry.get_alias("churn", "canary") == "v2"
+    assert registry.get_alias("churn", "production") == "v1"
+
+    st = jrun(capsys, "canary", "status", "churn")
+    assert st["state"]["canary_percent"] == 20 and st["registry"]["canary"] == "v2"
+
+    # dry run: the patch, and no write
+    writes = len(fake.writes())
+    code, out, err = run(capsys, "canary", "set", "churn", "--percent", "50", "--dry-run", "--json")
+    patch = json.loads(out)
+    assert patch["spec"] == {"predictor": {"canaryTrafficPercent": 50}} and patch["metadata"]["resourceVersion"]
+    assert len(fake.writes()) == writes
+
+    assert jrun(capsys, "canary", "set", "churn", "--percent", "50", "--no-wait")["state"]["canary_percent"] == 50
+    writes = len(fake.writes())
+    assert jrun(capsys, "canary", "set", "churn", "--percent", "50")["action"] == "unchanged"
+    assert len(fake.writes()) == writes
+
+    res = jrun(capsys, "canary", "promote", "churn")
+    assert res["action"] == "promoted" and res["state"]["primary_version"] == "v2"
+    assert res["registry"] == [{"alias": "production", "from": "v1", "to": "v2"}]
+    assert registry.get_alias("churn", "production") == "v2"
+    assert registry.get_alias("churn", "previous") == "v1"
+    assert jrun(capsys, "canary", "promote", "churn")["action"] == "unchanged"
+
+    res = jrun(capsys, "deploy", "churn@v3")  # default share from the config: 10
+    assert res["state"]["canary_version"] == "v3" and res["state"]["canary_percent"] == 10
+    res = jrun(capsys, "canary", "rollback", "churn")
+    assert res["state"]["canary_percent"] == 0 and res["state"]["primary_version"] == "v2"
+    assert registry.get_alias("churn", "production") == "v2"
+    assert jrun(capsys, "canary", "rollback", "churn")["action"] == "unchanged"
+
+    code, out, err = run(capsys, "canary", "status", "churn")
+    assert code == 0 and "primary v2 100%, canary v3 0%" in out
+
+
+def test_promote_refuses_when_the_registry_disagrees(capsys, fake, registry):
+    jrun(capsys, "deploy", "churn")
+    jrun(capsys, "deploy", "churn@v2", "--canary-percent", "10")
+    registry.set_alias("churn", "production", "v3", reason="someone else")
+    writes = len(fake.writes())
+    code, out, err = run(capsys, "canary", "promote", "churn")
+    assert code == 3 and "production alias points at v3" in err
+    assert len(fake.writes()) == writes
+
+
+def test_a_concurrent_change_is_a_conflict(capsys, fake, registry):
+    jrun(capsys, "deploy", "churn")
+    jrun(capsys, "deploy", "churn@v2", "--canary-percent", "10")
+
+    def someone_else_writes_first(api, req):
+        if req.method == "PATCH":
+            obj = api.objects[("kubeloop", "churn")]
+            obj["spec"]["predictor"]["canaryTrafficPercent"] = 30
+            obj["metadata"]["resourceVersion"] = "9999"
+            api.hook = None
+
+    fake.hook = someone_else_writes_first
+    code, out, err = run(capsys, "canary", "set", "churn", "--percent", "40")
+    assert code == 3 and "changed by someone else" in err
+    assert fake.objects[("kubeloop", "churn")]["spec"]["predictor"]["canaryTrafficPercent"] == 30
+
+
+def test_forbidden_is_a_clear_message(capsys, fake):
+    fake.fail_next.append(FakeKubeAPI.status(403, "Forbidden", 'inferenceservices.serving.kserve.io "churn" is '
+                                             'forbidden: User "x" cannot get resource'))
+    code, out, err = run(capsys, "canary", "status", "churn")
+    assert code == 2 and "forbidden (403)" in err and "Traceback" not in err
+
+
+# -- analysis ----------------------------------------------------------------------------------
+
+def _logs(root, bad: bool):
+    write_log_part(root, log_rows("v1", 400, seed=1), part=0)
+    write_log_part(root, log_rows("v2", 200, seed=2, error_every=8 if bad else 0), part=1)
+
+
+@pytest.mark.parametrize("bad,decision", [(False, "promote"), (True, "rollback")])
+def test_analyze_offline_from_log_files(capsys, no_cluster, tmp_path, bad, decision):
+    _logs(tmp_path / "logs", bad)
+    res = jrun(capsys, "canary", "analyze", "churn", "--logs", str(tmp_path / "logs"),
+               "--primary", "v1", "--canary", "v2")
+    assert res["decision"] == decision and res["analyses"][0]["verdict"]["decision"] == decision
+    assert res["analyses"][0]["primary"]["rows"] == 800 and res["analyses"][0]["canary"]["rows"] == 400
+
+
+@pytest.mark.parametrize("bad", [False, True])
+def test_analyze_steps_through_the_schedule(capsys, fake, registry, tmp_path, bad):
+    _logs(tmp_path / "logs", bad)
+    jrun(capsys, "deploy", "churn")
+    jrun(capsys, "deploy", "churn@v2", "--canary-percent", "5")
+    res = jrun(capsys, "canary", "analyze", "churn", "--logs", str(tmp_path / "logs"),
+               "--steps", "10,50,100", "--interval", "0")
+    state = jrun(capsys, "canary", "status", "churn")["state"]
+    if bad:
+        assert res["decision"] == "rollback" and [s["share"] for s in res["steps"]] == [10]
+        assert state["canary_percent"] == 0 and registry.get_alias("churn", "production") == "v1"
+    else:
+        assert res["decision"] == "promote" and [s["share"] for s in res["steps"]] == [10, 50]
+        assert [s["action"] for s in res["sent"]] == ["set", "set", "promoted"]
+        assert state["primary_version"] == "v2" and state["canary_version"] is None
+        assert registry.get_alias("churn", "production") == "v2"
+
+
+def test_dry_run_with_an_unreachable_cluster_still_prints(capsys, no_cluster, tmp_path, monkeypatch):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    kc = tmp_path / "dead-kubeconfig"
+    kc.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        f"clusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n"
+        "users: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\n")
+    code, out, err = run(capsys, "deploy", "churn", "--dry-run", "--kubeconfig", str(kc))
+    assert code == 0 and "cannot reach" in err and yaml.safe_load(out)["kind"] == "InferenceService"
+    code, out, err = run(capsys, "deploy", "churn", "--kubeconfig", str(kc))
+    assert code == 2 and "cannot reach the Kubernetes API server" in err
+
+
+def test_analyze_steps_dry_run_prints_the_patches_offline(capsys, no_cluster, registry, tmp_path):
+    registry.set_alias("churn", "canary", "v2")
+    _logs(tmp_path / "logs", bad=False)
+    code, out, err = run(capsys, "canary", "analyze", "churn", "--logs", str(tmp_path / "logs"),
+                         "--steps", "10,50,100", "--dry-run", "--json")
+    assert code == 0, err
+    patches = json.loads(out)
+    shares = [p["spec"]["predictor"]["canaryTrafficPercent"] for p in patches]
+    # the registry's canary starts at canary.initial_percent (10): 10 sends nothing, then 50, then promote
+    assert shares == [50, None]
+    assert registry.get_alias("churn", "production") == "v1"

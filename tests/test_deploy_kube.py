@@ -1,0 +1,221 @@
+"""The Kubernetes layer over the wire, against a loopback server answering like the API server."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from deploy_support import WEBHOOK, FakeKubeAPI
+
+from kubeloop.deploy.inferenceservice import ServingSettings, Target, build_inference_service
+from kubeloop.deploy.kube import KubeError, connect, summarize_status
+from kubeloop.deploy.patches import set_percent_patch
+from kubeloop.errors import Conflict
+
+BASE = "/apis/serving.kserve.io/v1beta1/namespaces/kubeloop/inferenceservices"
+
+
+def target(v: str) -> Target:
+    return Target("churn", v, f"s3://models/registry/churn/versions/{v}/model/")
+
+
+@pytest.fixture
+def fake():
+    api = FakeKubeAPI().start()
+    yield api
+    api.stop()
+
+
+@pytest.fixture
+def isvcs(fake, tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(fake.kubeconfig(tmp_path / "kubeconfig")))
+    return connect()
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += max(seconds, 0.5)
+
+
+def test_create_sends_strict_validation_and_field_manager(fake, isvcs):
+    assert isvcs.get("churn", "kubeloop") is None
+    obj = build_inference_service(target("v1"), ServingSettings())
+    created = isvcs.create(obj)
+    assert created["metadata"]["resourceVersion"]
+    [post] = fake.writes()
+    assert post.method == "POST" and post.path == BASE
+    assert post.query["fieldValidation"] == ["Strict"] and post.query["fieldManager"] == ["kubeloop"]
+    assert post.headers["content-type"] == "application/json"
+    assert post.body == obj
+    assert isvcs.get("churn", "kubeloop")["spec"] == obj["spec"]
+
+
+def test_patch_is_a_merge_patch_with_the_resource_version(fake, isvcs):
+    isvcs.create(build_inference_service(target("v2"), ServingSettings(), primary=target("v1"), canary_percent=10))
+    cur = isvcs.get("churn", "kubeloop")
+    out = isvcs.patch("churn", "kubeloop", set_percent_patch(cur, 40))
+    assert out["spec"]["predictor"]["canaryTrafficPercent"] == 40
+    patch_req = fake.writes()[-1]
+    assert patch_req.method == "PATCH" and patch_req.path == f"{BASE}/churn"
+    assert patch_req.headers["content-type"] == "application/merge-patch+json"
+    assert patch_req.query["fieldValidation"] == ["Strict"] and patch_req.query["fieldManager"] == ["kubeloop"]
+    assert patch_req.body["metadata"]["resourceVersion"] == cur["metadata"]["resourceVersion"]
+
+
+def test_dry_run_reaches_the_server_as_dry_run_and_stores_nothing(fake, isvcs):
+    isvcs.create(build_inference_service(target("v1"), ServingSettings()), dry_run=True)
+    assert fake.writes()[-1].query["dryRun"] == ["All"]
+    assert isvcs.get("churn", "kubeloop") is None
+
+
+def test_a_stale_read_is_a_conflict_not_an_overwrite(fake, isvcs):
+    isvcs.create(build_inference_service(target("v2"), ServingSettings(), primary=target("v1"), canary_percent=10))
+    stale = isvcs.get("churn", "kubeloop")
+    isvcs.patch("churn", "kubeloop", set_percent_patch(stale, 30))  # another writer
+    with pytest.raises(Conflict, match="changed by someone else"):
+        isvcs.patch("churn", "kubeloop", set_percent_patch(stale, 70))
+    assert isvcs.get("churn", "kubeloop")["spec"]["predictor"]["canaryTrafficPercent"] == 30
+
+
+def test_creating_twice_is_a_conflict(fake, isvcs):
+    obj = build_inference_service(target("v1"), ServingSettings())
+    isvcs.create(obj)
+    with pytest.raises(Conflict, match="created by someone else"):
+        isvcs.create(obj)
+
+
+def test_unknown_fields_are_refused_by_strict_validation(fake, isvcs):
+    obj = build_inference_service(target("v1"), ServingSettings())
+    obj["spec"]["predictor"]["canaryPercent"] = 5
+    with pytest.raises(KubeError, match="strict field validation.*canaryPercent"):
+        isvcs.create(obj)
+
+
+def test_webhook_denial_is_a_clear_message(fake, isvcs):
+    obj = build_inference_service(target("v2"), ServingSettings(), primary=target("v1"), canary_percent=10)
+    obj["spec"]["predictor"]["canaryTrafficPercent"] = 150  # bypassing kubeloop's own check
+    with pytest.raises(KubeError, match="admission webhook refused it"):
+        isvcs.create(obj)
+
+
+@pytest.mark.parametrize("status,body,pattern", [
+    (403, {"reason": "Forbidden", "message": 'inferenceservices.serving.kserve.io "churn" is forbidden: '
+           'User "system:serviceaccount:kubeflow:default" cannot patch resource'}, "forbidden.*kubeloop-pipeline Role"),
+    (404, {"reason": "NotFound", "message": "the server could not find the requested resource"}, "is KServe installed"),
+    (422, {"reason": "Invalid", "message": "InferenceService.serving.kserve.io \"churn\" is invalid",
+           "details": {"causes": [{"field": "spec.predictor.minReplicas", "message": "must be >= 0"}]}},
+     "invalid.*spec.predictor.minReplicas: must be >= 0"),
+    (403, {"reason": "Forbidden", "message": f"{WEBHOOK}: exactly one of [model] must be specified"},
+     "admission webhook refused it: .*exactly one"),
+    (500, {"reason": "InternalError", "message": "etcdserver: request timed out"}, "answered 500"),
+])
+def test_api_errors_become_clear_messages(fake, isvcs, status, body, pattern):
+    fake.fail_next.append((status, {"kind": "Status", "code": status, **body}))
+    with pytest.raises(KubeError, match=pattern):
+        isvcs.create(build_inference_service(target("v1"), ServingSettings()))
+
+
+def test_patching_a_missing_object_names_it(fake, isvcs):
+    with pytest.raises(KubeError, match="not found; deploy it first"):
+        isvcs.patch("churn", "kubeloop", {"spec": {"predictor": {"canaryTrafficPercent": 5}}})
+
+
+def test_wrong_credentials_context_gives_401_message(fake, tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    path = fake.kubeconfig(tmp_path / "kc")
+    with pytest.raises(KubeError, match="401 Unauthorized"):
+        connect(context="wrong-token", kubeconfig=str(path)).get("churn", "kubeloop")
+    assert connect(context="fake", kubeconfig=str(path)).get("churn", "kubeloop") is None
+
+
+def test_unknown_context_and_missing_config(tmp_path, monkeypatch, fake):
+    path = fake.kubeconfig(tmp_path / "kc")
+    with pytest.raises(KubeError, match="cannot load the Kubernetes configuration"):
+        connect(context="nope", kubeconfig=str(path))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with pytest.raises(KubeError, match="no Kubernetes configuration found"):
+        connect()
+
+
+def test_unreachable_api_server(tmp_path, monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = tmp_path / "kc"
+    path.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        f"clusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n"
+        "users: [{name: u, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\n"
+    )
+    isvcs = connect(kubeconfig=str(path))
+    with pytest.raises(KubeError, match="cannot reach the Kubernetes API server"):
+        isvcs.get("churn", "kubeloop")
+
+
+def test_wait_ready_reports_conditions_and_traffic(fake, isvcs):
+    fake.ready_after = 3
+    isvcs.create(build_inference_service(target("v1"), ServingSettings()))
+    cur = isvcs.get("churn", "kubeloop")
+    isvcs.patch("churn", "kubeloop", {"metadata": {"resourceVersion": cur["metadata"]["resourceVersion"]},
+                                      **build_inference_service(target("v2"), ServingSettings(), primary=target("v1"),
+                                                                canary_percent=20)})
+    clock, polls = FakeClock(), []
+    st = isvcs.wait_ready("churn", "kubeloop", timeout=60, poll=1, clock=clock, sleep=clock.sleep,
+                          on_poll=polls.append)
+    assert st.ready and len(polls) == 3 and not polls[0].ready
+    assert {t.get("tag"): t["percent"] for t in st.traffic} == {"latest": 20, "prev": 80}
+
+
+def test_wait_ready_times_out_with_the_pending_conditions(fake, isvcs):
+    fake.never_ready.add("churn")
+    isvcs.create(build_inference_service(target("v1"), ServingSettings()))
+    clock = FakeClock()
+    with pytest.raises(KubeError, match="not Ready within 10s: Ready=Unknown \\(Reconciling"):
+        isvcs.wait_ready("churn", "kubeloop", timeout=10, poll=2, clock=clock, sleep=clock.sleep)
+    assert 10 <= clock.now <= 12
+
+
+def test_wait_ready_stops_at_a_failed_revision(fake, isvcs):
+    fake.fail_revision.add("churn")
+    isvcs.create(build_inference_service(target("v1"), ServingSettings()))
+    clock = FakeClock()
+    with pytest.raises(KubeError, match="failed: .*RevisionFailed"):
+        isvcs.wait_ready("churn", "kubeloop", timeout=100, poll=1, clock=clock, sleep=clock.sleep)
+    assert clock.now < 100
+
+
+def test_summarize_status_needs_the_latest_generation():
+    obj = {"metadata": {"generation": 4}, "status": {"observedGeneration": 3,
+                                                       "conditions": [{"type": "Ready", "status": "True"}]}}
+    assert not summarize_status(obj).ready and not summarize_status(obj).up_to_date
+    obj["status"]["observedGeneration"] = 4
+    assert summarize_status(obj).ready
+
+
+def test_in_cluster_service_account_when_there_is_no_kubeconfig(tmp_path, monkeypatch):
+    from kubernetes.config import incluster_config
+
+    token, cert = tmp_path / "token", tmp_path / "ca.crt"
+    token.write_text("pod-token")
+    cert.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(token))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(cert))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    isvcs = connect()
+    assert "https://10.96.0.1:443" in isvcs.where and "service account" in isvcs.where
+    cfg = isvcs.api.api_client.configuration
+    assert cfg.api_key["authorization"].lower() == "bearer pod-token" and cfg.ssl_ca_cert == str(cert)
+    with pytest.raises(KubeError, match="only the in-cluster account"):
+        connect(context="other")
