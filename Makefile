@@ -8,9 +8,17 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   ?= demo
-IMAGE  ?= ghcr.io/kubeloop/kubeloop:0.1.0
+# The project image: IMAGE_NAME is yours to choose, the tag is the package version.
+IMAGE_NAME   ?= ghcr.io/kubeloop/kubeloop
+VERSION      := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE        ?= $(IMAGE_NAME):$(VERSION)
+CODE_VERSION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+KIND_CLUSTER ?= kind
+MINIKUBE_FLAGS ?= --cpus=4 --memory=10g --disk-size=40g
+OVERLAY      ?= kind
 
-.PHONY: help venv demo test test-fast lint compile bench bench-storage clean
+.PHONY: help venv demo test test-fast lint compile bench bench-storage clean \
+	image kind-up kind-load minikube-up minikube-load s3-env manifests apply
 
 help: ## Show this help
 	@echo "kubeloop: ML lifecycle components for Kubeflow Pipelines"
@@ -47,6 +55,39 @@ bench: $(STAMP) ## Framework overhead: `kubeloop run` vs a plain script on 1M ro
 
 bench-storage: $(STAMP) ## Round trip of a 500 MB artifact through S3: throughput and peak memory
 	$(BIN)/python bench/bench_storage.py
+
+image: ## Build the project image with docker (IMAGE_NAME=..., tag = package version)
+	docker build --build-arg KUBELOOP_CODE_VERSION=$(CODE_VERSION) -t $(IMAGE) .
+	@echo "built $(IMAGE) (code $(CODE_VERSION))"
+
+kind-up: ## Create a local kind cluster (KIND_CLUSTER=kind); downloads the node image
+	kind create cluster --name $(KIND_CLUSTER)
+
+kind-load: ## Copy the image into the kind cluster as kind.local/kubeloop:VERSION
+	docker tag $(IMAGE) kind.local/kubeloop:$(VERSION)
+	kind load docker-image kind.local/kubeloop:$(VERSION) --name $(KIND_CLUSTER)
+
+minikube-up: ## Start a local minikube cluster big enough for KFP and KServe (MINIKUBE_FLAGS=...)
+	minikube start $(MINIKUBE_FLAGS)
+
+minikube-load: ## Copy the image into minikube as dev.local/kubeloop:VERSION
+	docker tag $(IMAGE) dev.local/kubeloop:$(VERSION)
+	minikube image load dev.local/kubeloop:$(VERSION)
+
+s3-env: ## Write manifests/base/s3.env with random MinIO/S3 keys (never overwrites it)
+	@if [ -e manifests/base/s3.env ]; then echo "manifests/base/s3.env exists; left as it is"; else \
+	  umask 077 && $(PYTHON) -c 'import secrets; print(f"AWS_ACCESS_KEY_ID=kubeloop-{secrets.token_hex(4)}\nAWS_SECRET_ACCESS_KEY={secrets.token_urlsafe(30)}")' > manifests/base/s3.env \
+	  && echo "wrote manifests/base/s3.env (git-ignored)"; fi
+
+manifests: s3-env ## Render the overlays into dist/manifests/ for review (nothing is applied)
+	@mkdir -p dist/manifests
+	@for o in kind minikube; do kubectl kustomize manifests/overlays/$$o > dist/manifests/$$o.yaml && echo "dist/manifests/$$o.yaml"; done
+	kubectl kustomize manifests/examples > dist/manifests/examples.yaml && echo "dist/manifests/examples.yaml"
+
+apply: s3-env ## Apply an overlay to the current kubectl context (OVERLAY=kind|minikube) and wait for the buckets
+	kubectl apply --server-side -k manifests/overlays/$(OVERLAY)
+	kubectl -n kubeloop rollout status deployment/minio --timeout=300s
+	kubectl -n kubeloop wait --for=condition=complete job/kubeloop-buckets --timeout=300s
 
 clean: ## Remove local runs, the demo output and build files (keeps .venv)
 	rm -rf .kubeloop $(DEMO) dist build *.egg-info .pytest_cache
