@@ -324,3 +324,99 @@ def can_i(
         if rules_allow(rules):
             return True
     return False
+
+
+# --- a Kubeflow Pipelines v2 REST endpoint on loopback ---------------------------------
+
+
+class FakeKfp:
+    """Answers the KFP v2 REST paths kfp.Client 2.x uses, as the API server does.
+
+    ``refuse`` makes every request answer that HTTP status (401, 403, 404, ...)
+    with KFP's error body; ``refuse_path`` limits it to one path. Every request
+    is recorded (method, path, parsed JSON body) for the tests to read.
+    """
+
+    PREFIX = "/apis/v2beta1"
+
+    def __init__(self, refuse: int | None = None, refuse_path: str | None = None, message: str = "refused") -> None:
+        import http.server
+        import json
+        import threading
+        import urllib.parse
+
+        self.requests: list[tuple[str, str, Any]] = []
+        self.experiments: dict[str, dict[str, Any]] = {}
+        self.counter = 0
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:  # quiet test output
+                pass
+
+            def _send(self, status: int, doc: Any) -> None:
+                body = json.dumps(doc).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _handle(self, method: str) -> None:
+                url = urllib.parse.urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                body = json.loads(raw) if raw else None
+                fake.requests.append((method, url.path, body))
+                if refuse and (refuse_path is None or url.path == refuse_path):
+                    self._send(refuse, {"error": message, "code": 16 if refuse == 401 else 7, "message": message})
+                    return
+                self._send(*fake.answer(method, url.path, urllib.parse.parse_qs(url.query), body))
+
+            def do_GET(self) -> None:
+                self._handle("GET")
+
+            def do_POST(self) -> None:
+                self._handle("POST")
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self.thread.start()
+
+    def answer(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any]:
+        import json
+
+        p = self.PREFIX
+        if (method, path) == ("GET", f"{p}/healthz"):
+            return 200, {"multi_user": False}
+        if (method, path) == ("GET", f"{p}/experiments"):
+            wanted = None
+            if "filter" in query:
+                predicates = json.loads(query["filter"][0]).get("predicates", [])
+                wanted = {pr.get("stringValue", pr.get("string_value")) for pr in predicates}
+            found = [e for e in self.experiments.values() if wanted is None or e["display_name"] in wanted]
+            return 200, ({"experiments": found, "total_size": len(found)} if found else {})
+        if (method, path) == ("POST", f"{p}/experiments"):
+            self.counter += 1
+            exp = {"experiment_id": f"exp-{self.counter}", "display_name": body["display_name"]}
+            self.experiments[exp["experiment_id"]] = exp
+            return 200, exp
+        if (method, path) == ("POST", f"{p}/runs"):
+            self.counter += 1
+            return 200, {"run_id": f"run-{self.counter}", "display_name": body.get("display_name"),
+                         "experiment_id": body.get("experiment_id")}
+        if (method, path) == ("POST", f"{p}/recurringruns"):
+            self.counter += 1
+            return 200, {"recurring_run_id": f"rr-{self.counter}", "display_name": body.get("display_name"),
+                         "experiment_id": body.get("experiment_id")}
+        return 404, {"error": "Not Found", "code": 5, "message": f"no route for {method} {path}"}
+
+    def posted(self, path: str) -> list[Any]:
+        return [b for m, p, b in self.requests if m == "POST" and p == self.PREFIX + path]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
