@@ -16,9 +16,11 @@ CODE_VERSION := $(shell git describe --always --dirty 2>/dev/null || echo unknow
 KIND_CLUSTER ?= kind
 MINIKUBE_FLAGS ?= --cpus=4 --memory=10g --disk-size=40g
 OVERLAY      ?= kind
+# MinIO as this machine sees it, through `kubectl port-forward -n kubeloop svc/minio 9000:9000`.
+S3_LOCAL     ?= http://localhost:9000
 
 .PHONY: help venv demo test test-fast lint compile bench bench-storage clean \
-	image kind-up kind-load minikube-up minikube-load s3-env manifests apply
+	image kind-up kind-load minikube-up minikube-load s3-env manifests apply cluster-data
 
 help: ## Show this help
 	@echo "kubeloop: ML lifecycle components for Kubeflow Pipelines"
@@ -88,6 +90,15 @@ apply: s3-env ## Apply an overlay to the current kubectl context (OVERLAY=kind|m
 	kubectl apply --server-side -k manifests/overlays/$(OVERLAY)
 	kubectl -n kubeloop rollout status deployment/minio --timeout=300s
 	kubectl -n kubeloop wait --for=condition=complete job/kubeloop-buckets --timeout=300s
+
+cluster-data: $(STAMP) ## Upload two churn datasets (first, then later and drifted) to s3://data/churn/ via S3_LOCAL
+	@test -e manifests/base/s3.env || { echo "manifests/base/s3.env is missing: run make s3-env and apply the manifests first"; exit 2; }
+	set -a && . manifests/base/s3.env && set +a && AWS_ENDPOINT_URL=$(S3_LOCAL) AWS_REGION=us-east-1 \
+	$(BIN)/python -c 'import sys, tempfile, pandas as pd; from kubeloop.datagen import make_churn; from kubeloop.storage import open_store; \
+	first = make_churn(6000, seed=7, start="2024-07-01"); later = make_churn(3000, seed=8, start="2025-10-01", drift=0.3); \
+	d = tempfile.mkdtemp(); first.to_csv(d + "/a.csv", index=False); pd.concat([first, later], ignore_index=True).to_parquet(d + "/b.parquet", index=False); \
+	store = open_store("s3://data/churn"); store.upload_file("churn-2025.csv", d + "/a.csv"); store.upload_file("churn-2025-2026q1.parquet", d + "/b.parquet"); \
+	print("uploaded s3://data/churn/churn-2025.csv and s3://data/churn/churn-2025-2026q1.parquet", file=sys.stderr)'
 
 clean: ## Remove local runs, the demo output and build files (keeps .venv)
 	rm -rf .kubeloop $(DEMO) dist build *.egg-info .pytest_cache

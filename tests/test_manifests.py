@@ -564,3 +564,45 @@ def test_makefile_image_targets_have_help_and_use_the_package_version() -> None:
         assert re.search(rf"^{target}:.*## \S", makefile, re.M), target
     assert "git describe --always --dirty" in makefile
     assert "--build-arg KUBELOOP_CODE_VERSION=" in makefile
+
+
+def test_example_config_trains_the_example_inference_service(example) -> None:
+    from kubeloop.config import load_config
+
+    cfg = load_config(MANIFESTS / "examples" / "churn-config.yaml")
+    isvc = _one(example, "InferenceService", cfg.model_name)
+    assert isvc["spec"]["predictor"]["model"]["storageUri"].startswith(f"{cfg.registry}/{cfg.model_name}/versions/")
+    assert cfg.storage.endpoint_url == "http://minio.kubeloop.svc:9000"
+    # The Secret the steps read exists where KFP runs them.
+    assert cfg.storage.credentials_secret == "kubeloop-s3"
+
+
+def _merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch, as `kubectl patch --type merge` applies it."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = _merge_patch(out.get(k), v)
+    return out
+
+
+def test_runbook_patches_keep_the_inference_service_valid(example) -> None:
+    import json
+
+    readme = (REPO / "README.md").read_text()
+    patches = [json.loads(m) for m in re.findall(r"patch inferenceservice churn --type merge -p '(\{.*?\})'", readme, re.S)]
+    assert len(patches) == 3  # canary, promote, roll back
+    isvc = _one(example, "InferenceService", "churn")
+    traffic = []
+    for patch in patches:
+        patched = _merge_patch(isvc, patch)
+        assert unknown_fields(patched, "V1beta1InferenceService") == []
+        traffic.append(patched["spec"]["predictor"]["canaryTrafficPercent"])
+        if "model" in patch["spec"]["predictor"]:
+            uri = patched["spec"]["predictor"]["model"]["storageUri"]
+            assert re.fullmatch(r"s3://models/registry/churn/versions/v\d+/model/", uri), uri
+    assert traffic == [10, 100, 0]
