@@ -42,9 +42,10 @@ COPY components ./components
 COPY pipelines ./pipelines
 RUN pip install --no-deps . \
  && pip check \
+ && python -m pip uninstall --yes pip \
  && rm -rf /src
 
-# --- final: the venv on a slim base, no compilers, no pip caches, not root ---------
+# --- final: the venv on a slim base, no compilers, no pip, no caches, not root ------
 FROM ${PYTHON_IMAGE}
 
 # KFP v2's launcher writes input artifacts under /gcs, /minio and /s3 at the root

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import copy
 import re
+import shutil
 import subprocess
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -606,3 +607,28 @@ def test_runbook_patches_keep_the_inference_service_valid(example) -> None:
             uri = patched["spec"]["predictor"]["model"]["storageUri"]
             assert re.fullmatch(r"s3://models/registry/churn/versions/v\d+/model/", uri), uri
     assert traffic == [10, 100, 0]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_s3_env_writes_random_keys_once(tmp_path: Path) -> None:
+    from tests.cluster_support import parse_env_file
+
+    (tmp_path / "manifests" / "base").mkdir(parents=True)
+    target = tmp_path / "manifests" / "base" / "s3.env"
+
+    def make() -> None:
+        subprocess.run(["make", "-s", "-f", str(REPO / "Makefile"), "-C", str(tmp_path), "s3-env"],
+                       check=True, capture_output=True, timeout=60)
+
+    make()
+    first = target.read_text()
+    keys = parse_env_file(target)
+    assert set(keys) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    # MinIO's minimums for a root user and password.
+    assert len(keys["AWS_ACCESS_KEY_ID"]) >= 3 and len(keys["AWS_SECRET_ACCESS_KEY"]) >= 20
+    assert target.stat().st_mode & 0o077 == 0, "readable by its owner only"
+    make()
+    assert target.read_text() == first, "an existing s3.env is never overwritten"
+    target.unlink()
+    make()
+    assert parse_env_file(target)["AWS_SECRET_ACCESS_KEY"] != keys["AWS_SECRET_ACCESS_KEY"]
