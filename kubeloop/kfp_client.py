@@ -175,14 +175,16 @@ class Endpoint:
         with quiet_client(), translate_errors(self.host, f"getting or creating experiment {name!r}"):
             return self.client.create_experiment(name=name, namespace=namespace).experiment_id
 
-    def create_run(self, package: str, *, arguments: dict[str, Any], run_name: str, experiment_id: str,
-                   service_account: str | None) -> dict[str, Any]:
-        with quiet_client(), translate_errors(self.host, "creating the run"):
-            run = self.client.run_pipeline(
-                experiment_id=experiment_id, job_name=run_name, pipeline_package_path=package,
-                params=arguments, service_account=service_account,
+    def create_run(self, package: str, *, arguments: dict[str, Any], run_name: str, experiment: str,
+                   namespace: str | None, service_account: str | None) -> dict[str, Any]:
+        """One run of a compiled pipeline in ``experiment`` (created if missing)."""
+        with quiet_client(), translate_errors(self.host, f"creating the run in experiment {experiment!r}"):
+            result = self.client.create_run_from_pipeline_package(
+                pipeline_file=package, arguments=arguments, run_name=run_name, experiment_name=experiment,
+                namespace=namespace, service_account=service_account,
             )
-        return {"run_id": run.run_id, "run_url": run_url(self.host, run.run_id)}
+        return {"run_id": result.run_id, "run_url": run_url(self.host, result.run_id),
+                "experiment_id": result.run_info.experiment_id}
 
     def create_recurring_run(self, package: str, *, arguments: dict[str, Any], name: str, experiment_id: str,
                              cron: str, service_account: str | None, max_concurrency: int,

@@ -632,3 +632,19 @@ def test_make_s3_env_writes_random_keys_once(tmp_path: Path) -> None:
     target.unlink()
     make()
     assert parse_env_file(target)["AWS_SECRET_ACCESS_KEY"] != keys["AWS_SECRET_ACCESS_KEY"]
+
+
+def test_runbook_installs_the_kserve_release_of_the_pinned_sdk_and_uses_real_targets() -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## On a cluster"):readme.index("## Benchmarks")]
+    (kserve_install,) = re.findall(r"install/(v[\d.]+)/kserve-knative-mode-full-install", section)
+    assert kserve_install == f"v{package_version('kserve')}"
+    makefile = (REPO / "Makefile").read_text()
+    commands = re.findall(r"^make ([^#\n]+)", section, re.M) + re.findall(r"`make ([^`]+)`", section)
+    targets = {word for cmd in commands for word in cmd.split() if "=" not in word and not word.startswith("-")}
+    assert {"kind-up", "kind-load", "image", "minikube-up", "minikube-load", "s3-env"} <= targets
+    for target in targets:
+        assert re.search(rf"^{target}:", makefile, re.M), f"the runbook runs `make {target}`, which does not exist"
+    for overlay in OVERLAYS:
+        assert f"manifests/overlays/{overlay}" in section
+        assert f"{OVERLAY_IMAGES[overlay]}:{VERSION}" in section

@@ -4,7 +4,8 @@
         --model-name churn --image kind.local/kubeloop:0.1.0
 
 Compiles the training pipeline with the configured image (every step runs on
-it), gets or creates the experiment, creates the run as the ServiceAccount
+it), creates the run (with `kfp.Client.create_run_from_pipeline_package`, in an
+experiment it creates if missing) as the ServiceAccount
 ``kubeloop-pipeline`` and prints the run's URL. Everything that can be checked
 here (flags, URIs, the pipeline's required parameters) is checked before
 anything is sent.
@@ -219,13 +220,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
         arguments = build_arguments(spec, values, extra)
         _err(f"kubeloop submit: training '{cfg.model_name}' on {host} (image {image})")
         endpoint = Endpoint.connect(host, namespace=args.namespace)
-        experiment_id = endpoint.experiment_id(args.experiment, args.namespace)
         run_name = args.run_name or f"{cfg.model_name} training {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M:%S}"
-        run = endpoint.create_run(str(package), arguments=arguments, run_name=run_name,
-                                  experiment_id=experiment_id, service_account=args.service_account or None)
+        run = endpoint.create_run(str(package), arguments=arguments, run_name=run_name, experiment=args.experiment,
+                                  namespace=args.namespace, service_account=args.service_account or None)
     result = {
         "pipeline": "training", "host": endpoint.host, "experiment": args.experiment,
-        "experiment_id": experiment_id, "run_name": run_name, **run, "image": image,
+        "run_name": run_name, **run, "image": image,
         "service_account": args.service_account or None,
         # The config travels as the pipeline's default; the summary shows what was set here.
         "arguments": {k: v for k, v in arguments.items() if k not in ("config", "families")},
