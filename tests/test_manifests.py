@@ -141,7 +141,7 @@ def test_core_objects_validate_against_kubernetes_openapi(rendered, example) -> 
             continue
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
         checked += 1
-    assert checked >= 2 * 12
+    assert checked >= 2 * 13
 
 
 def test_openapi_validation_catches_a_misspelt_field(rendered) -> None:
@@ -250,6 +250,12 @@ def test_minio_service_and_bucket_job(rendered) -> None:
         assert deployment["spec"]["strategy"]["type"] == "Recreate"
         claim = deployment["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
         assert _one(objs, "PersistentVolumeClaim", claim)["spec"]["storageClassName"] == "standard"
+        policy = _one(objs, "NetworkPolicy", "minio")
+        assert policy["spec"]["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+        (rule,) = policy["spec"]["ingress"]
+        (source,) = rule["from"]
+        (expr,) = source["namespaceSelector"]["matchExpressions"]
+        assert expr["key"] == "kubernetes.io/metadata.name" and sorted(expr["values"]) == ["kubeflow", "kubeloop"]
         job = _one(objs, "Job", "kubeloop-buckets")
         (container,) = job["spec"]["template"]["spec"]["containers"]
         env = {e["name"]: e.get("value") for e in container["env"]}
