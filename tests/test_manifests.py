@@ -654,3 +654,21 @@ def test_runbook_installs_the_kserve_release_of_the_pinned_sdk_and_uses_real_tar
     for overlay in OVERLAYS:
         assert f"manifests/overlays/{overlay}" in section
         assert f"{OVERLAY_IMAGES[overlay]}:{VERSION}" in section
+
+
+def test_runbook_request_sends_exactly_the_features_the_example_model_takes() -> None:
+    import json
+
+    from kubeloop.components.validate import infer_schema
+    from kubeloop.config import load_config
+    from kubeloop.datagen import make_churn
+    from kubeloop.schema import feature_columns
+
+    readme = (REPO / "README.md").read_text()
+    body = re.search(r"cat > request.json <<'JSON'\n(.*?)\nJSON", readme, re.S).group(1)
+    (row,) = json.loads(body)["instances"]
+    cfg = load_config(MANIFESTS / "examples" / "churn-config.yaml")
+    # The data `make cluster-data` uploads, described as the validate step does.
+    schema = infer_schema(make_churn(2000, seed=7, start="2024-07-01"), target=cfg.target,
+                          time_column=cfg.time_column, cfg=cfg.validation)
+    assert list(row) == feature_columns(schema)
