@@ -326,3 +326,15 @@ def test_schedule_monitoring_names_a_missing_parameter(kfp_server, monkeypatch, 
     code, out, err = run_cli(capsys, "schedule", "monitoring", "--cron", "0 0 6 * * *", "--host", kfp_server.url)
     assert code == 2 and "needs window_days" in err and "--param" in err
     assert kfp_server.requests == []
+
+
+@pytest.mark.slow
+def test_submit_takes_the_image_from_the_config(kfp_server: FakeKfp, tmp_path, capsys) -> None:
+    config = tmp_path / "cluster.yaml"
+    config.write_text("image: dev.local/kubeloop:9.9.9\ntarget: churned\nmodel_name: churn\n")
+    code, out, err = run_cli(capsys, "submit", "--host", kfp_server.url, "--config", str(config),
+                             "--data", "s3://data/churn.csv", "--json")
+    assert code == 0, err
+    (run,) = kfp_server.posted("/runs")
+    assert _executor_images(run["pipeline_spec"]) == {"dev.local/kubeloop:9.9.9"}
+    assert json.loads(out)["image"] == "dev.local/kubeloop:9.9.9"
