@@ -4,7 +4,7 @@
 # `kubeloop` ServingRuntime (`python -m kubeloop.serving`).
 #
 #   make image                     # docker build, tagged with the package version
-#   make image IMAGE=registry.example.com/kubeloop
+#   make image IMAGE_NAME=registry.example.com/kubeloop
 #
 # Reproducible: the dependencies come from requirements/lock.txt, exact versions
 # with hashes, installed without resolving anything (--require-hashes --no-deps),
