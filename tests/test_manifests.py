@@ -1,0 +1,674 @@
+"""The cluster manifests, checked without a cluster.
+
+Every overlay renders (with `kubectl kustomize` where kubectl exists); core
+objects validate against the Kubernetes OpenAPI schemas in strict mode; KServe
+objects carry no field the KServe SDK's models do not know; no committed object
+carries a secret; every workload has limits and a non-root, read-only security
+context; RBAC grants nothing cluster-wide; the image the manifests and compiled
+pipelines name is the one `make image` builds.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import re
+import shutil
+import subprocess
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.cluster_support import (
+    KSERVE_KINDS,
+    KSERVE_MODELS,
+    MANIFESTS,
+    OVERLAY_IMAGES,
+    OVERLAYS,
+    REPO,
+    SENTINEL_KEY_ID,
+    SENTINEL_SECRET,
+    WORKLOAD_KINDS,
+    UnsupportedKustomization,
+    can_i,
+    copy_manifests,
+    key,
+    kubectl,
+    render,
+    render_kubectl,
+    render_python,
+    service_account_user,
+    unknown_fields,
+)
+
+K8S_VERSION = "1.32"  # the oldest Kubernetes KServe's current release supports
+VERSION = package_version("kubeloop")
+PIPELINE_SA = service_account_user("kubeflow", "kubeloop-pipeline")
+PREDICTOR_SA = service_account_user("kubeloop", "kubeloop-predictor")
+no_kubectl = pytest.mark.skipif(kubectl() is None, reason="kubectl is not installed; the overlays are rendered by the test renderer instead")
+
+
+@pytest.fixture(scope="module")
+def manifests_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_manifests(tmp_path_factory.mktemp("manifests"))
+
+
+@pytest.fixture(scope="module")
+def rendered(manifests_copy: Path) -> dict[str, list[dict[str, Any]]]:
+    return {name: render(manifests_copy / "overlays" / name) for name in OVERLAYS}
+
+
+@pytest.fixture(scope="module")
+def example(manifests_copy: Path) -> list[dict[str, Any]]:
+    return render(manifests_copy / "examples")
+
+
+def _all(rendered: dict[str, list[dict[str, Any]]], example: list[dict[str, Any]]):
+    for name, objs in rendered.items():
+        for obj in objs:
+            yield name, obj
+    for obj in example:
+        yield "examples", obj
+
+
+def _one(objs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = [o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
+    return found[0]
+
+
+# --- rendering ----------------------------------------------------------------------
+
+
+@no_kubectl
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_renders_with_kubectl(manifests_copy: Path, overlay: str) -> None:
+    objs = render_kubectl(manifests_copy / "overlays" / overlay)
+    kinds = {o["kind"] for o in objs}
+    assert {"Namespace", "Deployment", "Service", "PersistentVolumeClaim", "Job", "Secret",
+            "ServiceAccount", "Role", "RoleBinding", "ServingRuntime"} <= kinds
+
+
+@no_kubectl
+@pytest.mark.parametrize("directory", [*(f"overlays/{o}" for o in OVERLAYS), "base", "examples"])
+def test_test_renderer_agrees_with_kubectl(manifests_copy: Path, directory: str) -> None:
+    by_kubectl = {key(o): o for o in render_kubectl(manifests_copy / directory)}
+    by_python = {key(o): o for o in render_python(manifests_copy / directory)}
+    assert by_python == by_kubectl
+
+
+def test_test_renderer_refuses_what_it_does_not_know(tmp_path: Path) -> None:
+    (tmp_path / "kustomization.yaml").write_text("namePrefix: x-\nresources: []\n")
+    with pytest.raises(UnsupportedKustomization, match="namePrefix"):
+        render_python(tmp_path)
+
+
+def test_missing_env_file_is_an_error_not_an_empty_secret(tmp_path: Path) -> None:
+    target = copy_manifests(tmp_path)
+    (target / "base" / "s3.env").unlink()
+    with pytest.raises((FileNotFoundError, AssertionError)):
+        render(target / "overlays" / "kind")
+
+
+def test_every_object_names_its_namespace(rendered: dict[str, list[dict[str, Any]]], example) -> None:
+    for where, obj in _all(rendered, example):
+        if obj["kind"] == "Namespace":
+            continue
+        assert obj["metadata"].get("namespace") in {"kubeloop", "kubeflow"}, (where, key(obj))
+
+
+def test_objects_per_namespace(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    for objs in rendered.values():
+        in_kubeflow = sorted(key(o)[::2] for o in objs if o["metadata"].get("namespace") == "kubeflow")
+        # Only what pipeline pods need where KFP runs them; KFP itself is not copied.
+        assert in_kubeflow == [("RoleBinding", "kubeloop-pipeline-runner"), ("Secret", "kubeloop-s3"),
+                               ("ServiceAccount", "kubeloop-pipeline")]
+        assert [o["metadata"]["name"] for o in objs if o["kind"] == "Namespace"] == ["kubeloop"]
+
+
+# --- schemas ------------------------------------------------------------------------
+
+
+def test_core_objects_validate_against_kubernetes_openapi(rendered, example) -> None:
+    import kubernetes_validate
+
+    checked = 0
+    for _where, obj in _all(rendered, example):
+        if obj["kind"] in KSERVE_KINDS:
+            continue
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        checked += 1
+    assert checked >= 2 * 13
+
+
+def test_openapi_validation_catches_a_misspelt_field(rendered) -> None:
+    import kubernetes_validate
+
+    deployment = copy.deepcopy(_one(rendered["kind"], "Deployment", "minio"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
+
+
+def test_kserve_objects_have_only_fields_the_sdk_models_know(rendered, example) -> None:
+    seen = set()
+    for where, obj in _all(rendered, example):
+        if obj["kind"] not in KSERVE_KINDS:
+            continue
+        model = KSERVE_MODELS[(obj["apiVersion"], obj["kind"])]
+        assert unknown_fields(obj, model) == [], (where, key(obj))
+        seen.add(obj["kind"])
+    assert seen == {"ServingRuntime", "InferenceService"}
+
+
+@pytest.mark.parametrize(
+    "path, value, expected",
+    [
+        (("spec", "supportedModelFormat"), [], "spec.supportedModelFormat: unknown field"),
+        (("spec", "containers", 0, "imagePullPolicyy"), "Never", "imagePullPolicyy: unknown field"),
+        (("spec", "protocolVersions"), "v1", "expected a list"),
+        (("spec", "supportedModelFormats", 0, "autoSelect"), "yes", "expected bool"),
+    ],
+)
+def test_sdk_model_check_catches_mistakes(rendered, path, value, expected) -> None:
+    runtime = copy.deepcopy(_one(rendered["kind"], "ServingRuntime", "kubeloop"))
+    node: Any = runtime
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    errors = unknown_fields(runtime, "V1alpha1ServingRuntime")
+    assert any(expected in e for e in errors), errors
+
+
+# --- the contracts: names, runtime, InferenceService ----------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_serving_runtime_runs_the_project_predictor(rendered, overlay: str) -> None:
+    runtime = _one(rendered[overlay], "ServingRuntime", "kubeloop")
+    assert runtime["metadata"]["namespace"] == "kubeloop"
+    spec = runtime["spec"]
+    assert spec["supportedModelFormats"] == [{"name": "kubeloop", "version": "1", "autoSelect": True}]
+    assert sorted(spec["protocolVersions"]) == ["v1", "v2"]
+    (container,) = spec["containers"]
+    assert container["image"] == f"{OVERLAY_IMAGES[overlay]}:{VERSION}"
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    assert container["command"] == ["python", "-m", "kubeloop.serving"]
+    assert {"--model_name={{.Name}}", "--model_dir=/mnt/models", "--http_port=8080"} <= set(container["args"])
+    env = {e["name"]: e for e in container["env"]}
+    assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio.kubeloop.svc:9000"
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "kubeloop-s3", "key": name}
+
+
+def test_example_inference_service_follows_the_contract(example) -> None:
+    isvc = _one(example, "InferenceService", "churn")
+    meta = isvc["metadata"]
+    assert meta["namespace"] == "kubeloop"
+    assert meta["labels"]["app.kubernetes.io/part-of"] == "kubeloop"
+    assert meta["labels"]["kubeloop.dev/model"] == meta["name"]
+    version = meta["labels"]["kubeloop.dev/version"]
+    assert meta["annotations"]["kubeloop.dev/primary-version"] == version
+    assert "kubeloop.dev/canary-version" in meta["annotations"]
+    predictor = isvc["spec"]["predictor"]
+    assert predictor["serviceAccountName"] == "kubeloop-predictor"
+    model = predictor["model"]
+    assert model["modelFormat"] == {"name": "kubeloop"} and model["runtime"] == "kubeloop"
+    # The registry layout, with the trailing slash KServe's prefix fetch needs.
+    assert model["storageUri"] == f"s3://models/registry/{meta['name']}/versions/{version}/model/"
+    assert "canaryTrafficPercent" not in predictor
+
+
+def test_service_accounts_and_s3_annotations(rendered) -> None:
+    annotations = {
+        "serving.kserve.io/s3-endpoint": "minio.kubeloop.svc:9000",
+        "serving.kserve.io/s3-usehttps": "0",
+        "serving.kserve.io/s3-verifyssl": "0",
+        "serving.kserve.io/s3-region": "us-east-1",
+    }
+    for objs in rendered.values():
+        predictor = _one(objs, "ServiceAccount", "kubeloop-predictor")
+        assert predictor["metadata"]["namespace"] == "kubeloop"
+        assert predictor["metadata"]["annotations"] == annotations
+        assert predictor["secrets"] == [{"name": "kubeloop-s3"}]
+        assert predictor["automountServiceAccountToken"] is False
+        # KServe's storage initializer reads the endpoint from the Secret's annotations.
+        secret = next(o for o in objs if key(o) == ("Secret", "kubeloop", "kubeloop-s3"))
+        assert secret["metadata"]["annotations"] == annotations
+        assert _one(objs, "ServiceAccount", "kubeloop-pipeline")["metadata"]["namespace"] == "kubeflow"
+
+
+def test_minio_service_and_bucket_job(rendered) -> None:
+    for objs in rendered.values():
+        service = _one(objs, "Service", "minio")
+        assert {p["name"]: p["port"] for p in service["spec"]["ports"]}["s3"] == 9000
+        deployment = _one(objs, "Deployment", "minio")
+        assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+        assert deployment["spec"]["strategy"]["type"] == "Recreate"
+        claim = deployment["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
+        assert _one(objs, "PersistentVolumeClaim", claim)["spec"]["storageClassName"] == "standard"
+        policy = _one(objs, "NetworkPolicy", "minio")
+        assert policy["spec"]["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+        (rule,) = policy["spec"]["ingress"]
+        (source,) = rule["from"]
+        (expr,) = source["namespaceSelector"]["matchExpressions"]
+        assert expr["key"] == "kubernetes.io/metadata.name" and sorted(expr["values"]) == ["kubeflow", "kubeloop"]
+        job = _one(objs, "Job", "kubeloop-buckets")
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["S3_ENDPOINT"] == "http://minio.kubeloop.svc:9000"
+        assert env["BUCKETS"].split() == ["models", "logs", "data"]
+        script = container["args"][0]
+        assert 'mc mb --ignore-existing "kubeloop/$bucket"' in script
+        assert job["spec"]["backoffLimit"] >= 1 and job["spec"]["activeDeadlineSeconds"] > 0
+
+
+# --- secrets ------------------------------------------------------------------------
+
+
+def _committed_manifest_files() -> list[Path]:
+    out = subprocess.run(["git", "ls-files", "manifests"], cwd=REPO, capture_output=True, text=True, check=True)
+    files = [REPO / line for line in out.stdout.splitlines()]
+    # Also files not yet committed, so the test guards a change before it lands.
+    return sorted({*files, *MANIFESTS.rglob("*.yaml"), *MANIFESTS.rglob("*.yml")})
+
+
+def test_no_committed_object_carries_a_secret() -> None:
+    files = _committed_manifest_files()
+    assert files
+    for path in files:
+        if path.suffix not in (".yaml", ".yml"):
+            continue
+        for obj in yaml.safe_load_all(path.read_text()):
+            if not isinstance(obj, dict):
+                continue
+            if obj.get("kind") == "Secret":
+                assert not obj.get("data") and not obj.get("stringData"), path
+            for gen in obj.get("secretGenerator", []) if obj.get("kind") == "Kustomization" else []:
+                assert not gen.get("literals"), f"{path}: a literal in a secretGenerator is a committed secret"
+    tracked = subprocess.run(["git", "ls-files", "manifests"], cwd=REPO, capture_output=True, text=True, check=True)
+    assert "manifests/base/s3.env\n" not in tracked.stdout + "\n"
+
+
+def test_env_file_is_git_ignored_and_the_example_holds_placeholders() -> None:
+    ignored = subprocess.run(["git", "check-ignore", "-q", "manifests/base/s3.env"], cwd=REPO, check=False)
+    assert ignored.returncode == 0, "manifests/base/s3.env must be git-ignored"
+    from tests.cluster_support import parse_env_file
+
+    example = parse_env_file(MANIFESTS / "base" / "s3.env.example")
+    assert set(example) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert all("replace" in v for v in example.values())
+
+
+def test_keys_reach_only_the_generated_secrets(manifests_copy: Path, rendered) -> None:
+    for objs in rendered.values():
+        secrets = [o for o in objs if o["kind"] == "Secret"]
+        assert sorted(o["metadata"]["namespace"] for o in secrets) == ["kubeflow", "kubeloop"]
+        for s in secrets:
+            decoded = {k: base64.b64decode(v).decode() for k, v in s["data"].items()}
+            assert decoded == {"AWS_ACCESS_KEY_ID": SENTINEL_KEY_ID, "AWS_SECRET_ACCESS_KEY": SENTINEL_SECRET}
+        others = yaml.safe_dump_all([o for o in objs if o["kind"] != "Secret"])
+        for value in (SENTINEL_KEY_ID, SENTINEL_SECRET):
+            assert value not in others
+            assert base64.b64encode(value.encode()).decode() not in others
+
+
+# --- workloads: limits, non-root, read-only root --------------------------------------
+
+
+def _pod_specs(obj: dict[str, Any]) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """(pod-level securityContext, containers) of a workload or KServe object."""
+    kind = obj["kind"]
+    if kind in WORKLOAD_KINDS:
+        spec = obj["spec"]
+        if kind == "CronJob":
+            spec = spec["jobTemplate"]["spec"]
+        pod = spec["template"]["spec"] if kind != "Pod" else spec
+        return [(pod, pod["containers"] + pod.get("initContainers", []))]
+    if kind in ("ServingRuntime", "ClusterServingRuntime"):
+        return [({}, obj["spec"]["containers"])]
+    return []
+
+
+def _effective(pod: dict[str, Any], container: dict[str, Any], field: str) -> Any:
+    sc = container.get("securityContext") or {}
+    return sc[field] if field in sc else (pod.get("securityContext") or {}).get(field)
+
+
+def test_every_workload_has_requests_limits_and_a_locked_down_context(rendered, example) -> None:
+    checked = 0
+    for where, obj in _all(rendered, example):
+        for pod, containers in _pod_specs(obj):
+            for c in containers:
+                ident = (where, key(obj), c["name"])
+                res = c.get("resources") or {}
+                for kind in ("requests", "limits"):
+                    assert {"cpu", "memory"} <= set(res.get(kind, {})), (ident, kind)
+                assert _effective(pod, c, "runAsNonRoot") is True, ident
+                user = _effective(pod, c, "runAsUser")
+                assert user is not None and user != 0, ident
+                sc = c.get("securityContext") or {}
+                assert sc.get("allowPrivilegeEscalation") is False, ident
+                assert sc.get("readOnlyRootFilesystem") is True, ident
+                assert "ALL" in (sc.get("capabilities") or {}).get("drop", []), ident
+                assert _effective(pod, c, "seccompProfile") == {"type": "RuntimeDefault"}, ident
+                # A read-only root needs somewhere to write: every such container mounts /tmp.
+                assert "/tmp" in {m["mountPath"] for m in c.get("volumeMounts", [])}, ident
+                checked += 1
+            if obj["kind"] in WORKLOAD_KINDS:
+                # None of these talks to the Kubernetes API.
+                assert pod.get("automountServiceAccountToken") is False, (where, key(obj))
+        if obj["kind"] == "InferenceService":
+            res = obj["spec"]["predictor"]["model"].get("resources") or {}
+            assert {"cpu", "memory"} <= set(res.get("requests", {})) and {"cpu", "memory"} <= set(res.get("limits", {}))
+    assert checked >= 2 * 3
+
+
+def test_limits_are_not_below_requests(rendered) -> None:
+    from kubernetes.utils.quantity import parse_quantity
+
+    for objs in rendered.values():
+        for obj in objs:
+            for _, containers in _pod_specs(obj):
+                for c in containers:
+                    res = c["resources"]
+                    for k in ("cpu", "memory"):
+                        assert parse_quantity(res["limits"][k]) >= parse_quantity(res["requests"][k]), (key(obj), k)
+
+
+# --- RBAC ---------------------------------------------------------------------------
+
+# What KFP's own `pipeline-runner` Role (namespace kubeflow) grants, in short; the
+# manifests bind to it but do not define it.
+KFP_RUNNER = {("kubeflow", "pipeline-runner"): [
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "watch", "list"]},
+    {"apiGroups": [""], "resources": ["pods", "pods/log", "services"], "verbs": ["*"]},
+    {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]},
+]}
+
+
+def test_rbac_grants_nothing_cluster_wide(rendered) -> None:
+    for objs in rendered.values():
+        kinds = {o["kind"] for o in objs}
+        assert not kinds & {"ClusterRole", "ClusterRoleBinding"}
+        for role in (o for o in objs if o["kind"] == "Role"):
+            for rule in role["rules"]:
+                assert "*" not in rule.get("verbs", []) and "*" not in rule.get("resources", []), key(role)
+                assert "*" not in rule.get("apiGroups", []), key(role)
+        for binding in (o for o in objs if o["kind"] == "RoleBinding"):
+            assert binding["roleRef"]["kind"] == "Role", key(binding)
+            subjects = {service_account_user(s["namespace"], s["name"]) for s in binding["subjects"]}
+            assert subjects == {PIPELINE_SA}, key(binding)
+
+
+@pytest.mark.parametrize(
+    "user, verb, resource, group, namespace, allowed",
+    [
+        (PIPELINE_SA, "create", "inferenceservices", "serving.kserve.io", "kubeloop", True),
+        (PIPELINE_SA, "patch", "inferenceservices", "serving.kserve.io", "kubeloop", True),
+        (PIPELINE_SA, "get", "inferenceservices", "serving.kserve.io", "kubeloop", True),
+        (PIPELINE_SA, "list", "inferenceservices", "serving.kserve.io", "kubeloop", True),
+        (PIPELINE_SA, "watch", "inferenceservices", "serving.kserve.io", "kubeloop", True),
+        (PIPELINE_SA, "delete", "inferenceservices", "serving.kserve.io", "kubeloop", False),
+        (PIPELINE_SA, "update", "inferenceservices", "serving.kserve.io", "kubeloop", False),
+        (PIPELINE_SA, "create", "inferenceservices", "serving.kserve.io", "default", False),
+        (PIPELINE_SA, "create", "inferenceservices", "serving.kserve.io", None, False),
+        (PIPELINE_SA, "patch", "servingruntimes", "serving.kserve.io", "kubeloop", False),
+        (PIPELINE_SA, "get", "secrets", "", "kubeloop", False),
+        (PIPELINE_SA, "list", "pods", "", "kubeloop", False),
+        (PIPELINE_SA, "get", "secrets", "", "default", False),
+        (PIPELINE_SA, "list", "namespaces", "", None, False),
+        (PIPELINE_SA, "create", "clusterrolebindings", "rbac.authorization.k8s.io", None, False),
+        # In its own namespace it has what every KFP run has, from KFP's Role.
+        (PIPELINE_SA, "get", "secrets", "", "kubeflow", True),
+        (PIPELINE_SA, "create", "workflowtaskresults", "argoproj.io", "kubeflow", True),
+        (PREDICTOR_SA, "get", "secrets", "", "kubeloop", False),
+        (PREDICTOR_SA, "get", "inferenceservices", "serving.kserve.io", "kubeloop", False),
+        (PREDICTOR_SA, "get", "configmaps", "", "kubeloop", False),
+    ],
+)
+def test_can_i(rendered, user, verb, resource, group, namespace, allowed) -> None:
+    for objs in rendered.values():
+        assert can_i(objs, user, verb, resource, namespace, group, external_roles=KFP_RUNNER) is allowed
+
+
+def test_can_i_sees_a_cluster_wide_grant() -> None:
+    # The evaluator itself must be able to say yes to a cluster-wide grant, or the
+    # table above proves nothing.
+    objs = [
+        {"kind": "ClusterRole", "metadata": {"name": "r"},
+         "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]},
+        {"kind": "ClusterRoleBinding", "metadata": {"name": "b"}, "roleRef": {"kind": "ClusterRole", "name": "r"},
+         "subjects": [{"kind": "ServiceAccount", "name": "kubeloop-pipeline", "namespace": "kubeflow"}]},
+    ]
+    assert can_i(objs, PIPELINE_SA, "get", "secrets", "kubeloop")
+    assert can_i(objs, PIPELINE_SA, "get", "secrets", None)
+    assert not can_i(objs, PIPELINE_SA, "list", "secrets", "kubeloop")
+
+
+# --- the image ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_image_tag_is_the_package_version(overlay: str) -> None:
+    k = yaml.safe_load((MANIFESTS / "overlays" / overlay / "kustomization.yaml").read_text())
+    (image,) = k["images"]
+    assert image["name"] == "ghcr.io/kubeloop/kubeloop"
+    assert f"{image['newName']}:{image['newTag']}" == f"{OVERLAY_IMAGES[overlay]}:{VERSION}"
+
+
+def test_default_image_is_the_package_version() -> None:
+    from kubeloop.config import DEFAULT_IMAGE
+
+    assert DEFAULT_IMAGE.rsplit(":", 1)[1] == VERSION
+    base_runtime = yaml.safe_load((MANIFESTS / "base" / "servingruntime.yaml").read_text())
+    assert base_runtime["spec"]["containers"][0]["image"] == DEFAULT_IMAGE
+
+
+def test_compiled_pipeline_references_the_configured_image(tmp_path: Path) -> None:
+    from kubeloop.cli import main
+
+    image = f"kind.local/kubeloop:{VERSION}"
+    out = tmp_path / "training.yaml"
+    assert main(["compile", "--image", image, "--output", str(out)]) == 0
+    spec = next(yaml.safe_load_all(out.read_text()))
+    images = {ex["container"]["image"] for ex in spec["deploymentSpec"]["executors"].values()}
+    assert images == {image}
+    assert len(spec["deploymentSpec"]["executors"]) >= 10
+
+
+# --- Dockerfile (read statically: no Docker engine is needed) -------------------------
+
+
+def _dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", (REPO / "Dockerfile").read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def _stages() -> list[list[tuple[str, str]]]:
+    stages: list[list[tuple[str, str]]] = []
+    for instr in _dockerfile():
+        if instr[0] == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append(instr)
+    return stages
+
+
+def _base_image(from_args: str) -> str:
+    """The image a FROM names, with the global ARG defaults (before the first FROM) filled in."""
+    defaults = {}
+    for instr, args in _dockerfile():
+        if instr == "FROM":
+            break
+        if instr == "ARG" and "=" in args:
+            name, value = args.split("=", 1)
+            defaults[name] = value
+    return re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], from_args.split()[0])
+
+
+def test_dockerfile_is_multi_stage_with_pinned_bases() -> None:
+    stages = _stages()
+    assert len(stages) >= 2
+    for stage in stages:
+        base = _base_image(stage[0][1])
+        assert ":" in base and not base.endswith(":latest"), base
+    assert "slim" in _base_image(stages[-1][0][1])
+    # Both stages share one base, so the venv's interpreter path holds in the final one.
+    assert _base_image(stages[0][0][1]) == _base_image(stages[-1][0][1])
+
+
+def test_dockerfile_installs_from_the_lock_with_hashes_then_the_package_without_deps() -> None:
+    runs = " ".join(args for instr, args in _stages()[0] if instr == "RUN")
+    assert re.search(r"pip install [^;&]*--require-hashes[^;&]*-r requirements/lock\.txt", runs) or re.search(
+        r"pip install [^;&]*-r requirements/lock\.txt[^;&]*--require-hashes", runs)
+    lock_install = re.search(r"pip install ([^;&]*requirements/lock\.txt[^;&]*)", runs).group(1)
+    assert "--no-deps" in lock_install
+    assert re.search(r"pip install [^;&]*--no-deps[^;&]* \.(\s|$)", runs), "the package itself, with --no-deps"
+
+
+def test_dockerfile_final_stage_runs_as_a_numeric_non_root_user_without_build_tools() -> None:
+    final = _stages()[-1]
+    users = [args for instr, args in final if instr == "USER"]
+    assert users and users[-1].split(":")[0].isdigit() and users[-1].split(":")[0] != "0"
+    # The user in the image is the one the ServingRuntime asks for.
+    runtime = yaml.safe_load((MANIFESTS / "base" / "servingruntime.yaml").read_text())
+    assert int(users[-1].split(":")[0]) == runtime["spec"]["containers"][0]["securityContext"]["runAsUser"]
+    final_text = " ".join(args for _, args in final)
+    for tool in ("build-essential", "gcc", "apt-get install", "pip install"):
+        assert tool not in final_text, tool
+    copies = [args for instr, args in final if instr == "COPY"]
+    assert any("--from=" in c for c in copies), "the venv comes from the builder stage"
+
+
+def test_dockerfile_bakes_in_the_code_version() -> None:
+    final = _stages()[-1]
+    assert ("ARG", "KUBELOOP_CODE_VERSION") in final or any(
+        i == "ARG" and a.startswith("KUBELOOP_CODE_VERSION") for i, a in final)
+    assert any(i == "ENV" and "KUBELOOP_CODE_VERSION=${KUBELOOP_CODE_VERSION}" in a for i, a in final)
+
+
+def test_dockerignore_keeps_local_state_and_secrets_out() -> None:
+    lines = set((REPO / ".dockerignore").read_text().split())
+    for entry in (".git", ".venv", "manifests/base/s3.env", "dist"):
+        assert entry in lines or f"/{entry}" in lines or f"**/{entry}" in lines, entry
+
+
+def test_makefile_image_targets_have_help_and_use_the_package_version() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    for target in ("image", "kind-up", "kind-load", "minikube-up", "minikube-load", "manifests", "s3-env"):
+        assert re.search(rf"^{target}:.*## \S", makefile, re.M), target
+    assert "git describe --always --dirty" in makefile
+    assert "--build-arg KUBELOOP_CODE_VERSION=" in makefile
+
+
+def test_example_config_trains_the_example_inference_service(example) -> None:
+    from kubeloop.config import load_config
+
+    cfg = load_config(MANIFESTS / "examples" / "churn-config.yaml")
+    isvc = _one(example, "InferenceService", cfg.model_name)
+    assert isvc["spec"]["predictor"]["model"]["storageUri"].startswith(f"{cfg.registry}/{cfg.model_name}/versions/")
+    assert cfg.storage.endpoint_url == "http://minio.kubeloop.svc:9000"
+    # The Secret the steps read exists where KFP runs them.
+    assert cfg.storage.credentials_secret == "kubeloop-s3"
+
+
+def _merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch, as `kubectl patch --type merge` applies it."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = _merge_patch(out.get(k), v)
+    return out
+
+
+def test_runbook_patches_keep_the_inference_service_valid(example) -> None:
+    import json
+
+    readme = (REPO / "README.md").read_text()
+    patches = [json.loads(m) for m in re.findall(r"patch inferenceservice churn --type merge -p '(\{.*?\})'", readme, re.S)]
+    assert len(patches) == 3  # canary, promote, roll back
+    isvc = _one(example, "InferenceService", "churn")
+    traffic = []
+    for patch in patches:
+        patched = _merge_patch(isvc, patch)
+        assert unknown_fields(patched, "V1beta1InferenceService") == []
+        traffic.append(patched["spec"]["predictor"]["canaryTrafficPercent"])
+        if "model" in patch["spec"]["predictor"]:
+            uri = patched["spec"]["predictor"]["model"]["storageUri"]
+            assert re.fullmatch(r"s3://models/registry/churn/versions/v\d+/model/", uri), uri
+    assert traffic == [10, 100, 0]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_s3_env_writes_random_keys_once(tmp_path: Path) -> None:
+    from tests.cluster_support import parse_env_file
+
+    (tmp_path / "manifests" / "base").mkdir(parents=True)
+    target = tmp_path / "manifests" / "base" / "s3.env"
+
+    def make() -> None:
+        subprocess.run(["make", "-s", "-f", str(REPO / "Makefile"), "-C", str(tmp_path), "s3-env"],
+                       check=True, capture_output=True, timeout=60)
+
+    make()
+    first = target.read_text()
+    keys = parse_env_file(target)
+    assert set(keys) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    # MinIO's minimums for a root user and password.
+    assert len(keys["AWS_ACCESS_KEY_ID"]) >= 3 and len(keys["AWS_SECRET_ACCESS_KEY"]) >= 20
+    assert target.stat().st_mode & 0o077 == 0, "readable by its owner only"
+    make()
+    assert target.read_text() == first, "an existing s3.env is never overwritten"
+    target.unlink()
+    make()
+    assert parse_env_file(target)["AWS_SECRET_ACCESS_KEY"] != keys["AWS_SECRET_ACCESS_KEY"]
+
+
+def test_runbook_installs_the_kserve_release_of_the_pinned_sdk_and_uses_real_targets() -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## On a cluster"):readme.index("## Benchmarks")]
+    (kserve_install,) = re.findall(r"install/(v[\d.]+)/kserve-knative-mode-full-install", section)
+    assert kserve_install == f"v{package_version('kserve')}"
+    makefile = (REPO / "Makefile").read_text()
+    commands = re.findall(r"^make ([^#\n]+)", section, re.M) + re.findall(r"`make ([^`]+)`", section)
+    targets = {word for cmd in commands for word in cmd.split() if "=" not in word and not word.startswith("-")}
+    assert {"kind-up", "kind-load", "image", "minikube-up", "minikube-load", "s3-env"} <= targets
+    for target in targets:
+        assert re.search(rf"^{target}:", makefile, re.M), f"the runbook runs `make {target}`, which does not exist"
+    for overlay in OVERLAYS:
+        assert f"manifests/overlays/{overlay}" in section
+        assert f"{OVERLAY_IMAGES[overlay]}:{VERSION}" in section
+
+
+def test_runbook_request_sends_exactly_the_features_the_example_model_takes() -> None:
+    import json
+
+    from kubeloop.components.validate import infer_schema
+    from kubeloop.config import load_config
+    from kubeloop.datagen import make_churn
+    from kubeloop.schema import feature_columns
+
+    readme = (REPO / "README.md").read_text()
+    body = re.search(r"cat > request.json <<'JSON'\n(.*?)\nJSON", readme, re.S).group(1)
+    (row,) = json.loads(body)["instances"]
+    cfg = load_config(MANIFESTS / "examples" / "churn-config.yaml")
+    # The data `make cluster-data` uploads, described as the validate step does.
+    schema = infer_schema(make_churn(2000, seed=7, start="2024-07-01"), target=cfg.target,
+                          time_column=cfg.time_column, cfg=cfg.validation)
+    assert list(row) == feature_columns(schema)
