@@ -48,7 +48,7 @@ from kubeloop.registry import Registry
 pytestmark = pytest.mark.slow
 
 BATCH_ROWS = 600
-NOTHING_REGISTERED = "Nothing was registered; the production model is unchanged."
+NOTHING_REGISTERED = "Nothing was registered; the production model is unchanged"
 
 
 @pytest.fixture(scope="module")
