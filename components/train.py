@@ -76,6 +76,7 @@ from kubeloop.components.evaluate import (
 )
 from kubeloop.components.features import categorical_output_columns
 from kubeloop.config import TrainConfig
+from kubeloop.errors import UserError
 from kubeloop.metric_names import CLASSIFICATION_METRICS, REGRESSION_METRICS, higher_is_better
 
 # Also the tie-break order of select_best: on equal scores the simpler, cheaper
@@ -106,7 +107,7 @@ _MAX_WARNINGS = 3
 _MAX_MESSAGE_CHARS = 300
 
 
-class TrainError(ValueError):
+class TrainError(UserError, ValueError):
     """Training cannot proceed; the message names the family, column or value to fix."""
 
 

@@ -5,6 +5,8 @@ Keys are snake case and are what ``kubeloop run --json`` prints under ``metrics`
 
 from __future__ import annotations
 
+from kubeloop.errors import UserError
+
 CLASSIFICATION_METRICS = (
     "accuracy",
     "precision",
@@ -40,7 +42,7 @@ def improvement(metric: str, challenger: float, reference: float) -> float:
 METRICS = {"classification": CLASSIFICATION_METRICS, "regression": REGRESSION_METRICS}
 
 
-class MetricError(ValueError):
+class MetricError(UserError, ValueError):
     """A configured metric that the task cannot be scored with."""
 
 

@@ -21,12 +21,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubeloop.errors import UserError
+
 MARK = "[kubeloop] "
 ERROR_MARK = "[kubeloop:error] "
 
 
-class UserFacingError(Exception):
-    """An error whose message tells the user what to fix; no traceback needed."""
+# The one base class of the user's mistakes; kept under its old name for callers.
+UserFacingError = UserError
 
 
 @dataclass
@@ -42,10 +44,11 @@ def _emit(mark: str, payload: dict[str, Any]) -> None:
 
 
 def _is_user_error(exc: BaseException) -> bool:
-    # kubeloop's own exception classes (DataError, ValidationFailed, SplitError,
-    # StorageError, AliasConflict, ...) carry messages written for users; anything
-    # raised by a library is unexpected here and keeps its traceback.
-    return isinstance(exc, UserFacingError) or type(exc).__module__.startswith("kubeloop")
+    # The user's mistakes (DataError, ValidationFailed, SplitError, StorageError,
+    # AliasConflict, ...) derive from UserError and carry messages written for
+    # users; anything else is a bug and keeps its traceback and cause chain.
+    # kubeloop's own classes not yet moved under UserError count too.
+    return isinstance(exc, UserError) or type(exc).__module__.startswith("kubeloop")
 
 
 @contextmanager

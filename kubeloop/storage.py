@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from kubeloop.errors import Conflict, UserError
+
 if TYPE_CHECKING:
     from kubeloop.config import StorageConfig
 
@@ -60,7 +62,7 @@ _LOCK_PREFIX = ".kubeloop-lock-"
 # --------------------------------------------------------------------------- errors
 
 
-class StorageError(Exception):
+class StorageError(UserError):
     """Reading or writing an artifact failed; the message says what to check."""
 
 
@@ -72,7 +74,7 @@ class NotFound(StorageError, FileNotFoundError):
     """The object does not exist."""
 
 
-class ConflictError(StorageError):
+class ConflictError(StorageError, Conflict):
     """A conditional write lost: the object exists, or changed since it was read."""
 
 
