@@ -235,8 +235,9 @@ def gate_op(
     config: dict,
     decision: Output[Artifact],
     report: Output[Markdown],
-):
-    """Decide promote/reject from the evaluation; the register step acts on it."""
+) -> str:
+    """Decide promote/reject from the evaluation; returns the decision, so later
+    steps (deploy) can branch on it; the register step acts on it."""
     import json
 
     from kubeloop.components.gate import decide, decision_markdown
@@ -262,3 +263,4 @@ def gate_op(
         decision.metadata["decision"] = d.decision
         st.result = f"{d.decision.upper()}: {d.reason}"
         st.details = {"decision": d.decision}
+    return d.decision

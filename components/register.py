@@ -17,7 +17,7 @@ import math
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from kubeloop.config import Config
 from kubeloop.environment import code_version, pickle_versions, runtime_environment
@@ -292,9 +292,13 @@ def register_run(
     reports: dict[str, str],
     reference: bytes | None,
     sensitive_columns: list[str],
+    deploy: bool = False,
 ) -> dict[str, Any]:
     """Store the run as a new version; move ``production`` if the gate promoted.
 
+    With ``deploy``, a promoted version does not move ``production`` here: the
+    deploy step that follows moves ``canary`` (or ``production`` for a first
+    deployment), so the registry's aliases follow the traffic.
     Returns the run summary ``kubeloop run --json`` prints.
     """
     from kubeloop.registry import AliasConflict, VersionTaken
@@ -349,7 +353,7 @@ def register_run(
             f"({_MAX_VERSION_ATTEMPTS} attempts)"
         )
     champion = evaluation.get("champion_version")
-    if decision["decision"] == "promote":
+    if decision["decision"] == "promote" and not deploy:
         # Compare-and-swap against the champion the gate compared with: if another
         # run promoted meanwhile, this one must not replace a model it never beat.
         try:
@@ -376,6 +380,7 @@ def register_run(
         "champion_version": champion,
         "gate": {"decision": decision["decision"], "reason": decision["reason"]},
         "promoted": decision["decision"] == "promote",
+        "deploy": "pending" if deploy and decision["decision"] == "promote" else None,
         "production_version": production,
         "sha256": sha,
         "artifacts": {
@@ -411,7 +416,7 @@ class RunArtifacts:
 
 def register_step(
     art: RunArtifacts, cfg: Config, *, data_uri: str, run_id: str | None = None,
-    registry: Any = None,
+    registry: Any = None, deploy: bool = False,
 ) -> dict[str, Any]:
     """Store the run in ``cfg.registry`` (or ``registry``) with its lineage; the summary."""
     from kubeloop.components.ingest import read_parquet
@@ -432,7 +437,7 @@ def register_step(
         model_name=cfg.model_name, model_dir=art.model_dir, schema=sch,
         evaluation=load(art.evaluation), decision=load(art.decision), lineage_doc=lin,
         reports=art.reports, reference=reference_sample(read_parquet(art.train), sch),
-        sensitive_columns=cfg.evaluation.sensitive_columns,
+        sensitive_columns=cfg.evaluation.sensitive_columns, deploy=deploy,
     )
 
 
@@ -459,9 +464,12 @@ def register_op(
     data_uri: str,
     config: dict,
     run_id: str,
-) -> str:
-    """Register the run as an immutable version; move production if the gate promoted."""
+    deploy: bool = False,
+) -> NamedTuple("Registered", summary=str, version=str):  # noqa: F821
+    """Register the run as an immutable version; move production if the gate promoted
+    (with ``deploy``, the deploy step moves the aliases as the traffic moves)."""
     import json
+    from collections import namedtuple
 
     from kubeloop.components.register import RunArtifacts, register_step
     from kubeloop.config import Config
@@ -476,7 +484,9 @@ def register_op(
             reports={"validation": validation_report.path, "evaluation": evaluation_report.path,
                      "gate": gate_report.path, "leaderboard": leaderboard.path},
         )
-        summary = register_step(art, cfg, data_uri=data_uri, run_id=run_id)
+        summary = register_step(art, cfg, data_uri=data_uri, run_id=run_id, deploy=deploy)
         moved = "production -> " + summary["version"] if summary["promoted"] else "production unchanged"
+        if summary["deploy"]:
+            moved = "the deploy step moves the aliases"
         st.result = f"{cfg.model_name} {summary['version']} registered; {moved}"
-    return json.dumps(summary, allow_nan=False)
+    return namedtuple("Registered", "summary version")(json.dumps(summary, allow_nan=False), summary["version"])

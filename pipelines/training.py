@@ -29,6 +29,7 @@ from typing import Any
 
 from kfp import dsl, kubernetes
 
+from kubeloop.components.deploy import deploy_op
 from kubeloop.components.evaluate import evaluate_op
 from kubeloop.components.features import features_op
 from kubeloop.components.gate import gate_op
@@ -107,6 +108,7 @@ def build_training_pipeline(
         model_name: str = cfg.model_name,
         registry: str = cfg.registry,
         config: dict = default_config,  # noqa: B006 (a KFP parameter default, never mutated)
+        deploy: bool = False,
     ) -> str:
         settings = step(settings_op(
             config=config, target=target, task=task, time_column=time_column,
@@ -124,9 +126,9 @@ def build_training_pipeline(
         with dsl.Else(name="data-valid"):
             registered = _train_evaluate_register(
                 step, settings, ingest, validate, data_uri=data_uri, parallelism=parallelism,
-                train_size=sizes.train,
+                train_size=sizes.train, deploy=deploy,
             )
-        return dsl.OneOf(blocked.output, registered.output)
+        return dsl.OneOf(blocked.output, registered.outputs["summary"])
 
     if not cfg.target:
         # No target in the config: the parameter gets no default, so the KFP UI and
@@ -143,7 +145,8 @@ def build_training_pipeline(
     )
 
 
-def _train_evaluate_register(step, settings, ingest, validate, *, data_uri, parallelism, train_size):
+def _train_evaluate_register(step, settings, ingest, validate, *, data_uri, parallelism, train_size,
+                             deploy):
     cfgp = settings.outputs["config"]
     registry, model_name = settings.outputs["registry"], settings.outputs["model_name"]
     schema = validate.outputs["schema"]
@@ -188,12 +191,23 @@ def _train_evaluate_register(step, settings, ingest, validate, *, data_uri, para
         data_uri=data_uri,
         config=cfgp,
         run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        deploy=deploy,
     ), storage=True, retry=False, cache=False)
+
+    # On a cluster with deploy on, a promoted version goes out: the first one with
+    # all the traffic, later ones as a canary beside production.
+    with dsl.If(deploy == True, name="deploy-on"):  # noqa: E712 (a KFP condition, not a bool)
+        with dsl.If(gate.outputs["Output"] == "promote", name="promoted"):
+            # The run's service account (kubeloop submit --service-account, default
+            # kubeloop-pipeline) is what may patch InferenceServices.
+            step(deploy_op(registry=registry, model_name=model_name, config=cfgp,
+                           version=register.outputs["version"]), storage=True, cache=False)
     return register
 
 
 # Stage names as they appear in the compiled YAML (tests check each is present).
 STAGES = (
+    "deploy-op",
     "settings-op",
     "ingest-op",
     "validate-op",

@@ -20,7 +20,7 @@ from kubeloop.config import Config
 from kubeloop.errors import UserError
 
 RUN_PARAMETERS = {"data_uri", "target", "task", "time_column", "id_column", "model_name",
-                  "registry", "config"}
+                  "registry", "config", "deploy"}
 NOT_RETRIED = {"register-op", "blocked-op"}
 
 
@@ -55,6 +55,7 @@ def test_run_parameters_are_what_the_ui_asks_for(defaults):
     assert params["registry"]["defaultValue"] == CLUSTER_REGISTRY
     config = params["config"]["defaultValue"]
     assert not RUN_PARAMETERS & set(config), "a run parameter also sits inside config"
+    assert params["deploy"]["defaultValue"] is False
     assert config["storage"]["endpoint_url"] == CLUSTER_ENDPOINT
     assert config["storage"]["region"]
     # Fixed at compile time, so not offered where changing them would do nothing.
@@ -163,3 +164,15 @@ def test_cluster_config_keeps_what_the_user_set():
     assert resolved.image == "img:1" and notes == []
     with pytest.raises(UserError):
         cluster_config(Config(registry="./reg"))
+
+
+def test_deploy_runs_only_when_asked_and_the_gate_promoted(defaults):
+    spec = defaults["spec"]
+    tasks = {n: t for _, d in _dags(spec) for n, t in d["dag"]["tasks"].items()}
+    conditions = " ".join(t["triggerPolicy"]["condition"] for t in tasks.values() if "triggerPolicy" in t)
+    assert "pipelinechannel--deploy" in conditions
+    assert "gate-op-Output" in conditions and "promote" in conditions
+    deploy = tasks["deploy-op"]["inputs"]["parameters"]
+    # The version just registered, not whatever production is when the step runs.
+    assert "register-op-version" in str(deploy["version"])
+    assert "deploy" in tasks["register-op"]["inputs"]["parameters"]
