@@ -406,3 +406,20 @@ def fingerprint_columns(schema: dict[str, Any]) -> list[str]:
     from kubeloop.schema import feature_columns
 
     return sorted(set(feature_columns(schema)) | {schema["target"]})
+
+
+def rows_file(
+    frames: Iterable[pd.DataFrame],
+    schema: dict[str, Any],
+    *,
+    exact_limit: int = DEFAULT_EXACT_LIMIT,
+    false_positive_rate: float = DEFAULT_FALSE_POSITIVE_RATE,
+) -> bytes:
+    """The file a registry version stores as ``REGISTRY_FILE``: the fingerprints of every
+    row of ``frames`` (the train and valid splits) over the schema's features and target."""
+    return FingerprintSet.from_frames(
+        frames,
+        fingerprint_columns(schema),
+        exact_limit=exact_limit,
+        false_positive_rate=false_positive_rate,
+    ).to_bytes()

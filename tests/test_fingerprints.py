@@ -16,6 +16,7 @@ from kubeloop.fingerprints import (
     bloom_parameters,
     fingerprint_columns,
     row_fingerprints,
+    rows_file,
 )
 
 
@@ -184,3 +185,14 @@ def test_fingerprint_columns_are_features_and_target():
         },
     }
     assert fingerprint_columns(schema) == ["a", "t", "y"]
+
+
+def test_rows_file_is_what_the_registry_stores():
+    f = frame(100)
+    schema = {
+        "target": "y",
+        "columns": {c: {"role": "target" if c == "y" else "feature"} for c in COLS},
+    }
+    s = FingerprintSet.from_bytes(rows_file([f.iloc[:60], f.iloc[60:80]], schema))
+    assert s.n_rows == 80 and s.columns == sorted(COLS)
+    assert s.contains_rows(f).tolist() == [True] * 80 + [False] * 20
