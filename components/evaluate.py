@@ -1048,9 +1048,12 @@ def summary_line(doc: dict[str, Any]) -> str:
     if comparison:
         p = (comparison.get("paired") or {}).get(metric) or {}
         change = "n/a" if p.get("estimate") is None else f"{p['estimate']:+.4f}"
+        if (comparison.get("exclusion") or {}).get("method") is None:
+            seen = "no row fingerprints: rows it had seen could not be left out"
+        else:
+            seen = f"{comparison.get('n_excluded', 0):,} it had seen left out"
         return (
-            f"{line}; vs production {version} on {comparison['n_rows']:,} rows "
-            f"({comparison.get('n_excluded', 0):,} it had seen left out): {change}"
+            f"{line}; vs production {version} on {comparison['n_rows']:,} rows ({seen}): {change}"
         )
     return f"{line}; no production model yet"
 
@@ -1232,7 +1235,12 @@ def evaluate_op(
 
     import joblib
 
-    from kubeloop.components.evaluate import evaluate_step, load_champion, report_markdown
+    from kubeloop.components.evaluate import (
+        evaluate_step,
+        load_champion,
+        report_markdown,
+        summary_line,
+    )
     from kubeloop.components.ingest import read_parquet
     from kubeloop.config import Config
     from kubeloop.progress import stage
