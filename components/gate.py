@@ -270,7 +270,9 @@ def decide(
                 f"beats the {who} on {metric} by {_interval(p, conf)} and holds every guardrail"
             )
         else:
-            reason = f"no production model to compare with; beats the baseline on {metric} by {_interval(p, conf)}"
+            reason = (
+                f"no production model yet; beats the baseline on {metric} by {_interval(p, conf)}"
+            )
             if champion_error is not None:
                 reason = f"production could not be scored; beats the baseline on {metric} by {_interval(p, conf)}"
         return _decision(PROMOTE, reason, metric, against, checks, conf, p, champion_version, notes)
@@ -286,7 +288,10 @@ def decide(
                 f"{word} {_interval(p, conf)} (the interval's lower end must be > 0 and >= {needed:g})"
             )
     else:
-        reason = "fails guardrail " + "; ".join(c.detail for c in failed)
+        reason = (
+            f"beats the {who} on {metric} by {_interval(p, conf)} but fails guardrail "
+            + "; ".join(c.detail for c in failed)
+        )
     return reject(reason, against, checks, p)
 
 
