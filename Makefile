@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 DEMO   ?= demo
 IMAGE  ?= ghcr.io/kubeloop/kubeloop:0.1.0
 
-.PHONY: help venv demo test test-fast lint compile bench bench-storage clean
+.PHONY: help venv demo test test-fast lint compile bench bench-storage bench-gate clean
 
 help: ## Show this help
 	@echo "kubeloop: ML lifecycle components for Kubeflow Pipelines"
@@ -47,6 +47,9 @@ bench: $(STAMP) ## Framework overhead: `kubeloop run` vs a plain script on 1M ro
 
 bench-storage: $(STAMP) ## Round trip of a 500 MB artifact through S3: throughput and peak memory
 	$(BIN)/python bench/bench_storage.py
+
+bench-gate: $(STAMP) ## The gate's paired bootstrap and row fingerprints vs sklearn.metrics in a loop and hash_pandas_object
+	$(BIN)/python bench/bench_gate.py
 
 clean: ## Remove local runs, the demo output and build files (keeps .venv)
 	rm -rf .kubeloop $(DEMO) dist build *.egg-info .pytest_cache

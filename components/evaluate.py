@@ -834,6 +834,7 @@ def _comparison(
         n_bootstrap=policy.bootstrap_samples,
         seed=policy.bootstrap_seed,
         bins=bins,
+        max_rows=policy.bootstrap_max_rows,
     )
     return {
         "n_rows": len(mine),

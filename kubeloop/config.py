@@ -104,6 +104,9 @@ class GateConfig(_Section):
     # a guardrail's worse end must stay within its tolerance).
     confidence: float = Field(0.95, gt=0, lt=1)
     bootstrap_samples: int = Field(1000, ge=100, le=100_000)
+    # Above this many compared rows the replicates come from a sample of this size,
+    # their spread scaled to all rows (kubeloop.paired): bounded time on big test sets.
+    bootstrap_max_rows: int = Field(20_000, ge=1000)
     bootstrap_seed: int = 0
     # Fewer shared test rows than this (after leaving out the rows the champion was
     # trained or validated on) never promote: the difference would be noise.

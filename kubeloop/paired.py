@@ -10,8 +10,8 @@ the requested confidence, and the rows it rests on.
 
 Every metric the gate can use is computed here for a whole block of replicates at
 once as a weighted metric (the bootstrap counts are the weights): numpy matrix
-products for the means and counts, one sort of the scores (shared by all
-replicates) for ROC-AUC and PR-AUC. A loop over 1000 replicates calling the
+products for the means and counts, and for ROC-AUC and PR-AUC one sort of the
+scores shared by all replicates (see ``_Ranking``). A loop over 1000 replicates calling the
 metric functions would cost 1000 sorts and Python calls per metric; this is the
 hot part of the gate, so it is written by hand. With all weights 1 each metric
 equals ``components.evaluate.score`` (the tests check it).
@@ -31,6 +31,8 @@ from kubeloop.metric_names import CLASSIFICATION_METRICS, REGRESSION_METRICS, hi
 
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_BOOTSTRAP = 1000
+# Rows the replicates are drawn from at most (see paired_bootstrap).
+DEFAULT_MAX_ROWS = 20_000
 # Replicates x rows held in memory per block (float64): 2M cells is 16 MB.
 _BLOCK_CELLS = 2_000_000
 
@@ -81,32 +83,47 @@ def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
-def _group_starts(sorted_scores: np.ndarray) -> np.ndarray:
-    return np.r_[0, np.flatnonzero(np.diff(sorted_scores)) + 1]
-
-
 class _Ranking:
-    """One class's scores sorted once; weighted ROC-AUC and average precision per replicate."""
+    """One class's scores, sorted once; weighted ROC-AUC and average precision per replicate.
+
+    The rows are split into positives and negatives, each sorted by score. For each
+    positive the number of negatives (and positives) scored strictly below it, and
+    the negatives tied with it, are fixed positions in those sorted lists, found
+    once with ``searchsorted``. A replicate then needs only two cumulative sums of
+    its weights and gathers at those positions: no sort, no grouping per replicate.
+    """
 
     def __init__(self, hit: np.ndarray, score: np.ndarray) -> None:
-        self.order = np.argsort(-score, kind="mergesort")
-        self.starts = _group_starts(score[self.order])
-        self.hit = hit[self.order].astype(np.float64)
+        pos, neg = np.flatnonzero(hit), np.flatnonzero(~hit)
+        self.pos = pos[np.argsort(score[pos], kind="mergesort")]
+        self.neg = neg[np.argsort(score[neg], kind="mergesort")]
+        sp, sn = score[self.pos], score[self.neg]
+        # Positions into the cumulative sums with a leading 0: "how many strictly below".
+        self.neg_below = np.searchsorted(sn, sp, side="left")
+        self.neg_upto = np.searchsorted(sn, sp, side="right")
+        self.pos_below = np.searchsorted(sp, sp, side="left")
+
+    @staticmethod
+    def _cumulative(w: np.ndarray) -> np.ndarray:
+        out = np.zeros((w.shape[0], w.shape[1] + 1))
+        np.cumsum(w, axis=1, out=out[:, 1:])
+        return out
 
     def scores(self, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        w = W[:, self.order]
-        # Weight of positives and negatives at each distinct score, highest score first.
-        pos = np.add.reduceat(w * self.hit, self.starts, axis=1)
-        neg = np.add.reduceat(w, self.starts, axis=1) - pos
-        tp, fp = np.cumsum(pos, axis=1), np.cumsum(neg, axis=1)
-        n_pos, n_neg = tp[:, -1], fp[:, -1]
-        # Average precision: precision at each distinct score times the recall gained there.
-        precision = _div(tp, tp + fp)
-        ap = _div(np.nansum(pos * np.nan_to_num(precision), axis=1), n_pos)
+        # np.take rather than W[:, idx]: the same gather, about 2.5x faster.
+        wp, wn = np.take(W, self.pos, axis=1), np.take(W, self.neg, axis=1)
+        cp, cn = self._cumulative(wp), self._cumulative(wn)
+        n_pos, n_neg = cp[:, -1], cn[:, -1]
+        below = np.take(cn, self.neg_below, axis=1)
+        tied = np.take(cn, self.neg_upto, axis=1) - below
         # ROC-AUC as Mann-Whitney: each positive beats the negatives scored below it,
         # ties count half (the trapezoid of roc_curve's points).
-        below = n_neg[:, None] - fp  # negatives strictly below each group
-        auc = _div(np.sum(pos * (below + 0.5 * neg), axis=1), n_pos * n_neg)
+        auc = _div(np.einsum("ij,ij->i", wp, below + 0.5 * tied), n_pos * n_neg)
+        # Average precision: at each positive's score, the precision of "score >= it"
+        # (tied rows included), weighted by that positive.
+        tp = n_pos[:, None] - np.take(cp, self.pos_below, axis=1)
+        fp = n_neg[:, None] - below
+        ap = _div(np.einsum("ij,ij->i", wp, tp / np.maximum(tp + fp, 1e-300)), n_pos)
         return auc, ap
 
 
@@ -260,6 +277,10 @@ def _resample_counts(rng: np.random.Generator, replicates: int, n: int) -> np.nd
     )
 
 
+def _signed_delta(metric: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return a - b if higher_is_better(metric) else b - a
+
+
 def _value(x: float) -> float | None:
     return None if np.isnan(x) else float(x)
 
@@ -276,6 +297,7 @@ def paired_bootstrap(
     n_bootstrap: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
     bins: int = 10,
+    max_rows: int | None = DEFAULT_MAX_ROWS,
 ) -> dict[str, PairedEstimate]:
     """The challenger's improvement over the reference on each of ``metrics``.
 
@@ -285,6 +307,13 @@ def paired_bootstrap(
     (``n_bootstrap`` replicates, seeded). Replicates where a metric is undefined
     (e.g. ROC-AUC on a draw with one class) are left out of its interval and counted
     in ``n_undefined``.
+
+    Above ``max_rows`` rows the replicates are drawn from a seeded sample of
+    ``max_rows`` rows and their spread is scaled by sqrt(max_rows / n) around the
+    estimate on all rows (the m-out-of-n bootstrap: the metrics here are smooth
+    averages, whose spread shrinks as 1/sqrt(rows)). The cost stays bounded, and
+    with that many rows the interval is already far narrower than any useful
+    ``min_improvement``.
     """
     known = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
     unknown = [m for m in metrics if m not in known]
@@ -311,12 +340,22 @@ def paired_bootstrap(
     full_a, full_b = sa.metrics(ones, names), sb.metrics(ones, names)
 
     rng = np.random.default_rng(seed)
-    block = max(1, min(n_bootstrap, _BLOCK_CELLS // max(n, 1)))
+    m_rows, scale, centre = n, 1.0, None
+    if max_rows is not None and n > max_rows:
+        sample = np.sort(rng.choice(n, size=max_rows, replace=False))
+        y_s = y_arr[sample]
+        sa = _scorer(task, y_s, a[sample], positive, bins)
+        sb = _scorer(task, y_s, b[sample], positive, bins)
+        ones_s = np.ones((1, max_rows))
+        sub_a, sub_b = sa.metrics(ones_s, names), sb.metrics(ones_s, names)
+        centre = {m: _signed_delta(m, sub_a[m], sub_b[m])[0] for m in names}
+        m_rows, scale = max_rows, float(np.sqrt(max_rows / n))
+    block = max(1, min(n_bootstrap, _BLOCK_CELLS // max(m_rows, 1)))
     deltas: dict[str, list[np.ndarray]] = {m: [] for m in names}
     done = 0
     while done < n_bootstrap:
         size = min(block, n_bootstrap - done)
-        W = _resample_counts(rng, size, n)
+        W = _resample_counts(rng, size, m_rows)
         ra, rb = sa.metrics(W, names), sb.metrics(W, names)
         for m in names:
             sign = 1.0 if higher_is_better(m) else -1.0
@@ -334,7 +373,12 @@ def paired_bootstrap(
         )
         low = high = None
         if estimate is not None and defined.size:
-            low, high = (float(q) for q in np.quantile(defined, [tail, 1.0 - tail]))
+            q_low, q_high = (float(q) for q in np.quantile(defined, [tail, 1.0 - tail]))
+            if centre is None:
+                low, high = q_low, q_high
+            elif not np.isnan(centre[m]):
+                low = estimate + scale * (q_low - centre[m])
+                high = estimate + scale * (q_high - centre[m])
         result[m] = PairedEstimate(
             metric=m,
             estimate=estimate,

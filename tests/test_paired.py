@@ -195,3 +195,17 @@ def test_misaligned_predictions_are_refused():
     y, p = binary(20, 1, 0)
     with pytest.raises(PairedError, match="rows"):
         paired_bootstrap("classification", y, p, p[:10], ["roc_auc"], positive=1)
+
+
+def test_a_sample_of_rows_gives_the_interval_of_all_rows():
+    y, a = binary(40_000, 0.8, 31, noise_seed=1)
+    _, b = binary(40_000, 0.75, 31, noise_seed=2)
+    args = ("classification", y, a, b, ["roc_auc", "log_loss"])
+    full = paired_bootstrap(*args, positive=1, n_bootstrap=300, max_rows=None)
+    sampled = paired_bootstrap(*args, positive=1, n_bootstrap=300, max_rows=8_000)
+    for m in ("roc_auc", "log_loss"):
+        f, s = full[m], sampled[m]
+        assert s.estimate == f.estimate and s.n_rows == 40_000  # the estimate uses every row
+        width_f, width_s = f.high - f.low, s.high - s.low
+        assert abs(width_s - width_f) < 0.25 * width_f, (m, width_f, width_s)
+        assert abs((s.low + s.high) / 2 - (f.low + f.high) / 2) < 0.25 * width_f
