@@ -220,7 +220,8 @@ def _check_disjoint(splits: Splits, schema: Schema, hashes: dict[str, np.ndarray
                 if own[a] and own["test"] and own[a][1] >= own["test"][0]:
                     problems.append(
                         f"{a} holds rows as new as the test period ({time_col!r} up to "
-                        f"{_jsonable(own[a][1])}, the test period starts at {_jsonable(own['test'][0])})"
+                        f"{_jsonable(frames[a][time_col].max())}, the test period starts at "
+                        f"{_jsonable(frames['test'][time_col].min())})"
                     )
 
     if problems:
@@ -568,7 +569,9 @@ def split_op(
             out.metadata["rows"] = len(frame)
         with open(summary.path, "w") as f:
             json.dump(splits.summary, f, indent=2, default=str)
+        newer = splits.summary["rows"].get("newer_than_test_dropped", 0)
         st.result = (
             f"{splits.summary.get('strategy', '?')}: train {len(splits.train):,}, "
             f"valid {len(splits.valid):,}, test {len(splits.test):,}"
+            + (f"; {newer:,} train/valid rows from the test period dropped" if newer else "")
         )
