@@ -1100,3 +1100,28 @@ def test_evaluate_step_with_a_broken_champion_gives_an_outcome_not_a_crash(regis
         d = decide_from_evaluation(doc, cfg.gate)
         assert d.decision == expected and "v1" in (d.reason + " ".join(d.notes))
         assert "could not be loaded or scored" in report_markdown(doc, model_name="churn")
+
+
+def test_a_test_set_the_champion_saw_entirely_is_too_few_rows(churn):
+    from kubeloop.components.gate import decide_from_evaluation
+    from kubeloop.config import GateConfig
+
+    train, test, model, baseline = churn
+    champion = _forest(train)
+    ev = evaluate(
+        model,
+        train.iloc[:300],
+        _schema(),
+        _eval_cfg(),
+        primary_metric="roc_auc",
+        baseline=baseline,
+        champion=champion,
+        champion_rows=_rows_of([train], _schema()),
+        champion_version="v4",
+    )
+    doc = json.loads(json.dumps(ev.to_dict(), allow_nan=False))
+    assert doc["champion_comparison"]["n_rows"] == 0
+    assert doc["champion_comparison"]["n_excluded"] == 300
+    assert all(v is None for v in doc["champion_metrics"].values())
+    d = decide_from_evaluation(doc, GateConfig())
+    assert d.decision == "reject" and "too few rows" in d.reason and "300" in d.reason
