@@ -22,7 +22,7 @@ S3_LOCAL     ?= http://localhost:9000
 UV_VERSION ?= 0.13.9
 LOCK_FLAGS := --python-version 3.11 --universal --generate-hashes --quiet
 
-.PHONY: help venv lock demo test test-fast lint compile bench bench-storage clean \
+.PHONY: help venv lock demo test test-fast lint compile bench bench-storage bench-gate clean \
 	image kind-up kind-load minikube-up minikube-load s3-env manifests apply cluster-data
 
 help: ## Show this help
@@ -69,6 +69,9 @@ bench: $(STAMP) ## Framework overhead: `kubeloop run` vs a plain script on 1M ro
 
 bench-storage: $(STAMP) ## Round trip of a 500 MB artifact through S3: throughput and peak memory
 	$(BIN)/python bench/bench_storage.py
+
+bench-gate: $(STAMP) ## The gate's paired bootstrap and row fingerprints vs sklearn.metrics in a loop and hash_pandas_object
+	$(BIN)/python bench/bench_gate.py
 
 image: ## Build the project image with docker (IMAGE_NAME=..., tag = package version)
 	docker build --build-arg KUBELOOP_CODE_VERSION=$(CODE_VERSION) -t $(IMAGE) .

@@ -33,13 +33,15 @@ from sklearn.base import clone
 from sklearn.metrics import confusion_matrix, roc_curve
 from sklearn.model_selection import train_test_split
 
-from kubeloop.config import EvaluationConfig
+from kubeloop.config import EvaluationConfig, GateConfig
+from kubeloop.fingerprints import FingerprintError, FingerprintSet
 from kubeloop.metric_names import (
     CLASSIFICATION_METRICS,
     REGRESSION_METRICS,
     higher_is_better,
     improvement,
 )
+from kubeloop.paired import paired_bootstrap
 from kubeloop.schema import Schema, categorical_features, feature_columns
 
 MISSING = "<missing>"
@@ -678,14 +680,36 @@ def stability(
 
 
 @dataclass
+class Champion:
+    """The production model as the evaluate step found it in the registry.
+
+    ``error`` says why it could not be loaded (the gate acts on it through
+    ``gate.on_champion_error``); ``rows`` are the fingerprints of the rows it was
+    trained and validated on, None when its version has none (``note`` says why).
+    """
+
+    version: str | None = None
+    model: Any = None
+    rows: FingerprintSet | None = None
+    error: str | None = None
+    note: str | None = None
+
+
+@dataclass
 class Evaluation:
     task: str
     primary_metric: str
     n_test: int
     metrics: dict[str, float | None]
     baseline_metrics: dict[str, float | None] | None = None
+    # The champion's metrics on exactly the rows the gate compared it on (the test rows
+    # minus those it was trained or validated on); see champion_comparison.
     champion_metrics: dict[str, float | None] | None = None
     champion_error: str | None = None
+    champion_version: str | None = None
+    # Paired comparisons the gate decides on: {n_rows, paired: {metric: estimate}, ...}.
+    champion_comparison: dict[str, Any] | None = None
+    baseline_comparison: dict[str, Any] | None = None
     # challenger minus baseline, in each metric's own direction: positive is better
     lift: dict[str, float | None] | None = None
     slices: list[dict[str, Any]] = field(default_factory=list)
@@ -710,6 +734,116 @@ def _lift(mine: dict[str, float | None], ref: dict[str, float | None]) -> dict[s
     }
 
 
+def predict_like(
+    model: Any, df: pd.DataFrame, schema: Schema, like: Predictions, *, who: str
+) -> Predictions:
+    """``model``'s predictions on the rows of ``like``, in ``like``'s label space.
+
+    Another model (the champion, the baseline) may know other classes or order them
+    otherwise; its probabilities are moved into ``like.classes`` order (a class
+    ``like`` does not know is dropped, one it lacks gets probability 0), so both
+    can be scored and paired row by row on the same encoded labels.
+    """
+    X = _model_inputs(model, df.iloc[like.rows], schema)
+    n = len(like)
+    if like.task == "classification":
+        if not hasattr(model, "predict_proba") or not hasattr(model, "classes_"):
+            raise EvaluationError(
+                f"{who} needs predict_proba and classes_; {type(model).__name__} lacks them"
+            )
+        own = list(model.classes_)
+        raw = _check_proba(model.predict_proba(X), n, len(own), who=who)
+        proba = np.zeros((n, len(like.classes)))
+        for j, label in enumerate(own):
+            i = _label_index(label, like.classes)
+            if i is not None:
+                proba[:, i] += raw[:, j]
+        return Predictions(
+            like.task, like.rows, like.y, proba=proba, classes=like.classes, positive=like.positive
+        )
+    y_pred = np.asarray(model.predict(X), dtype=np.float64).reshape(-1)
+    if y_pred.size != n:
+        raise EvaluationError(f"{who} returned {y_pred.size} predictions for {n} rows")
+    if not np.isfinite(y_pred).all():
+        raise EvaluationError(f"{who} returned NaN or infinite predictions")
+    return Predictions(like.task, like.rows, like.y, y_pred=y_pred)
+
+
+def _output(p: Predictions) -> np.ndarray:
+    return p.proba if p.task == "classification" else p.y_pred
+
+
+def seen_rows(
+    test_df: pd.DataFrame,
+    rows: np.ndarray,
+    fingerprints: FingerprintSet | None,
+    *,
+    version: str | None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Which of ``rows`` (positions in ``test_df``) the champion was trained or validated
+    on, and how that was decided (for the report)."""
+    seen = np.zeros(rows.size, dtype=bool)
+    who = f"the production model {version}" if version else "the production model"
+    if fingerprints is None:
+        return seen, {
+            "method": None,
+            "n_excluded": 0,
+            "note": f"{who} has no stored row fingerprints, so the test rows it was trained on "
+            "cannot be left out: its score may be optimistic",
+        }
+    info: dict[str, Any] = {**fingerprints.describe(), "n_champion_rows": fingerprints.n_rows}
+    info.pop("n_rows", None)
+    info["method"] = info.pop("kind")
+    try:
+        seen = fingerprints.contains_rows(test_df.iloc[rows])
+    except FingerprintError as exc:
+        info.update(
+            n_excluded=0,
+            note=f"the test rows cannot be matched with the rows {who} was "
+            f"trained on ({exc}): none were left out, so its score may be optimistic",
+        )
+        return np.zeros(rows.size, dtype=bool), info
+    info["n_excluded"] = int(seen.sum())
+    info["reason"] = (
+        f"{int(seen.sum()):,} test row(s) have the same feature and target values as a row {who} "
+        "was trained or validated on (row fingerprints), so they were left out of the comparison"
+    )
+    if fingerprints.kind == "bloom":
+        info["reason"] += (
+            f"; the set is a Bloom filter, so about {fingerprints.false_positive_rate:.2%} of the other "
+            "rows were left out too, at random"
+        )
+    return seen, info
+
+
+def _comparison(
+    mine: Predictions,
+    theirs: Predictions,
+    metrics: list[str],
+    policy: GateConfig,
+    bins: int,
+) -> dict[str, Any]:
+    paired = paired_bootstrap(
+        mine.task,
+        mine.y,
+        _output(mine),
+        _output(theirs),
+        metrics,
+        positive=mine.positive,
+        confidence=policy.confidence,
+        n_bootstrap=policy.bootstrap_samples,
+        seed=policy.bootstrap_seed,
+        bins=bins,
+        max_rows=policy.bootstrap_max_rows,
+    )
+    return {
+        "n_rows": len(mine),
+        "challenger_metrics": score(mine, bins=bins),
+        "reference_metrics": score(theirs, bins=bins),
+        "paired": {m: e.to_dict() for m, e in paired.items()},
+    }
+
+
 def evaluate(
     model: Any,
     test_df: pd.DataFrame,
@@ -720,9 +854,21 @@ def evaluate(
     baseline: Any = None,
     champion: Any = None,
     train_df: pd.DataFrame | None = None,
+    champion_rows: FingerprintSet | None = None,
+    champion_version: str | None = None,
+    gate: GateConfig | None = None,
 ) -> Evaluation:
     """Evaluate the challenger ``model`` on ``test_df`` against the baseline and the
-    champion; the stability estimate runs only when ``train_df`` is given."""
+    champion; the stability estimate runs only when ``train_df`` is given.
+
+    The champion is compared on the test rows it was not trained or validated on
+    (``champion_rows``), paired with the challenger on exactly those rows; the
+    baseline on every labelled test row. A champion that fails to predict is not an
+    error here: ``champion_error`` records why, for the gate to act on.
+    """
+    from kubeloop.components.gate import gate_metrics
+
+    gate = gate or GateConfig()
     task = schema.get("task")
     known = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
     if primary_metric not in known:
@@ -734,18 +880,38 @@ def evaluate(
     bins = cfg.calibration_bins
     preds = predict(model, test_df, schema)
     metrics = score(preds, bins=bins)
+    compared = list(dict.fromkeys([primary_metric] + gate_metrics(task, gate)))
 
-    baseline_metrics = (
-        score(predict(baseline, test_df, schema), bins=bins) if baseline is not None else None
-    )
-    champion_metrics, champion_error = None, None
+    baseline_metrics, baseline_comparison = None, None
+    if baseline is not None:
+        base = predict_like(baseline, test_df, schema, preds, who="the baseline")
+        baseline_comparison = _comparison(preds, base, [primary_metric], gate, bins)
+        baseline_metrics = baseline_comparison.pop("reference_metrics")
+        baseline_comparison.pop("challenger_metrics")  # the same as metrics
+
+    champion_metrics, champion_error, champion_comparison = None, None, None
     if champion is not None:
         try:
-            champion_metrics = score(predict(champion, test_df, schema), bins=bins)
+            theirs = predict_like(champion, test_df, schema, preds, who="the production model")
         except Exception as exc:  # noqa: BLE001
             # Any failure of the production model on today's data (schema drift, an
             # old library) is a finding for the gate to act on, not a crash here.
             champion_error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS]
+        else:
+            seen, exclusion = seen_rows(
+                test_df, preds.rows, champion_rows, version=champion_version
+            )
+            keep = np.flatnonzero(~seen)
+            champion_comparison = _comparison(
+                preds.subset(keep), theirs.subset(keep), compared, gate, bins
+            )
+            champion_comparison.update(
+                n_test_rows=len(preds),
+                n_excluded=int(seen.sum()),
+                exclusion=exclusion,
+                note=exclusion.get("note"),
+            )
+            champion_metrics = champion_comparison["reference_metrics"]
 
     slices = slice_metrics(preds, test_df, schema, cfg)
     stab = None
@@ -769,6 +935,9 @@ def evaluate(
         baseline_metrics=baseline_metrics,
         champion_metrics=champion_metrics,
         champion_error=champion_error,
+        champion_version=champion_version,
+        champion_comparison=champion_comparison,
+        baseline_comparison=baseline_comparison,
         lift=_lift(metrics, baseline_metrics) if baseline_metrics is not None else None,
         slices=slices,
         disparity=disparity(slices, cfg.sensitive_columns, primary_metric),
@@ -779,6 +948,115 @@ def evaluate(
         positive_label=positive,
         n_missing_target=preds.n_missing_target,
     )
+
+
+# ---------------------------------------------------------------------------
+# The step: the production model from the registry, then evaluate.
+
+# Failures of the storage itself, not of the production model: the run cannot go on
+# (register would fail the same way), so they are raised, not judged by the gate.
+_INFRASTRUCTURE_ERRORS = ("EndpointUnreachable", "PermissionDenied", "BucketNotFound")
+
+
+def load_champion(registry: Any, model_name: str, alias: str = "production") -> Champion:
+    """The version ``alias`` points at, its model and the fingerprints of its rows.
+
+    Never raises for a production model that is broken (an unpickling error after a
+    library upgrade, a missing or altered file): ``Champion.error`` says what
+    failed. Storage that cannot be reached at all still raises.
+    """
+    from kubeloop.fingerprints import REGISTRY_FILE
+    from kubeloop.storage import NotFound, StorageError
+
+    version = registry.get_alias(model_name, alias)
+    if version is None:
+        return Champion()
+    try:
+        model, _ = registry.load_model(model_name, version)
+    except StorageError as exc:
+        if type(exc).__name__ in _INFRASTRUCTURE_ERRORS:
+            raise
+        return Champion(version, error=f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS])
+    except Exception as exc:  # noqa: BLE001
+        # Unpickling runs the old model's code against today's libraries: anything can fail.
+        return Champion(version, error=f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS])
+
+    rows, note = None, None
+    try:
+        data = registry.read_bytes(model_name, version, REGISTRY_FILE)
+        expected = registry.show(model_name, version)["files"].get(REGISTRY_FILE, {}).get("sha256")
+        import hashlib
+
+        if expected and hashlib.sha256(data).hexdigest() != expected:
+            note = f"{version}'s row fingerprints do not match its manifest (altered); not used"
+        else:
+            rows = FingerprintSet.from_bytes(data)
+    except NotFound:
+        note = (
+            f"{version} was registered without row fingerprints, so the test rows it was "
+            "trained on cannot be left out: its score may be optimistic"
+        )
+    except FingerprintError as exc:
+        note = f"{version}'s row fingerprints cannot be read ({exc}); not used"
+    return Champion(version, model=model, rows=rows, note=note)
+
+
+def evaluate_step(
+    model: Any,
+    baseline: Any,
+    test_df: pd.DataFrame,
+    train_df: pd.DataFrame | None,
+    schema: Schema,
+    cfg: Any,
+    champion: Champion,
+) -> dict[str, Any]:
+    """What the evaluate step writes as ``evaluation.json`` (``cfg`` is a ``Config``)."""
+    from kubeloop.metric_names import primary_metric
+
+    metric = primary_metric(schema["task"], cfg.gate.primary_metric)
+    ev = evaluate(
+        model,
+        test_df,
+        schema,
+        cfg.evaluation,
+        primary_metric=metric,
+        baseline=baseline,
+        champion=champion.model,
+        train_df=train_df,
+        champion_rows=champion.rows,
+        champion_version=champion.version,
+        gate=cfg.gate,
+    )
+    doc = ev.to_dict()
+    if champion.error:
+        doc["champion_error"] = champion.error
+    if champion.note and doc.get("champion_comparison") is not None:
+        # The registry's reason (no file, altered file) is more specific than "no set".
+        doc["champion_comparison"]["note"] = champion.note
+        doc["champion_comparison"]["exclusion"]["note"] = champion.note
+    return doc
+
+
+def summary_line(doc: dict[str, Any]) -> str:
+    """One line for the progress log: the headline metric and what production was judged on."""
+    metric = doc["primary_metric"]
+    value = doc["metrics"].get(metric)
+    line = f"test {metric} {'n/a' if value is None else f'{value:.4f}'}"
+    version = doc.get("champion_version")
+    comparison = doc.get("champion_comparison")
+    if doc.get("champion_error"):
+        return f"{line}; production {version or ''} could not be scored".replace("  ", " ")
+    if comparison:
+        p = (comparison.get("paired") or {}).get(metric) or {}
+        change = "n/a" if p.get("estimate") is None else f"{p['estimate']:+.4f}"
+        if (comparison.get("exclusion") or {}).get("method") is None:
+            seen = "no row fingerprints: rows it had seen could not be left out"
+        else:
+            seen = f"{comparison.get('n_excluded', 0):,} it had seen left out"
+        return (
+            f"{line}; vs production {version} on {comparison['n_rows']:,} rows ({seen}): {change}"
+        )
+    return f"{line}; no production model yet"
 
 
 # ---------------------------------------------------------------------------
@@ -795,6 +1073,25 @@ def _cell(text: Any, limit: int = 40) -> str:
     # Slice values are user data: keep them from breaking the table.
     s = str(text).replace("|", "\\|").replace("\n", " ")
     return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def _paired_table(comparison: dict[str, Any], who: str) -> list[str]:
+    paired = comparison.get("paired") or {}
+    if not paired:
+        return []
+    conf = next(iter(paired.values())).get("confidence") or 0.95
+    lines = [
+        "",
+        f"| metric | challenger | {who} | change (positive is better) | {conf:.0%} interval | rows |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, p in paired.items():
+        interval = "n/a" if p.get("low") is None else f"{p['low']:+.4f} to {p['high']:+.4f}"
+        lines.append(
+            f"| {name} | {_fmt(p.get('challenger'))} | {_fmt(p.get('reference'))} | "
+            f"{_fmt(p.get('estimate'), signed=True)} | {interval} | {p.get('n_rows', 0):,} |"
+        )
+    return lines
 
 
 def report_markdown(evaluation: Evaluation | dict[str, Any], *, model_name: str) -> str:
@@ -821,10 +1118,31 @@ def report_markdown(evaluation: Evaluation | dict[str, Any], *, model_name: str)
     if ev.get("champion_error"):
         lines += [
             "",
-            f"**The production model could not be scored:** {_cell(ev['champion_error'], 300)}",
+            f"**The production model could not be loaded or scored:** "
+            f"{_cell(ev['champion_error'], 300)}",
         ]
     elif champ is None:
         lines += ["", "No production model yet."]
+    comparison = ev.get("champion_comparison")
+    if comparison:
+        version = ev.get("champion_version") or ""
+        lines += [
+            "",
+            f"## Challenger vs production {_cell(version)} on the same rows",
+            "",
+            f"Compared on **{comparison['n_rows']:,}** of {comparison.get('n_test_rows', 0):,} "
+            f"labelled test rows; {comparison.get('n_excluded', 0):,} left out. The champion column "
+            "above is on exactly these rows.",
+        ]
+        exclusion = comparison.get("exclusion") or {}
+        for text in (exclusion.get("reason"), comparison.get("note")):
+            if text:
+                lines += ["", _cell(text, 400)]
+        lines += _paired_table(comparison, "champion")
+    base_cmp = ev.get("baseline_comparison")
+    if base_cmp:
+        lines += ["", f"## Challenger vs baseline on all {base_cmp['n_rows']:,} labelled test rows"]
+        lines += _paired_table(base_cmp, "baseline")
     if ev.get("n_missing_target"):
         lines += ["", f"{ev['n_missing_target']:,} test rows without a target were not scored."]
 
@@ -918,53 +1236,45 @@ def evaluate_op(
 
     import joblib
 
-    from kubeloop.components.evaluate import evaluate, report_markdown
+    from kubeloop.components.evaluate import (
+        evaluate_step,
+        load_champion,
+        report_markdown,
+        summary_line,
+    )
     from kubeloop.components.ingest import read_parquet
     from kubeloop.config import Config
-    from kubeloop.metric_names import primary_metric
     from kubeloop.progress import stage
     from kubeloop.registry import Registry
-    from kubeloop.storage import StorageError
 
     with stage("evaluate") as st:
         cfg = Config.from_dict(config)
-        sch = json.loads(open(schema.path).read())
-        metric = primary_metric(sch["task"], cfg.gate.primary_metric)
-        reg = Registry(registry, cfg.storage)
-        champion_version = reg.get_alias(model_name, "production")
-        champion, load_error = None, None
-        if champion_version:
-            try:
-                champion, _ = reg.load_model(model_name, champion_version)
-            except StorageError as exc:
-                # A production model that cannot be loaded (tampered bytes, a missing
-                # object) is the gate's to judge, not a reason to lose this run.
-                load_error = f"{type(exc).__name__}: {exc}"
-        ev = evaluate(
+        champion = load_champion(Registry(registry, cfg.storage), model_name)
+        doc = evaluate_step(
             joblib.load(os.path.join(model.path, "model.joblib")),
-            read_parquet(test.path), sch, cfg.evaluation, primary_metric=metric,
-            baseline=joblib.load(os.path.join(baseline.path, "model.joblib")),
-            champion=champion, train_df=read_parquet(train.path),
+            joblib.load(os.path.join(baseline.path, "model.joblib")),
+            read_parquet(test.path),
+            read_parquet(train.path),
+            json.loads(open(schema.path).read()),
+            cfg,
+            champion,
         )
-        doc = ev.to_dict()
-        doc["champion_version"] = champion_version
-        if load_error:
-            doc["champion_error"] = load_error
         with open(evaluation.path, "w") as f:
             json.dump(doc, f, indent=2, allow_nan=False, default=str)
         with open(report.path, "w") as f:
             f.write(report_markdown(doc, model_name=model_name))
-        for name, value in ev.metrics.items():
+        for name, value in doc["metrics"].items():
             if value is not None:
                 metrics.log_metric(name, float(value))
-        curves = ev.curves or {}
+        curves = doc.get("curves") or {}
         if curves.get("confusion_matrix"):
             cm = curves["confusion_matrix"]
             classification_metrics.log_confusion_matrix(cm["categories"], cm["matrix"])
         if curves.get("roc"):
             roc = curves["roc"]
             classification_metrics.log_roc_curve(roc["fpr"], roc["tpr"], roc["thresholds"])
-        vs = f"; production {champion_version}" if champion_version else "; no production model yet"
-        value = ev.metrics.get(metric)
-        st.result = f"test {metric} {'n/a' if value is None else f'{value:.4f}'}{vs}"
-        st.details = {"metric": metric, "value": ev.metrics.get(metric)}
+        st.result = summary_line(doc)
+        st.details = {
+            "metric": doc["primary_metric"],
+            "value": doc["metrics"].get(doc["primary_metric"]),
+        }

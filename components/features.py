@@ -23,14 +23,23 @@ with the model, so serving runs exactly the code training ran. Steps:
       categorical.
     - ``dt__<col>_<part>``: datetime parts (``DateParts``), median-imputed.
 
-    Text, id and ignored columns are not used; a time column that is not a
-    datetime is only the split key and is not used either.
+    Text, id and ignored columns are not used, nor is a row number (``row_number_columns``:
+    the unnamed first column pandas and R write, or an index-like name holding
+    0..n-1 / 1..n), which in a sorted export would leak the order of the rows.
+
+    The time column gives only its recurring parts (month, day, day of week, hour)
+    by default: its year or days since 1970 lie, under a time split, beyond every
+    training value, so a model could only extrapolate from them. With
+    ``features.absolute_time`` they are added. A numeric time column holding epoch
+    seconds/milliseconds is read as times the same way; one holding a year (or
+    numbers of no known unit) is used, as a number, only with ``absolute_time``.
 ``float32``
     Casts the output to float32 (half the memory of float64 for the models).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -112,11 +121,37 @@ def _as_numbers(values: pd.Series, name: str) -> np.ndarray:
     return numbers
 
 
-def _as_datetimes(values: pd.Series, name: str) -> pd.Series:
+# Epoch units by magnitude: a time between 1973 and 2286 is 1e8..1e10 seconds, 1e11..1e13
+# milliseconds, and so on; the gaps between the ranges make the unit unambiguous.
+_EPOCH_UNITS = (("s", 1e8, 1e10), ("ms", 1e11, 1e13), ("us", 1e14, 1e16), ("ns", 1e17, 1e19))
+_YEARS = (1000, 2999)
+
+
+def numeric_time_unit(values: pd.Series) -> str | None:
+    """What a numeric time column holds: ``"year"`` (integers 1000..2999), an epoch unit
+    (``"s"``, ``"ms"``, ``"us"``, ``"ns"``) judged by magnitude, or None (unknown)."""
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    numbers = numbers[np.isfinite(numbers)]
+    if not numbers.size:
+        return None
+    low, high = float(numbers.min()), float(numbers.max())
+    if _YEARS[0] <= low and high <= _YEARS[1] and np.all(numbers == np.round(numbers)):
+        return "year"
+    for unit, lo, hi in _EPOCH_UNITS:
+        if lo <= low and high < hi:
+            return unit
+    return None
+
+
+def _as_datetimes(values: pd.Series, name: str, unit: str | None = None) -> pd.Series:
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         return values.dt.tz_convert("UTC").dt.tz_localize(None)
     if pd.api.types.is_datetime64_dtype(values):
         return values
+    if unit is not None:
+        # An epoch time column: the unit was fixed when the transformer was fitted.
+        numbers = pd.Series(_as_numbers(values, name), index=values.index)
+        return pd.to_datetime(numbers, unit=unit, utc=True).dt.tz_localize(None)
     if pd.api.types.is_numeric_dtype(values):
         # A bare number has no agreed unit (seconds? days?), so it is refused, not guessed.
         raise FeatureError(
@@ -147,12 +182,15 @@ class InputCheck(TransformerMixin, BaseEstimator):
         categorical: Sequence[str] = (),
         boolean: Sequence[str] = (),
         datetime: Sequence[str] = (),
+        epoch_units: dict[str, str] | None = None,
     ) -> None:
         self.columns = columns
         self.numeric = numeric
         self.categorical = categorical
         self.boolean = boolean
         self.datetime = datetime
+        # Datetime columns that arrive as epoch numbers, and their unit.
+        self.epoch_units = epoch_units
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> InputCheck:
         self.fit_transform(X)
@@ -186,6 +224,8 @@ class InputCheck(TransformerMixin, BaseEstimator):
             )
         numeric, boolean = set(self.numeric), set(self.boolean)
         categorical, datetime = set(self.categorical), set(self.datetime)
+        # getattr: a transformer pickled before epoch units existed has no such attribute.
+        units = getattr(self, "epoch_units", None) or {}
         out: dict[str, Any] = {}
         for name in self.columns:
             values = X[name]
@@ -196,7 +236,7 @@ class InputCheck(TransformerMixin, BaseEstimator):
             elif name in categorical or name in boolean:
                 out[name] = _as_levels(values, boolean=name in boolean)
             elif name in datetime:
-                out[name] = _as_datetimes(values, name).to_numpy()
+                out[name] = _as_datetimes(values, name, units.get(name)).to_numpy()
             else:
                 # Required by the contract but not used by any transformer.
                 out[name] = values.to_numpy()
@@ -209,16 +249,20 @@ class InputCheck(TransformerMixin, BaseEstimator):
 class DateParts(TransformerMixin, BaseEstimator):
     """Datetime columns -> year, month, day, dayofweek (Monday=0), hour when training saw
     a time of day, and days since 1970-01-01 for the columns in ``days_since_epoch``.
+    Columns in ``recurring_only`` get no year: only the parts that recur.
 
-    scikit-learn has no datetime encoder. The split key (the time column) gets no
-    days-since-epoch: under a temporal split its test values lie beyond anything the
-    model saw, and only calendar parts generalise.
+    scikit-learn has no datetime encoder. The split key (the time column) gets only
+    the recurring parts unless absolute time is asked for: under a temporal split its
+    test values lie beyond anything the model saw, and only calendar parts generalise.
     """
 
     _NS_PER_DAY = 86_400 * 10**9
 
-    def __init__(self, days_since_epoch: Sequence[str] = ()) -> None:
+    def __init__(
+        self, days_since_epoch: Sequence[str] = (), recurring_only: Sequence[str] = ()
+    ) -> None:
         self.days_since_epoch = days_since_epoch
+        self.recurring_only = recurring_only
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> DateParts:
         frame = self._frame(X)
@@ -232,7 +276,9 @@ class DateParts(TransformerMixin, BaseEstimator):
         return self
 
     def _parts(self, name: str) -> list[str]:
-        parts = ["year", "month", "day", "dayofweek"]
+        # getattr: a transformer pickled before recurring_only existed has no such attribute.
+        absolute = name not in (getattr(self, "recurring_only", ()) or ())
+        parts = (["year"] if absolute else []) + ["month", "day", "dayofweek"]
         if self.has_time_of_day_[name]:
             parts.append("hour")
         if name in self.days_since_epoch:
@@ -290,27 +336,116 @@ def _to_float32(X: pd.DataFrame) -> pd.DataFrame:
 # --- the transformer --------------------------------------------------------------------
 
 
-def _used_columns(schema: Schema) -> dict[str, list[str]]:
+# Names exports give a row-number column (pandas' index, R's row names read back by
+# readr as "...1"); short generic names like "x" or "n" are left alone: too often real.
+_ROW_NUMBER_NAMES = frozenset(
+    {
+        "",
+        "index",
+        "idx",
+        "row",
+        "rows",
+        "rownum",
+        "row_num",
+        "row_number",
+        "rownumber",
+        "row_id",
+        "rowid",
+        "row_index",
+        "level_0",
+        "...1",
+        "#",
+        "id",
+    }
+)
+_UNNAMED = re.compile(r"^unnamed:\s*\d+(_level_\d+)?$")
+
+
+def _looks_like_row_number(name: str, col: dict[str, Any], n_rows: int | None, values: Any) -> bool:
+    if col.get("kind") != "numeric":
+        return False
+    key = str(name).strip().lower()
+    if _UNNAMED.match(key) or key == "":
+        return True  # the header pandas (to_csv) and R (write.csv) leave for the row names
+    if key not in _ROW_NUMBER_NAMES:
+        return False
+    # The whole dataset's profile: n distinct integers from 0 or 1 up to n-1 or n.
+    low, high, distinct = col.get("min"), col.get("max"), col.get("n_unique")
+    if n_rows and low in (0, 1) and distinct == n_rows and high == low + n_rows - 1:
+        return True
+    if values is None:
+        return False
+    # The training rows themselves: distinct integers from 0 or 1, strictly increasing.
+    numbers = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(
+        dtype="float64", na_value=np.nan
+    )
+    if numbers.size < 2 or not np.isfinite(numbers).all() or (numbers != np.round(numbers)).any():
+        return False
+    return numbers[0] in (0.0, 1.0) and bool(np.all(np.diff(numbers) > 0))
+
+
+def row_number_columns(schema: Schema, frame: pd.DataFrame | None = None) -> list[str]:
+    """Feature columns that hold a row number, which is never a feature (see the module
+    docstring); judged from the schema's profile and, when given, the training rows."""
+    n_rows = schema.get("n_rows")
+    found = []
+    for name in feature_columns(schema):
+        if name == schema.get("time_column"):
+            continue
+        values = frame[name] if frame is not None and name in frame.columns else None
+        if _looks_like_row_number(name, schema["columns"][name], n_rows, values):
+            found.append(name)
+    return found
+
+
+def _used_columns(
+    schema: Schema,
+    *,
+    absolute_time: bool = False,
+    time_unit: str | None = None,
+    row_numbers: Sequence[str] = (),
+) -> dict[str, list[str]]:
     time_col = schema.get("time_column")
-    datetimes = columns_of_kind(schema, "datetime")
-
-    def not_key(columns: list[str]) -> list[str]:
-        # A non-datetime time column is only the split key (see the module docstring).
-        return [c for c in columns if c != time_col]
-
+    time_kind = schema["columns"].get(time_col, {}).get("kind") if time_col else None
+    skip = set(row_numbers)
+    if time_col:
+        skip.add(time_col)
+    datetimes = [c for c in columns_of_kind(schema, "datetime") if c not in skip]
+    numeric = [c for c in columns_of_kind(schema, "numeric") if c not in skip]
+    if time_kind == "datetime":
+        datetimes.append(time_col)
+    elif time_kind == "numeric":
+        if time_unit in ("s", "ms", "us", "ns"):
+            datetimes.append(time_col)  # epoch times: read as times
+        elif absolute_time:
+            numeric.append(time_col)  # a year, or numbers of no known unit
     return {
-        "numeric": not_key(columns_of_kind(schema, "numeric")),
-        "categorical": not_key(columns_of_kind(schema, "categorical")),
-        "boolean": not_key(columns_of_kind(schema, "boolean")),
+        "numeric": numeric,
+        "categorical": [c for c in columns_of_kind(schema, "categorical") if c not in skip],
+        "boolean": [c for c in columns_of_kind(schema, "boolean") if c not in skip],
         "datetime": datetimes,
     }
 
 
 def build_feature_transformer(
-    schema: Schema, *, max_categories: int = DEFAULT_MAX_CATEGORIES
+    schema: Schema,
+    *,
+    max_categories: int = DEFAULT_MAX_CATEGORIES,
+    absolute_time: bool = False,
+    time_unit: str | None = None,
+    row_numbers: Sequence[str] = (),
 ) -> Pipeline:
-    """The unfitted preprocessing pipeline for ``schema`` (pandas float32 output)."""
-    used = _used_columns(schema)
+    """The unfitted preprocessing pipeline for ``schema`` (pandas float32 output).
+
+    ``absolute_time`` adds the time column's year and days since 1970 (or a numeric
+    time column itself); ``time_unit`` is what a numeric time column holds
+    (``numeric_time_unit``); ``row_numbers`` are columns left out as row numbers
+    (``row_number_columns`` finds them; the schema's own profile is always checked).
+    """
+    row_numbers = list(dict.fromkeys([*row_numbers, *row_number_columns(schema)]))
+    used = _used_columns(
+        schema, absolute_time=absolute_time, time_unit=time_unit, row_numbers=row_numbers
+    )
     numeric, datetimes = used["numeric"], used["datetime"]
     categorical = used["categorical"] + used["boolean"]
     if not (numeric or categorical or datetimes):
@@ -352,16 +487,23 @@ def build_feature_transformer(
         )
         transformers.append(("cat", encoder, categorical))
     if datetimes:
-        parts = DateParts(days_since_epoch=tuple(c for c in datetimes if c != time_col))
+        absolute = [c for c in datetimes if c != time_col or absolute_time]
+        parts = DateParts(
+            days_since_epoch=tuple(absolute),
+            recurring_only=tuple(c for c in datetimes if c not in absolute),
+        )
         impute = SimpleImputer(strategy=_median, keep_empty_features=True)
         transformers.append(("dt", Pipeline([("parts", parts), ("impute", impute)]), datetimes))
 
+    epoch = time_col in datetimes and schema["columns"][time_col].get("kind") == "numeric"
     check = InputCheck(
-        columns=tuple(feature_columns(schema)),
+        # A row number is not asked for: the model does not use it.
+        columns=tuple(c for c in feature_columns(schema) if c not in row_numbers),
         numeric=tuple(numeric),
         categorical=tuple(used["categorical"]),
         boolean=tuple(used["boolean"]),
         datetime=tuple(datetimes),
+        epoch_units={time_col: time_unit} if epoch else None,
     )
     pipeline = Pipeline(
         [
@@ -373,9 +515,22 @@ def build_feature_transformer(
     return pipeline.set_output(transform="pandas")
 
 
-def fit_features(train_df: pd.DataFrame, schema: Schema, **kwargs: Any) -> Pipeline:
+def fit_features(
+    train_df: pd.DataFrame, schema: Schema, *, absolute_time: bool = False, **kwargs: Any
+) -> Pipeline:
     """Build and fit the preprocessing on the training split (and nothing else)."""
-    return build_feature_transformer(schema, **kwargs).fit(train_df)
+    time_col = schema.get("time_column")
+    time_unit = None
+    if time_col and schema["columns"].get(time_col, {}).get("kind") == "numeric":
+        if time_col in train_df.columns:
+            time_unit = numeric_time_unit(train_df[time_col])
+    return build_feature_transformer(
+        schema,
+        absolute_time=absolute_time,
+        time_unit=time_unit,
+        row_numbers=row_number_columns(schema, train_df),
+        **kwargs,
+    ).fit(train_df)
 
 
 def categorical_output_columns(columns: Iterable[str]) -> list[str]:
@@ -387,7 +542,13 @@ def feature_summary(fitted: Pipeline, schema: Schema) -> dict[str, Any]:
     """What the fitted preprocessing does, for the run report (JSON-able)."""
     outputs = [str(c) for c in fitted.get_feature_names_out()]
     columns: ColumnTransformer = fitted.named_steps["columns"]
-    used = _used_columns(schema)
+    check: InputCheck = fitted.named_steps["check"]
+    used = {
+        "numeric": list(check.numeric),
+        "categorical": list(check.categorical),
+        "boolean": list(check.boolean),
+        "datetime": list(check.datetime),
+    }
     used_all = [c for kind in used.values() for c in kind]
     summary: dict[str, Any] = {
         "input_columns": feature_columns(schema),
@@ -399,6 +560,8 @@ def feature_summary(fitted: Pipeline, schema: Schema) -> dict[str, Any]:
             "datetime": [c for c in outputs if c.startswith(DATETIME_PREFIX)],
         },
         "n_output_columns": len(outputs),
+        "row_number_columns": [c for c in feature_columns(schema) if c not in check.columns],
+        "time_column": _time_summary(fitted, schema),
         "missing_indicators": [],
         "categories": {},
         "infrequent_categories": {},
@@ -420,6 +583,20 @@ def feature_summary(fitted: Pipeline, schema: Schema) -> dict[str, Any]:
     return summary
 
 
+def _time_summary(fitted: Pipeline, schema: Schema) -> dict[str, Any] | None:
+    time_col = schema.get("time_column")
+    if not time_col:
+        return None
+    outputs = [str(c) for c in fitted.get_feature_names_out()]
+    mine = [
+        c
+        for c in outputs
+        if c == f"{NUMERIC_PREFIX}{time_col}" or c.startswith(f"{DATETIME_PREFIX}{time_col}_")
+    ]
+    units = getattr(fitted.named_steps["check"], "epoch_units", None) or {}
+    return {"column": time_col, "features": mine, "epoch_unit": units.get(time_col)}
+
+
 def _is_missing(value: Any) -> bool:
     return isinstance(value, float) and np.isnan(value)
 
@@ -437,6 +614,7 @@ def features_op(
     schema: Input[Artifact],
     transformer: Output[Model],
     summary: Output[Artifact],
+    config: dict = {},  # noqa: B006 (KFP reads the default; it is never mutated)
 ):
     """Fit the preprocessing on the training split only; it becomes part of the model."""
     import json
@@ -445,13 +623,19 @@ def features_op(
 
     from kubeloop.components.features import feature_summary, fit_features
     from kubeloop.components.ingest import read_parquet
+    from kubeloop.config import Config
     from kubeloop.progress import stage
 
     with stage("features") as st:
         sch = json.loads(open(schema.path).read())
-        fitted = fit_features(read_parquet(train.path), sch)
+        cfg = Config.from_dict(config)
+        fitted = fit_features(
+            read_parquet(train.path), sch, absolute_time=cfg.features.absolute_time
+        )
         joblib.dump(fitted, transformer.path)
         info = feature_summary(fitted, sch)
         with open(summary.path, "w") as f:
             json.dump(info, f, indent=2, default=str)
-        st.result = f"{len(info['input_columns'])} input -> {info['n_output_columns']} model columns"
+        st.result = (
+            f"{len(info['input_columns'])} input -> {info['n_output_columns']} model columns"
+        )

@@ -10,8 +10,10 @@ from the schema, in this order of precedence:
    times never straddle a cut. Rows with a missing time go to train.
 2. ``time_column`` and ``id_column`` set -> **temporal_group**: time still wins,
    but each id is placed whole in the split of its first appearance (its earliest
-   time), so no id is in two splits. Later rows of an id that entered early stay
-   with it, so this mode orders *entry times* of ids, not every row's time.
+   time), so no id is in two splits. An id that entered early may have later rows
+   inside or after the test period; those rows are dropped from train and valid
+   (moving them to test would put the id in two splits), so no training or
+   validation row is as new as the test period. The summary counts them.
 3. ``id_column`` set -> **group**: ids are shuffled into the splits with
    scikit-learn's ``GroupShuffleSplit`` (twice); the fractions apply to ids, so
    the row counts follow the ids' sizes. Rows with a missing id count as their own
@@ -19,8 +21,13 @@ from the schema, in this order of precedence:
 4. Otherwise **stratified** for classification (``train_test_split`` with
    ``stratify``, twice) and **random** for regression.
 
+The time column may hold dates and times, or numbers (a year such as 1987, or
+epoch seconds or milliseconds): only their order matters here.
+
 Everything is deterministic for a given ``SplitConfig.seed``. The stage works on
-row positions and copies the data once, when the three frames are cut out.
+row positions and copies the data once, when the three frames are cut out. Before
+returning, it checks its own result (``assert_disjoint``): a row, an identical
+row, an id or a time range in two splits raises ``SplitError``.
 """
 
 from __future__ import annotations
@@ -84,11 +91,15 @@ def split_dataset(df: pd.DataFrame, schema: Schema, cfg: SplitConfig) -> Splits:
             f"(columns: {list(df.columns)[:20]})"
         )
 
-    duplicated = _duplicated_rows(df)
+    hashes = _row_hashes(df)
+    duplicated = _duplicated(hashes)
     n_duplicates = int(duplicated.sum())
     pos = np.flatnonzero(~duplicated)
+    n_newer = 0
     if strategy in TEMPORAL_STRATEGIES:
         parts, stratified = _temporal(df, pos, schema, cfg, n_duplicates), False
+        if strategy == "temporal_group":
+            parts, n_newer = _drop_rows_newer_than_test(df, parts, schema["time_column"])
     elif strategy == "group":
         parts, stratified = _grouped(df, pos, schema["id_column"], cfg, n_duplicates), False
     else:
@@ -101,7 +112,17 @@ def split_dataset(df: pd.DataFrame, schema: Schema, cfg: SplitConfig) -> Splits:
     if schema["task"] == "classification":
         _require_classes_in_train(frames, target, len(pos), cfg)
     summary = _summary(frames, schema, strategy, stratified, cfg, len(df), n_duplicates)
-    return Splits(**frames, summary=summary, source_rows=parts)
+    summary["rows"]["newer_than_test_dropped"] = n_newer
+    if n_newer:
+        summary["warnings"].append(
+            f"{n_newer} train/valid row(s) of ids that entered before the test period are from "
+            f"the test period or later ({schema['time_column']!r}); they were dropped so that no "
+            "training row is newer than the test period"
+        )
+    splits = Splits(**frames, summary=summary, source_rows=parts)
+    # The split checks itself: the row hashes are the ones duplicates were found with.
+    _check_disjoint(splits, schema, {name: hashes[p] for name, p in parts.items()})
+    return splits
 
 
 def _rows(df: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
@@ -111,8 +132,8 @@ def _rows(df: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
     return frame
 
 
-def _duplicated_rows(df: pd.DataFrame) -> np.ndarray:
-    """Rows equal to an earlier row, found through one 64-bit hash per row.
+def _row_hashes(df: pd.DataFrame) -> np.ndarray:
+    """One 64-bit hash per row (within this process: equal rows, equal hashes).
 
     ``DataFrame.duplicated`` factorizes every column into an int64 array at once
     (on 1M rows x 20 columns, 160 MB beside the data); hashing folds the columns
@@ -120,14 +141,29 @@ def _duplicated_rows(df: pd.DataFrame) -> np.ndarray:
     probability about n^2 / 2^65 (3e-8 for a million rows).
     """
     if df.shape[1] == 0 or len(df) == 0:
-        return np.zeros(len(df), dtype=bool)
-    hashes = pd.util.hash_pandas_object(df, index=False)
-    return hashes.duplicated(keep="first").to_numpy()
+        return np.zeros(len(df), dtype=np.uint64)
+    return pd.util.hash_pandas_object(df, index=False).to_numpy()
+
+
+def _duplicated(hashes: np.ndarray) -> np.ndarray:
+    """Rows equal to an earlier row."""
+    if hashes.size == 0:
+        return np.zeros(0, dtype=bool)
+    return pd.Series(hashes).duplicated(keep="first").to_numpy()
+
+
+def _duplicated_rows(df: pd.DataFrame) -> np.ndarray:
+    return _duplicated(_row_hashes(df))
 
 
 def assert_disjoint(splits: Splits, schema: Schema) -> None:
     """Raise ``SplitError`` if a row, an identical row, an id or (temporal) a time range
-    is shared by two splits."""
+    is shared by two splits, or (with an id and a time column) a train or valid row
+    is as new as the test period."""
+    _check_disjoint(splits, schema, None)
+
+
+def _check_disjoint(splits: Splits, schema: Schema, hashes: dict[str, np.ndarray] | None) -> None:
     frames = splits.frames()
     problems: list[str] = []
     pairs = [("train", "valid"), ("train", "test"), ("valid", "test")]
@@ -141,7 +177,8 @@ def assert_disjoint(splits: Splits, schema: Schema) -> None:
                     f"(positions {shared[:5].tolist()})"
                 )
 
-    hashes = {n: pd.util.hash_pandas_object(f, index=False).to_numpy() for n, f in frames.items()}
+    if hashes is None:
+        hashes = {n: _row_hashes(f) for n, f in frames.items()}
     for a, b in pairs:
         shared = np.intersect1d(hashes[a], hashes[b])
         if shared.size:
@@ -173,6 +210,19 @@ def assert_disjoint(splits: Splits, schema: Schema) -> None:
             if ranges[a] and ranges[b] and ranges[a][1] >= ranges[b][0]:
                 what = "entry times of ids" if id_col else "times"
                 problems.append(f"the {what} in {a} reach into those of {b} ({time_col!r})")
+        if id_col:
+            own = {}
+            for name, frame in frames.items():
+                key, missing = _time_key(frame[time_col], time_col)
+                present = key[~missing]
+                own[name] = (present.min(), present.max()) if present.size else None
+            for a in ("train", "valid"):
+                if own[a] and own["test"] and own[a][1] >= own["test"][0]:
+                    problems.append(
+                        f"{a} holds rows as new as the test period ({time_col!r} up to "
+                        f"{_jsonable(frames[a][time_col].max())}, the test period starts at "
+                        f"{_jsonable(frames['test'][time_col].min())})"
+                    )
 
     if problems:
         raise SplitError("splits overlap: " + "; ".join(problems))
@@ -308,6 +358,10 @@ def _time_key(times: pd.Series, name: str) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(times.dtype, pd.DatetimeTZDtype) and not pd.api.types.is_datetime64_dtype(
         times
     ):
+        numbers = pd.to_numeric(times, errors="coerce")
+        if numbers.notna().sum() == times.notna().sum() and times.notna().any():
+            # A year or an epoch time read as text (e.g. from a CSV with stray quotes).
+            return _time_key(numbers, name)
         try:
             times = parse_datetimes(times)
         except (ValueError, TypeError, OverflowError) as exc:
@@ -377,6 +431,25 @@ def _temporal(
     _require_non_empty(sizes, n, "rows", cfg, n_dup, hint)
     ordered = pos[order]
     return {"train": ordered[:cut1], "valid": ordered[cut1:cut2], "test": ordered[cut2:]}
+
+
+def _drop_rows_newer_than_test(
+    df: pd.DataFrame, parts: dict[str, np.ndarray], time_col: str
+) -> tuple[dict[str, np.ndarray], int]:
+    """Train and valid rows whose own time is at or after the first test time, removed."""
+    test_key, test_missing = _time_key(df[time_col].iloc[parts["test"]], time_col)
+    present = test_key[~test_missing]
+    if not present.size:
+        return parts, 0
+    start = present.min()
+    dropped = 0
+    out = dict(parts)
+    for name in ("train", "valid"):
+        key, missing = _time_key(df[time_col].iloc[parts[name]], time_col)
+        newer = ~missing & (key >= start)
+        dropped += int(newer.sum())
+        out[name] = parts[name][~newer]
+    return out, dropped
 
 
 # --- summary --------------------------------------------------------------------------
@@ -496,7 +569,9 @@ def split_op(
             out.metadata["rows"] = len(frame)
         with open(summary.path, "w") as f:
             json.dump(splits.summary, f, indent=2, default=str)
+        newer = splits.summary["rows"].get("newer_than_test_dropped", 0)
         st.result = (
             f"{splits.summary.get('strategy', '?')}: train {len(splits.train):,}, "
             f"valid {len(splits.valid):,}, test {len(splits.test):,}"
+            + (f"; {newer:,} train/valid rows from the test period dropped" if newer else "")
         )

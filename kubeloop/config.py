@@ -101,6 +101,38 @@ class GateConfig(_Section):
     guardrails: list[GuardrailConfig] | None = None
     # With no champion the challenger must beat the trivial baseline by this much.
     min_lift_over_baseline: float = Field(0.0, ge=0)
+    # Every comparison is paired on the same test rows and bootstrapped: the lower end
+    # of the improvement's interval at this confidence must clear min_improvement (and
+    # a guardrail's worse end must stay within its tolerance).
+    confidence: float = Field(0.95, gt=0, lt=1)
+    bootstrap_samples: int = Field(1000, ge=100, le=100_000)
+    # Above this many compared rows the replicates come from a sample of this size,
+    # their spread scaled to all rows (kubeloop.paired): bounded time on big test sets.
+    bootstrap_max_rows: int = Field(20_000, ge=1000)
+    bootstrap_seed: int = 0
+    # Fewer shared test rows than this (after leaving out the rows the champion was
+    # trained or validated on) never promote: the difference would be noise.
+    min_test_rows: int = Field(50, ge=1)
+    # A production model that cannot be loaded or scored any more (a library upgrade,
+    # a missing file): compare_to_baseline judges the challenger as if there were no
+    # champion (the reason is recorded); block rejects every challenger until a person
+    # acts (e.g. moves `production` to a version that loads).
+    on_champion_error: Literal["compare_to_baseline", "block"] = "compare_to_baseline"
+    # Row fingerprints stored with each version: exact up to this many rows, above it a
+    # Bloom filter with this false-positive rate (a false positive only drops a test
+    # row from the comparison, it never lets a seen row in).
+    fingerprint_exact_rows: int = Field(1_000_000, ge=0)
+    fingerprint_false_positive_rate: float = Field(0.001, gt=0, lt=0.5)
+
+
+class FeaturesConfig(_Section):
+    """What the feature step derives from the data."""
+
+    # Absolute time from the time column (its year, days since 1970, or a numeric
+    # year/epoch time column itself). Off by default: under a time split the test
+    # period lies beyond every training value, so a model can only extrapolate from
+    # it; the recurring parts (month, day, day of week, hour) are always used.
+    absolute_time: bool = False
 
 
 class ValidationConfig(_Section):
@@ -262,6 +294,7 @@ class Config(_Section):
     split: SplitConfig = Field(default_factory=SplitConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)

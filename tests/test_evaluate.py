@@ -814,3 +814,314 @@ def test_evaluation_is_json_without_nan_for_degenerate_test(churn):
     text = json.dumps(ev.to_dict(), allow_nan=False)
     assert isinstance(Evaluation(**json.loads(text)), Evaluation)
     assert "roc_auc" in report_markdown(ev, model_name="m")
+
+
+# ---------------------------------------------------------------------------
+# Champion and challenger on the same unseen rows
+
+
+def _rows_of(frames, schema):
+    from kubeloop.fingerprints import FingerprintSet, fingerprint_columns
+
+    return FingerprintSet.from_frames(frames, fingerprint_columns(schema))
+
+
+def _forest(train, seed=0, drop=(), leaf=10):
+    cols = [c for c in ("region", "member", "tenure", "spend") if c not in drop]
+    cat = [c for c in ("region", "member") if c in cols]
+    num = [c for c in ("tenure", "spend") if c in cols]
+    features = ColumnTransformer(
+        [("cat", OneHotEncoder(handle_unknown="ignore"), cat), ("num", "passthrough", num)]
+    )
+    model = Pipeline(
+        [
+            ("features", features),
+            (
+                "model",
+                RandomForestClassifier(
+                    n_estimators=60, min_samples_leaf=leaf, random_state=seed, n_jobs=1
+                ),
+            ),
+        ]
+    )
+    return model.fit(train[cols], train["churned"])
+
+
+def test_rows_the_champion_saw_are_left_out_and_its_metrics_are_on_the_rest(churn):
+    train, test, model, baseline = churn
+    schema = _schema()
+    champion = _forest(train, leaf=1)  # grown out: near perfect on its own rows
+    # Today's test set holds 400 rows the champion was trained on and 1500 new ones.
+    mixed = pd.concat([train.iloc[:400], test], ignore_index=True)
+    ev = evaluate(
+        model,
+        mixed,
+        schema,
+        _eval_cfg(),
+        primary_metric="roc_auc",
+        baseline=baseline,
+        champion=champion,
+        champion_rows=_rows_of([train], schema),
+        champion_version="v1",
+    )
+    comp = ev.champion_comparison
+    assert (comp["n_test_rows"], comp["n_excluded"], comp["n_rows"]) == (1900, 400, 1500)
+    assert "400" in comp["exclusion"]["reason"] and comp["exclusion"]["method"] == "exact"
+    X = test.drop(columns=["churned", "gender"])
+    on_new = classification_metrics(
+        test["churned"],
+        champion.predict_proba(X[["region", "member", "tenure", "spend"]]),
+        champion.classes_,
+        positive_label="yes",
+    )
+    assert ev.champion_metrics == pytest.approx(on_new, abs=1e-12)
+    assert comp["challenger_metrics"]["roc_auc"] == pytest.approx(
+        classification_metrics(
+            test["churned"], model.predict_proba(X), model.classes_, positive_label="yes"
+        )["roc_auc"]
+    )
+    p = comp["paired"]["roc_auc"]
+    assert set(comp["paired"]) == {"roc_auc", "log_loss", "f1"}
+    assert p["n_rows"] == 1500 and p["reference"] == pytest.approx(on_new["roc_auc"])
+    assert p["low"] <= p["estimate"] <= p["high"]
+    # Without the fingerprints the forest is scored on its own training rows as well.
+    blind = evaluate(model, mixed, schema, _eval_cfg(), primary_metric="roc_auc", champion=champion)
+    assert blind.champion_comparison["n_excluded"] == 0
+    assert "no stored row fingerprints" in blind.champion_comparison["note"]
+    assert blind.champion_metrics["roc_auc"] > ev.champion_metrics["roc_auc"] + 0.03
+    # The baseline is paired with the challenger on every labelled test row.
+    assert ev.baseline_comparison["n_rows"] == 1900
+    assert ev.baseline_comparison["paired"]["roc_auc"]["reference"] == pytest.approx(0.5)
+    json.dumps(ev.to_dict(), allow_nan=False)
+    md = report_markdown(ev, model_name="churn")
+    assert "1,500" in md and "400" in md and "95% interval" in md
+
+
+def test_champion_score_at_the_gate_matches_its_own_held_out_score():
+    """Retraining on a superset: with a random split about a third of today's test
+    rows were in the champion's training set; left out, the champion's score at the
+    gate agrees with the score it had on its own held-out rows."""
+    from kubeloop.components.split import split_dataset
+    from kubeloop.config import SplitConfig
+
+    schema = _schema()
+    old = _churn_frame(3000, 11)
+    new = pd.concat([old, _churn_frame(1500, 12)], ignore_index=True)
+    first = split_dataset(old, schema, SplitConfig(train=0.6, valid=0.2, test=0.2))
+    champion = _forest(first.train, leaf=1)
+    X_cols = ["region", "member", "tenure", "spend"]
+    held_out = classification_metrics(
+        first.test["churned"],
+        champion.predict_proba(first.test[X_cols]),
+        champion.classes_,
+        positive_label="yes",
+    )["roc_auc"]
+    second = split_dataset(new, schema, SplitConfig(seed=5))
+    challenger = _forest(second.train, seed=1)
+    rows = _rows_of([first.train, first.valid], schema)
+    ev = evaluate(
+        challenger,
+        second.test,
+        schema,
+        _eval_cfg(),
+        primary_metric="roc_auc",
+        champion=champion,
+        champion_rows=rows,
+    )
+    blind = evaluate(
+        challenger, second.test, schema, _eval_cfg(), primary_metric="roc_auc", champion=champion
+    )
+    comp = ev.champion_comparison
+    assert comp["n_excluded"] > 0.3 * comp["n_test_rows"]
+    gate_score, inflated = ev.champion_metrics["roc_auc"], blind.champion_metrics["roc_auc"]
+    assert abs(gate_score - held_out) < 0.04, (gate_score, held_out)
+    assert inflated > held_out + 0.04, (inflated, held_out)
+
+
+def _decide(challenger, champion, rows, test, baseline, **gate):
+    from kubeloop.components.gate import decide_from_evaluation
+    from kubeloop.config import Config
+
+    cfg = Config.from_dict({"evaluation": {"stability_seeds": 0}, "gate": gate})
+    from kubeloop.components.evaluate import Champion, evaluate_step
+
+    doc = evaluate_step(
+        challenger, baseline, test, None, _schema(), cfg, Champion("v1", model=champion, rows=rows)
+    )
+    return decide_from_evaluation(doc, cfg.gate), doc
+
+
+@pytest.mark.parametrize(
+    "challenger_drops,champion_drops,expected,words",
+    [
+        (
+            (),
+            ("member", "region"),
+            "promote",
+            "beats the champion v1",
+        ),  # sees what the champion did not
+        (("member", "region"), (), "reject", "does not beat"),  # worse
+        ((), (), "reject", "does not beat"),  # the same model: a tie never promotes
+    ],
+    ids=["better", "worse", "equal"],
+)
+def test_gate_on_paired_estimates_end_to_end(
+    churn, challenger_drops, champion_drops, expected, words
+):
+    train, test, _, baseline = churn
+    champion = _forest(train, seed=0, drop=champion_drops)
+    challenger = _forest(train, seed=0, drop=challenger_drops)
+    d, doc = _decide(challenger, champion, _rows_of([train], _schema()), test, baseline)
+    assert d.decision == expected, d.reason
+    assert words in d.reason and f"{len(test):,} rows" in d.reason
+    assert doc["champion_metrics"] == doc["champion_comparison"]["reference_metrics"]
+
+
+def test_predict_like_moves_other_classes_into_the_challengers_order(churn):
+    train, test, _, _ = churn
+    schema = _schema()
+    schema["labels"], schema["positive_label"] = ["a", "b", "c"], None
+
+    def three(f):
+        return f.assign(churned=np.select([f["tenure"] < 10, f["tenure"] < 25], ["a", "b"], "c"))
+
+    train3, test3 = three(train), three(test)
+    X = train3.drop(columns=["churned", "gender"])
+    model = _pipeline(LogisticRegression(max_iter=500)).fit(X, train3["churned"])
+    # An older champion that never saw class "a".
+    older = train3[train3["churned"] != "a"]
+    champion = _pipeline(LogisticRegression(max_iter=500)).fit(
+        older.drop(columns=["churned", "gender"]), older["churned"]
+    )
+    from kubeloop.components.evaluate import predict_like
+
+    ref = predict(model, test3, schema)
+    got = predict_like(champion, test3, schema, ref, who="the production model")
+    assert got.classes == ref.classes == ["a", "b", "c"] and (got.y == ref.y).all()
+    own = champion.predict_proba(test3.drop(columns=["churned", "gender"]))
+    assert (got.proba[:, 0] == 0).all()
+    assert np.allclose(got.proba[:, 1:], own)
+
+
+# ---------------------------------------------------------------------------
+# The production model from the registry
+
+
+@pytest.fixture
+def registry(tmp_path):
+    from kubeloop.registry import Registry
+
+    return Registry(str(tmp_path / "registry"))
+
+
+def _register(registry, model, *, rows: bytes | None = None, raw: bytes | None = None):
+    import io
+
+    import joblib
+
+    buf = io.BytesIO()
+    joblib.dump(model, buf)
+    files = {"model/model.joblib": raw if raw is not None else buf.getvalue()}
+    if rows is not None:
+        from kubeloop.fingerprints import REGISTRY_FILE
+
+        files[REGISTRY_FILE] = rows
+    info = registry.register("churn", files)
+    registry.set_alias("churn", "production", info.version)
+    return info.version
+
+
+def test_load_champion_without_production_is_empty(registry):
+    from kubeloop.components.evaluate import Champion, load_champion
+
+    assert load_champion(registry, "churn") == Champion()
+
+
+def test_load_champion_with_fingerprints(registry, churn):
+    from kubeloop.components.evaluate import load_champion
+    from kubeloop.fingerprints import rows_file
+
+    train, test, model, _ = churn
+    version = _register(registry, model, rows=rows_file([train], _schema()))
+    got = load_champion(registry, "churn")
+    assert got.version == version and got.error is None and got.note is None
+    assert got.rows.n_rows == len(train) and got.rows.contains_rows(train).all()
+    assert np.allclose(
+        got.model.predict_proba(test.drop(columns=["churned", "gender"])),
+        model.predict_proba(test.drop(columns=["churned", "gender"])),
+    )
+
+
+def test_load_champion_registered_without_fingerprints_says_so(registry, churn):
+    from kubeloop.components.evaluate import load_champion
+
+    _register(registry, churn[2])
+    got = load_champion(registry, "churn")
+    assert got.model is not None and got.rows is None and "without row fingerprints" in got.note
+
+
+@pytest.mark.parametrize(
+    "raw,words",
+    [
+        # a pickle naming a module that no longer exists (a library upgrade or removal)
+        (
+            b"\x80\x04\x95\x1d\x00\x00\x00\x00\x00\x00\x00\x8c\x0egone_module_xy\x94\x8c\x01C\x94\x93\x94.",
+            "gone_module_xy",
+        ),
+        (b"not a pickle at all", "Error"),
+    ],
+    ids=["missing-module", "garbage"],
+)
+def test_load_champion_that_cannot_be_loaded_records_why(registry, raw, words):
+    from kubeloop.components.evaluate import load_champion
+
+    version = _register(registry, None, raw=raw)
+    got = load_champion(registry, "churn")
+    assert got.version == version and got.model is None and words in got.error
+
+
+def test_evaluate_step_with_a_broken_champion_gives_an_outcome_not_a_crash(registry, churn):
+    from kubeloop.components.evaluate import evaluate_step, load_champion
+    from kubeloop.components.gate import decide_from_evaluation
+    from kubeloop.config import Config
+
+    train, test, model, baseline = churn
+    _register(registry, None, raw=b"garbage")
+    for mode, expected in (("compare_to_baseline", "promote"), ("block", "reject")):
+        cfg = Config.from_dict(
+            {"evaluation": {"stability_seeds": 0}, "gate": {"on_champion_error": mode}}
+        )
+        doc = evaluate_step(
+            model, baseline, test, None, _schema(), cfg, load_champion(registry, "churn")
+        )
+        assert doc["champion_error"] and doc["champion_metrics"] is None
+        assert doc["champion_version"] == "v1"
+        json.dumps(doc, allow_nan=False)
+        d = decide_from_evaluation(doc, cfg.gate)
+        assert d.decision == expected and "v1" in (d.reason + " ".join(d.notes))
+        assert "could not be loaded or scored" in report_markdown(doc, model_name="churn")
+
+
+def test_a_test_set_the_champion_saw_entirely_is_too_few_rows(churn):
+    from kubeloop.components.gate import decide_from_evaluation
+    from kubeloop.config import GateConfig
+
+    train, test, model, baseline = churn
+    champion = _forest(train)
+    ev = evaluate(
+        model,
+        train.iloc[:300],
+        _schema(),
+        _eval_cfg(),
+        primary_metric="roc_auc",
+        baseline=baseline,
+        champion=champion,
+        champion_rows=_rows_of([train], _schema()),
+        champion_version="v4",
+    )
+    doc = json.loads(json.dumps(ev.to_dict(), allow_nan=False))
+    assert doc["champion_comparison"]["n_rows"] == 0
+    assert doc["champion_comparison"]["n_excluded"] == 300
+    assert all(v is None for v in doc["champion_metrics"].values())
+    d = decide_from_evaluation(doc, GateConfig())
+    assert d.decision == "reject" and "too few rows" in d.reason and "300" in d.reason

@@ -90,7 +90,8 @@ def test_output_is_float32_with_names_by_prefix(fitted, train):
     assert by_prefix["num__"] == ["num__age", "num__missingindicator_spend", "num__spend"]
     assert by_prefix["cat__"] == ["cat__is_member", "cat__plan", "cat__region"]
     assert by_prefix["dt__"] == sorted(
-        [f"dt__signup_at_{p}" for p in ("year", "month", "day", "dayofweek")]
+        # The time column: only the parts that recur.
+        [f"dt__signup_at_{p}" for p in ("month", "day", "dayofweek")]
         + [
             f"dt__last_login_{p}"
             for p in ("year", "month", "day", "dayofweek", "hour", "days_since_epoch")
@@ -248,11 +249,140 @@ def test_date_parts_are_right_for_known_dates():
         )
 
 
-def test_time_column_gets_no_days_since_epoch_and_no_hour_without_time_of_day(fitted):
+def test_time_column_gets_no_absolute_time_and_no_hour_without_time_of_day(fitted):
     names = [str(c) for c in fitted.get_feature_names_out()]
-    assert "dt__signup_at_days_since_epoch" not in names
+    assert "dt__signup_at_days_since_epoch" not in names and "dt__signup_at_year" not in names
     assert "dt__signup_at_hour" not in names  # signup_at holds dates only
     assert "dt__last_login_hour" in names
+
+
+def test_absolute_time_of_the_time_column_only_when_asked(train):
+    fitted = fit_features(train, SCHEMA, absolute_time=True)
+    names = [str(c) for c in fitted.get_feature_names_out()]
+    assert {"dt__signup_at_year", "dt__signup_at_days_since_epoch"} <= set(names)
+    out = fitted.transform(train)
+    assert (out["dt__signup_at_year"] == train["signup_at"].dt.year).all()
+
+
+def _time_schema(kind: str = "numeric") -> dict:
+    return {
+        "target": "y",
+        "task": "regression",
+        "time_column": "t",
+        "columns": {
+            "t": {"kind": kind, "role": "time"},
+            "x": {"kind": "numeric", "role": "feature"},
+            "y": {"kind": "numeric", "role": "target"},
+        },
+    }
+
+
+def test_a_numeric_year_time_column_is_not_a_feature_by_default():
+    frame = pd.DataFrame({"t": np.arange(1987, 2021), "x": np.arange(34.0), "y": np.arange(34.0)})
+    fitted = fit_features(frame, _time_schema())
+    assert [str(c) for c in fitted.get_feature_names_out()] == ["num__x"]
+    summary = feature_summary(fitted, _time_schema())
+    assert summary["time_column"] == {"column": "t", "features": [], "epoch_unit": None}
+    assert summary["unused_input_columns"] == ["t"]
+    # Asked for, the year is a plain number.
+    absolute = fit_features(frame, _time_schema(), absolute_time=True)
+    assert "num__t" in [str(c) for c in absolute.get_feature_names_out()]
+
+
+@pytest.mark.parametrize("unit,scale", [("s", 1), ("ms", 1000)])
+def test_an_epoch_time_column_gives_its_recurring_parts(unit, scale):
+    stamps = pd.to_datetime(["2024-02-29 13:00", "2023-07-04 06:30", "2021-01-01 00:00"])
+    epoch = (stamps.astype("int64") // 10**9 * scale).to_numpy()
+    frame = pd.DataFrame({"t": epoch, "x": [1.0, 2.0, 3.0], "y": [1.0, 2.0, 3.0]})
+    fitted = fit_features(frame, _time_schema())
+    names = [str(c) for c in fitted.get_feature_names_out()]
+    assert names == ["num__x"] + [f"dt__t_{p}" for p in ("month", "day", "dayofweek", "hour")]
+    out = fitted.transform(frame)
+    assert out["dt__t_month"].tolist() == [2, 7, 1] and out["dt__t_hour"].tolist() == [13, 6, 0]
+    assert feature_summary(fitted, _time_schema())["time_column"]["epoch_unit"] == unit
+    # Serving sends the same numbers, also as text.
+    again = fitted.transform(frame.assign(t=[str(v) for v in epoch]))
+    pd.testing.assert_frame_equal(again, out)
+
+
+@pytest.mark.parametrize(
+    "values,unit",
+    [
+        ([1987, 2020, 2001], "year"),
+        ([1.6e9, 1.7e9], "s"),
+        ([1.6e12, 1.7e12], "ms"),
+        ([1.6e15], "us"),
+        ([1.6e18], "ns"),
+        ([1, 2, 3], None),
+        ([1987.5, 2020.0], None),
+        ([], None),
+    ],
+)
+def test_numeric_time_unit(values, unit):
+    from kubeloop.components.features import numeric_time_unit
+
+    assert numeric_time_unit(pd.Series(values, dtype="float64")) == unit
+
+
+def _with_row_number(name: str, start: int, n: int = 200, order=None) -> tuple[pd.DataFrame, dict]:
+    rng = np.random.default_rng(0)
+    rows = np.arange(start, start + n)
+    frame = pd.DataFrame({name: rows if order is None else rows[order], "x": rng.normal(size=n)})
+    frame["y"] = frame["x"] + rng.normal(size=n)
+    profile = {"min": start, "max": start + n - 1, "n_unique": n}
+    schema = {
+        "target": "y",
+        "task": "regression",
+        "time_column": None,
+        "n_rows": n,
+        "columns": {
+            name: {"kind": "numeric", "role": "feature", **profile},
+            "x": {"kind": "numeric", "role": "feature"},
+            "y": {"kind": "numeric", "role": "target"},
+        },
+    }
+    return frame, schema
+
+
+@pytest.mark.parametrize(
+    "name,start", [("Unnamed: 0", 0), ("", 1), ("index", 0), ("row_id", 1), ("...1", 1)]
+)
+def test_a_row_number_is_never_a_feature(name, start):
+    frame, schema = _with_row_number(name, start)
+    fitted = fit_features(frame, schema)
+    assert [str(c) for c in fitted.get_feature_names_out()] == ["num__x"]
+    assert feature_summary(fitted, schema)["row_number_columns"] == [name]
+    # Not asked for at serving either.
+    assert fitted.transform(frame.drop(columns=[name])).shape == (200, 1)
+    # Shuffled, without the schema's profile: the unnamed one is still a row number.
+    order = np.random.default_rng(1).permutation(200)
+    shuffled, bare = _with_row_number(name, start, order=order)
+    del bare["n_rows"]
+    names = [str(c) for c in fit_features(shuffled, bare).get_feature_names_out()]
+    assert (names == ["num__x"]) == (name in ("Unnamed: 0", ""))
+
+
+@pytest.mark.parametrize("name,start", [("age", 0), ("index", 5)])
+def test_a_counting_column_with_a_real_name_or_other_values_stays_a_feature(name, start):
+    frame, schema = _with_row_number(name, start)
+    names = [str(c) for c in fit_features(frame, schema).get_feature_names_out()]
+    assert f"num__{name}" in names
+
+
+def test_a_transformer_pickled_before_the_time_settings_still_transforms(fitted, train):
+    buf = io.BytesIO()
+    joblib.dump(fitted, buf)
+    old = joblib.load(io.BytesIO(buf.getvalue()))
+    del old.named_steps["check"].epoch_units
+    parts = old.named_steps["columns"].named_transformers_["dt"].named_steps["parts"]
+    del parts.recurring_only
+    # Without the attribute every datetime column has its year, as before: the output
+    # grows by one column the old fitted imputer does not know, so compare the parts only.
+    assert parts._parts("signup_at")[0] == "year"
+    assert old.named_steps["check"].transform(train).shape == (
+        len(train),
+        len(old.named_steps["check"].columns),
+    )
 
 
 def test_rare_levels_pool_into_one_infrequent_code():

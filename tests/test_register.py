@@ -37,7 +37,7 @@ from sklearn.pipeline import Pipeline
 from kubeloop import storage
 from kubeloop.components.evaluate import evaluate, predict, score
 from kubeloop.components.features import fit_features
-from kubeloop.components.gate import decide
+from kubeloop.components.gate import decide_from_evaluation
 from kubeloop.components.ingest import ingest
 from kubeloop.components.register import (
     REFERENCE_ROWS,
@@ -111,10 +111,7 @@ def _build_case(root: Path, task: str) -> Case:
         model, splits.test, schema, cfg.evaluation, primary_metric=metric, baseline=baseline,
     ).to_dict()
     evaluation["champion_version"] = None
-    decision = decide(
-        task=task, challenger=evaluation["metrics"], baseline=evaluation["baseline_metrics"],
-        champion=None, policy=cfg.gate,
-    ).to_dict()
+    decision = decide_from_evaluation(evaluation, cfg.gate).to_dict()
     candidate = {"family": "hist_gradient_boosting", "task": task, "metric": metric,
                  "valid_score": 0.8123, "params": CANDIDATE_PARAMS}
     model_dir = root / "model"

@@ -71,7 +71,10 @@ def test_strategy_and_disjointness(task, time, ids, expected):
     assert_disjoint(splits, schema)
 
     sizes = {name: len(frame) for name, frame in splits.frames().items()}
-    assert sum(sizes.values()) == len(df) - splits.summary["duplicates_dropped"]
+    dropped = (
+        splits.summary["duplicates_dropped"] + splits.summary["rows"]["newer_than_test_dropped"]
+    )
+    assert sum(sizes.values()) == len(df) - dropped
     assert all(size > 0 for size in sizes.values())
     rows = np.concatenate(list(splits.source_rows.values()))
     assert len(np.unique(rows)) == len(rows)
@@ -85,6 +88,12 @@ def test_strategy_and_disjointness(task, time, ids, expected):
     if ids:
         seen = [set(frame["customer"]) for frame in splits.frames().values()]
         assert not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])
+    if time:
+        # No training or validation row is as new as the test period.
+        assert splits.train["when"].max() < splits.test["when"].min()
+        assert splits.valid["when"].max() < splits.test["when"].min()
+    if not (time and ids):
+        assert splits.summary["rows"]["newer_than_test_dropped"] == 0
     if time and not ids:
         assert splits.train["when"].max() < splits.valid["when"].min()
         assert splits.valid["when"].max() < splits.test["when"].min()
@@ -342,3 +351,71 @@ def test_category_dtype_target_as_ingest_gives_it():
     assert splits.summary["stratified"] is True
     assert set(splits.summary["class_balance"]["test"]) == {"a", "b", "c"}
     assert splits.summary["warnings"] == []
+
+
+def test_temporal_group_drops_train_rows_from_the_test_period_and_says_so():
+    # Customer 1 enters first and comes back in the last days; customer 2..n enter one a day.
+    days = pd.date_range("2024-01-01", periods=40, freq="D")
+    df = pd.DataFrame(
+        {"when": days, "customer": np.arange(40), "x": np.arange(40.0), "y": np.arange(40.0)}
+    )
+    late = pd.DataFrame(
+        {"when": days[-3:], "customer": [0, 0, 0], "x": [1.0, 2.0, 3.0], "y": [0.0, 0, 0]}
+    )
+    frame = pd.concat([df, late], ignore_index=True)
+    schema = {"target": "y", "task": "regression", "time_column": "when", "id_column": "customer"}
+    splits = split_dataset(frame, schema, SplitConfig())
+    assert splits.summary["rows"]["newer_than_test_dropped"] == 3
+    assert any("newer than the test period" in w for w in splits.summary["warnings"])
+    assert splits.train["when"].max() < splits.test["when"].min()
+    assert set(splits.train["customer"]) & set(splits.test["customer"]) == set()
+    assert len(splits.train) + len(splits.valid) + len(splits.test) == 40
+
+
+def test_assert_disjoint_catches_a_training_row_inside_the_test_period():
+    splits, schema = _overlapping("none")
+    train = splits.train.copy()
+    train.loc[0, "when"] = splits.test["when"].max()
+    # Its id entered early (another row of the id is old), so only the row's own time is new.
+    extra = splits.train.iloc[[1]].assign(customer=train.loc[0, "customer"])
+    bad = Splits(
+        pd.concat([train, extra], ignore_index=True), splits.valid, splits.test, summary={}
+    )
+    with pytest.raises(SplitError, match="train holds rows as new as the test period"):
+        assert_disjoint(bad, schema)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.repeat(np.arange(1987, 2021), 10),  # a year
+        1_600_000_000 + np.arange(340) * 86_400,  # epoch seconds
+        (1_600_000_000 + np.arange(340) * 86_400) * 1000,  # epoch milliseconds
+        np.repeat(np.arange(1987, 2021), 10).astype(str),  # a year read as text
+    ],
+    ids=["year", "epoch-s", "epoch-ms", "year-as-text"],
+)
+def test_a_numeric_time_column_splits_by_time(values):
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"t": rng.permutation(values), "x": rng.normal(size=len(values))})
+    df["y"] = df["x"] * 2
+    schema = {"target": "y", "task": "regression", "time_column": "t", "id_column": None}
+    splits = split_dataset(df, schema, SplitConfig())
+    key = {n: pd.to_numeric(f["t"]) for n, f in splits.frames().items()}
+    assert key["train"].max() < key["valid"].min() and key["valid"].max() < key["test"].min()
+    assert splits.summary["strategy"] == "temporal"
+
+
+def test_the_split_checks_itself(monkeypatch):
+    import kubeloop.components.split as split_module
+
+    real = split_module._shuffled
+
+    def leaky(*args, **kwargs):
+        parts, stratified = real(*args, **kwargs)
+        parts["test"] = np.concatenate([parts["test"], parts["train"][:3]])
+        return parts, stratified
+
+    monkeypatch.setattr(split_module, "_shuffled", leaky)
+    with pytest.raises(SplitError, match="3 input row.s. are in both train and test"):
+        split_dataset(make_frame(n=300), make_schema(), SplitConfig())
