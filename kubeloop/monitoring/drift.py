@@ -27,8 +27,13 @@ def load_source_profile(uri: str, cfg: Any, *, registry: str | None = None, colu
             raise UserError(f"{uri!r}: expected model:NAME, model:NAME@VERSION or model:NAME@ALIAS")
         if not registry:
             raise UserError(f"{uri}: no registry given (--registry or $KUBELOOP_REGISTRY)")
+        import os
+
         from kubeloop.registry import Registry
 
+        if "://" not in registry and not os.path.isdir(registry):
+            # Reading never creates a registry: a mistyped path is an error, not "no models".
+            raise UserError(f"{uri}: no registry at {os.path.abspath(registry)} (give --registry or set $KUBELOOP_REGISTRY)")
         try:
             return load_profile(Registry(registry, cfg.storage), m["name"], m["ref"] or "production")
         except ProfileError as exc:

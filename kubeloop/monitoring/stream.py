@@ -130,6 +130,7 @@ def iter_batches(
 
     filesystem, files = list_files(uri, storage)
     for path in files:
+        header: list[str] = []
         shown = f"s3://{path}" if uri.startswith("s3://") else path
         try:
             if path.lower().endswith(PARQUET_SUFFIXES):
@@ -139,14 +140,26 @@ def iter_batches(
                     cols = None if columns is None else [c for c in columns if c in have]
                     yield from pf.iter_batches(batch_size=batch_rows, columns=cols, use_threads=True)
             else:
-                have = set(_csv_reader(filesystem, path, None, None, batch_rows).schema.names)
+                header = _csv_reader(filesystem, path, None, None, batch_rows).schema.names
+                have = set(header)
                 cols = None if columns is None else [c for c in columns if c in have]
                 types = {k: v for k, v in (csv_types or {}).items() if k in have and (cols is None or k in cols)}
                 yield from _csv_reader(filesystem, path, cols, types, batch_rows)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise DataError(f"{shown}: {exc}") from None
+            raise DataError(f"{shown}: {_name_csv_column(str(exc), header)}") from None
         except OSError as exc:
             raise DataError(f"{shown}: cannot be read ({exc})") from None
+
+
+def _name_csv_column(message: str, header: list[str]) -> str:
+    # pyarrow counts CSV columns from 0 and does not name them.
+    import re
+
+    m = re.search(r"In CSV column #(\d+)", message)
+    if m and int(m.group(1)) < len(header):
+        name = header[int(m.group(1))]
+        return message.replace(m.group(0), f"column {name!r}") + " (expected a number, as in the reference)"
+    return message
 
 
 def infer_kinds(uri: str, storage: Any = None) -> dict[str, str | None]:
