@@ -248,3 +248,14 @@ def test_monitoring_config_refuses_bad_values():
         Config.from_dict({"monitoring": {"ks_threshold": 1.5}})
     with pytest.raises(ConfigError, match="monitoring.psi_treshold: unknown key"):
         Config.from_dict({"monitoring": {"psi_treshold": 0.1}})
+
+
+def test_ks_pvalue_beyond_kstwo_range_close_to_scipy():
+    # en = n*m/(n+m) > 100 000: the limiting distribution, within 1 % of scipy's
+    from kubeloop.monitoring.stats import KSTWO_MAX_EN, ks_pvalue
+
+    n, m = 400_000, 300_000
+    assert n * m / (n + m) > KSTWO_MAX_EN
+    for d in (0.001, 0.002, 0.003, 0.004):
+        want = sps.kstwo.sf(d, np.round(n * m / (n + m)))
+        assert ks_pvalue(d, n, m) == pytest.approx(want, rel=0.01, abs=1e-12)

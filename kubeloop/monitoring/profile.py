@@ -83,14 +83,15 @@ def numeric_entry(
     entry: dict[str, Any] = {"kind": NUMERIC, "n": n, "missing": int(missing),
                              "missing_rate": missing / (n + missing) if n + missing else 0.0}
     if n_sample == 0:
-        entry.update(min=None, max=None, mean=None, std=None, points=[], weights=[], exact=True,
+        entry.update(min=None, max=None, mean=None, std=None, points=[], weights=[], exact=True, quantiles=False,
                      bins={"edges": [], "counts": []})
         return entry
     m = moments or {"min": float(v[0]), "max": float(v[-1]), "mean": float(v.mean()), "std": float(v.std())}
     entry.update({k: float(m[k]) for k in ("min", "max", "mean", "std")})
     uniq, counts = np.unique(v, return_counts=True)
     exact = scale == 1.0
-    if len(uniq) <= points:
+    quantiles = len(uniq) > points
+    if not quantiles:
         pts, cum = uniq, np.cumsum(counts)
     else:
         # Quantile points, each carrying the exact number of values since the previous one.
@@ -111,6 +112,7 @@ def numeric_entry(
         points=pts.tolist(),
         weights=_ints_if_whole(weights * scale),
         exact=bool(exact),
+        quantiles=bool(quantiles),
         bins={"edges": edges.tolist(), "counts": _ints_if_whole(bin_counts)},
     )
     return entry

@@ -89,12 +89,26 @@ class NumericAccumulator:
             return
         u = self.points
         k = len(u)
-        pos = np.searchsorted(u, x, side="left")
-        equal = u[np.minimum(pos, k - 1)] == x
-        equal &= pos < k
-        cell = 2 * pos + equal
-        self.counts += np.bincount(cell, weights=w, minlength=2 * k + 1)
-        self.sums += np.bincount(cell, weights=x if w is None else x * w, minlength=2 * k + 1)
+        if w is None:
+            # Sort the batch and look the k points up in it (k log n), rather than
+            # each of the n values among the points (n log k, a cache miss each):
+            # about 3x faster, and the sums per cell come from one running sum.
+            xs = np.sort(x)
+            left = np.searchsorted(xs, u, side="left")  # values < point j
+            right = np.searchsorted(xs, u, side="right")  # values <= point j
+            edges = np.empty(2 * k + 2, dtype=np.int64)
+            edges[0], edges[-1] = 0, xs.size
+            edges[1:-1:2], edges[2:-1:2] = left, right
+            run = np.concatenate([[0.0], np.cumsum(xs)])
+            self.counts += np.diff(edges)
+            self.sums += np.diff(run[edges])
+        else:
+            pos = np.searchsorted(u, x, side="left")
+            equal = u[np.minimum(pos, k - 1)] == x
+            equal &= pos < k
+            cell = 2 * pos + equal
+            self.counts += np.bincount(cell, weights=w, minlength=2 * k + 1)
+            self.sums += np.bincount(cell, weights=x * w, minlength=2 * k + 1)
         self.n += n
         self.sum += float(x.sum() if w is None else (x * w).sum())
         self.sumsq += float((x * x).sum() if w is None else (x * x * w).sum())
@@ -164,13 +178,25 @@ def ks_from_counts(ref_weights: np.ndarray, acc: NumericAccumulator) -> float:
     return float(min(1.0, max(d_at.max(), d_before.max())))
 
 
-def ks_pvalue(d: float, n_ref: int, n_cur: int) -> float:
-    """Two-sided p-value as scipy's ks_2samp computes it in its asymptotic regime:
-    ``kstwo.sf(d, round(n*m/(n+m)))``."""
-    from scipy.stats import kstwo
+# Beyond this effective sample size n*m/(n+m), scipy's exact-in-n distribution
+# (kstwo) costs up to a second per column; the limiting Kolmogorov distribution is
+# then within 1 % of it (its error shrinks as 1/sqrt(n)).
+KSTWO_MAX_EN = 100_000
 
-    en = n_ref * n_cur / (n_ref + n_cur)
-    return float(np.clip(kstwo.sf(d, np.round(en)), 0, 1))
+
+def ks_pvalue(d: float, n_ref: int, n_cur: int) -> float:
+    """Two-sided p-value as scipy's ks_2samp computes it in its asymptotic regime,
+    ``kstwo.sf(d, round(n*m/(n+m)))``, up to an effective size of KSTWO_MAX_EN;
+    beyond, the limiting distribution ``kstwobign.sf(d*sqrt(en))``. At such sizes
+    the p-value decides nothing (effect sizes do), it is only reported."""
+    en = float(np.round(n_ref * n_cur / (n_ref + n_cur)))
+    if en <= KSTWO_MAX_EN:
+        from scipy.stats import kstwo
+
+        return float(np.clip(kstwo.sf(d, en), 0, 1))
+    from scipy.special import kolmogorov
+
+    return float(np.clip(kolmogorov(d * math.sqrt(en)), 0, 1))
 
 
 def wasserstein_from_counts(points: np.ndarray, ref_weights: np.ndarray, acc: NumericAccumulator) -> tuple[float, float]:
@@ -249,7 +275,7 @@ def numeric_stats(entry: dict[str, Any], acc: NumericAccumulator) -> dict[str, A
     out.update(
         ks_statistic=d,
         ks_pvalue=p,
-        ks_error_bound=0.0 if entry.get("exact") else 1.0 / max(len(points), 1),
+        ks_error_bound=ks_error_bound(entry),
         psi=psi(entry["bins"]["counts"], cur_bins),
         wasserstein=wd,
         wasserstein_norm=wd / scale,
@@ -257,6 +283,19 @@ def numeric_stats(entry: dict[str, Any], acc: NumericAccumulator) -> dict[str, A
         bins={"edges": edges.tolist(), "reference": list(entry["bins"]["counts"]), "current": cur_bins.tolist()},
     )
     return out
+
+
+def ks_error_bound(entry: dict[str, Any]) -> float:
+    """How far the KS statistic against this profile can be from the one against the
+    full reference: 0 when exact; 1/points for quantile points of all the values;
+    for points of a uniform sample, plus the sample's own deviation from the data
+    (Dvoretzky-Kiefer-Wolfowitz, 99 % confidence)."""
+    if entry.get("exact"):
+        return 0.0
+    bound = 1.0 / max(len(entry["points"]), 1) if entry.get("quantiles", True) else 0.0
+    if entry.get("sample"):
+        bound += math.sqrt(math.log(2 / 0.01) / (2 * entry["sample"]))
+    return bound
 
 
 def _scale(entry: dict[str, Any]) -> float:
@@ -270,8 +309,6 @@ def _scale(entry: dict[str, Any]) -> float:
 
 
 def categorical_stats(entry: dict[str, Any], acc: CategoricalAccumulator) -> dict[str, Any]:
-    from scipy.spatial.distance import jensenshannon
-
     ref = {str(k): float(v) for k, v in (entry.get("counts") or {}).items()}
     other = float(entry.get("other") or 0.0)
     cur = dict(acc.counts)
@@ -295,7 +332,7 @@ def categorical_stats(entry: dict[str, Any], acc: CategoricalAccumulator) -> dic
         chi2_statistic=chi2,
         chi2_pvalue=p,
         psi=psi(r, c),
-        jensen_shannon=float(jensenshannon(r / r.sum(), c / c.sum(), base=2)),
+        jensen_shannon=jensen_shannon(r, c),
         unseen_rate=unseen,
         unseen_categories=[cat for cat, rv, cv in zip(cats, r, c, strict=True) if rv == 0 and cv > 0][:20],
         categories={"names": cats[:50], "reference": r[:50].tolist(), "current": c[:50].tolist()},
@@ -305,15 +342,36 @@ def categorical_stats(entry: dict[str, Any], acc: CategoricalAccumulator) -> dic
 
 def chi2_homogeneity(ref_counts: Any, cur_counts: Any) -> tuple[float, float]:
     """Pearson's chi-square test that both rows of the 2 x K table share one
-    distribution: ``scipy.stats.chi2_contingency`` without Yates' correction."""
-    from scipy.stats import chi2_contingency
+    distribution: what ``scipy.stats.chi2_contingency(table, correction=False)``
+    computes, written out so a drift run need not import scipy.stats (a second
+    of start-up): the statistic from the expected counts, the p-value from the
+    chi-square survival function (``scipy.special.chdtrc``, which scipy's own
+    ``chi2.sf`` calls)."""
+    from scipy.special import chdtrc
 
     table = np.vstack([np.asarray(ref_counts, float), np.asarray(cur_counts, float)])
     table = table[:, table.sum(axis=0) > 0]
-    if table.shape[1] < 2:
+    if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
         return 0.0, 1.0
-    res = chi2_contingency(table, correction=False)
-    return float(res.statistic), float(res.pvalue)
+    expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / table.sum()
+    stat = float(((table - expected) ** 2 / expected).sum())
+    dof = table.shape[1] - 1
+    return stat, float(chdtrc(dof, stat))
+
+
+def jensen_shannon(ref_counts: Any, cur_counts: Any) -> float:
+    """Jensen-Shannon distance in base 2 (0 = same, 1 = disjoint), as
+    ``scipy.spatial.distance.jensenshannon(p, q, base=2)``."""
+    p = np.asarray(ref_counts, float)
+    q = np.asarray(cur_counts, float)
+    p, q = p / p.sum(), q / q.sum()
+    m = (p + q) / 2
+
+    def kl(a: np.ndarray) -> float:
+        nz = a > 0
+        return float((a[nz] * np.log2(a[nz] / m[nz])).sum())
+
+    return float(math.sqrt(max((kl(p) + kl(q)) / 2, 0.0)))
 
 
 def _missing(entry: dict[str, Any], cur_missing: float, cur_total: float) -> dict[str, Any]:

@@ -32,6 +32,8 @@ from kubeloop.monitoring.stats import CategoricalAccumulator, NumericAccumulator
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".tsv.gz")
 DEFAULT_BATCH_ROWS = 131_072
+# Quantile points kept from a sampled data reference.
+SAMPLED_POINTS = 16_384
 
 
 class DataError(UserError):
@@ -228,10 +230,16 @@ class _NumericProfiler:
         mean = self.sum / self.n
         moments = {"min": self.min, "max": self.max, "mean": mean,
                    "std": float(np.sqrt(max(self.sumsq / self.n - mean * mean, 0.0)))}
-        # The kept values (all of them up to exact_reference_rows, else a uniform
-        # sample of that many) are the points: a data reference is used once, in memory.
-        return numeric_entry(values, missing=self.missing, n_total=self.n, moments=moments,
-                             points=max(points, len(values)), bins=bins)
+        if len(values) == self.n:
+            # Every value was kept: the points are the values themselves (exact).
+            return numeric_entry(values, missing=self.missing, moments=moments, points=max(points, len(values)),
+                                 bins=bins)
+        # A uniform sample: quantile points of it (the hot loop's cost grows with
+        # the number of points; a sample's own error is larger than 1/SAMPLED_POINTS).
+        entry = numeric_entry(values, missing=self.missing, n_total=self.n, moments=moments,
+                              points=max(points, SAMPLED_POINTS), bins=bins)
+        entry["sample"] = len(values)
+        return entry
 
 
 def profile_uri(uri: str, cfg: Any, *, storage: Any = None, columns: list[str] | None = None,
