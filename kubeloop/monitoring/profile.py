@@ -205,19 +205,20 @@ def build_profile(
                                   name="prediction")
     return finish_profile(
         columns, n_rows=len(reference_df), prediction=pred_entry, metrics=metrics, importance=importance,
-        task=schema.get("task"), target=schema.get("target"),
+        task=schema.get("task"), target=schema.get("target"), positive_label=schema.get("positive_label"),
     )
 
 
 def finish_profile(columns: dict[str, Any], *, n_rows: int, prediction: dict[str, Any] | None = None,
                    metrics: dict[str, Any] | None = None, importance: dict[str, float] | None = None,
-                   task: str | None = None, target: str | None = None,
+                   task: str | None = None, target: str | None = None, positive_label: str | None = None,
                    skipped: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "n_rows": int(n_rows),
         "task": task,
         "target": target,
+        "positive_label": positive_label,
         "columns": columns,
         "prediction": prediction,
         "metrics": _clean_metrics(metrics),

@@ -10,7 +10,6 @@ ranges instead of downloading whole files.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -375,5 +374,26 @@ def accumulators_from_profile(reference: dict[str, Any], current: dict[str, Any]
     return accs
 
 
-def path_exists(uri: str) -> bool:
-    return uri.startswith("s3://") or os.path.exists(uri)
+def count_rows(uri: str, storage: Any = None) -> int:
+    """Rows of every data file of ``uri`` (Parquet from its footer; CSV by reading
+    one column)."""
+    import pyarrow.parquet as pq
+
+    filesystem, files = list_files(uri, storage)
+    total = 0
+    for path in files:
+        if path.lower().endswith(PARQUET_SUFFIXES):
+            with filesystem.open_input_file(path) as f:
+                total += pq.ParquetFile(f).metadata.num_rows
+        else:
+            first = _csv_reader(filesystem, path, None, None, DEFAULT_BATCH_ROWS).schema.names[:1]
+            total += sum(b.num_rows for b in _csv_reader(filesystem, path, first, None, DEFAULT_BATCH_ROWS))
+    return total
+
+
+def has_data(uri: str, storage: Any = None) -> bool:
+    try:
+        list_files(uri, storage)
+        return True
+    except DataError:
+        return False
