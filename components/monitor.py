@@ -146,8 +146,6 @@ def publish(out_dir: str, report_uri: str, storage: Any = None) -> None:
 
 # --- KFP adapter -------------------------------------------------------------------
 
-from typing import NamedTuple  # noqa: E402
-
 from kfp.dsl import HTML, Artifact, Markdown, Metrics, Output  # noqa: E402
 
 from kubeloop.component import component  # noqa: E402
@@ -167,13 +165,15 @@ def monitor_op(
     summary: Output[Markdown],
     metrics: Output[Metrics],
     verdict: Output[Artifact],
-) -> NamedTuple("MonitorOutputs", [("retrain", bool), ("reason", str)]):
-    """Drift and decay of the production model; outputs the retraining decision."""
+) -> bool:
+    """Drift and decay of the production model; outputs the retraining decision.
+
+    One output parameter (``Output``), the decision: the local runner resolves a
+    ``dsl.If`` condition only on a task's ``Output``; the reasons are in the
+    report, the verdict artifact and the step's progress line."""
     import os
     import shutil
     import tempfile
-    from collections import namedtuple
-
     from kubeloop.components.monitor import monitor_step, publish
     from kubeloop.config import Config
     from kubeloop.progress import stage
@@ -197,4 +197,4 @@ def monitor_op(
         st.result = f"{'RETRAIN' if v['retrain'] else 'no retraining'}: {reason}"
         st.details = {"verdict": v, "report_uri": report_uri or None}
         shutil.rmtree(out, ignore_errors=True)
-    return namedtuple("MonitorOutputs", ["retrain", "reason"])(bool(v["retrain"]), reason)
+    return bool(v["retrain"])

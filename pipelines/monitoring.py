@@ -37,14 +37,15 @@ def build_monitoring_pipeline(config: Config | None = None, *, parallelism: int 
         report_uri: str = "",
         config: dict = defaults,
         families: list = list(cfg.train.families or DEFAULT_FAMILIES),  # noqa: B006 (a KFP parameter default, never mutated)
-    ):
+    ) -> bool:
         monitor = monitor_op(
             model_name=model_name, registry=registry, logs_uri=logs_uri, labels_uri=labels_uri,
             retrain_data_uri=retrain_data_uri, window_hours=window_hours, report_uri=report_uri, config=config,
         ).set_caching_options(False)
         _with_credentials(monitor, cfg.storage.credentials_secret)
-        with dsl.If(monitor.outputs["retrain"] == True, name="retrain"):  # noqa: E712 (a KFP condition, not a Python test)
+        with dsl.If(monitor.outputs["Output"] == True, name="retrain"):  # noqa: E712 (a KFP condition, not a Python test)
             training(data_uri=retrain_data_uri, registry=registry, model_name=model_name, config=config,
                      families=families)
+        return monitor.outputs["Output"]
 
     return monitoring_pipeline
