@@ -174,6 +174,7 @@ def monitor_op(
     import os
     import shutil
     import tempfile
+
     from kubeloop.components.monitor import monitor_step, publish
     from kubeloop.config import Config
     from kubeloop.progress import stage
