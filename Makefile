@@ -48,5 +48,10 @@ bench: $(STAMP) ## Framework overhead: `kubeloop run` vs a plain script on 1M ro
 bench-storage: $(STAMP) ## Round trip of a 500 MB artifact through S3: throughput and peak memory
 	$(BIN)/python bench/bench_storage.py
 
+.PHONY: bench-drift
+bench-drift: $(STAMP) ## Drift: `kubeloop drift` vs Evidently on 1M rows x 20 columns, then 10M rows under 1 GB
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python bench/bench_drift.py
+
 clean: ## Remove local runs, the demo output and build files (keeps .venv)
 	rm -rf .kubeloop $(DEMO) dist build *.egg-info .pytest_cache
