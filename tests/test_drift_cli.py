@@ -218,3 +218,23 @@ def test_model_reference_unknown_alias(tmp_path):
     register_version(reg, tmp_path, with_profile=True)
     proc = kubeloop("drift", "--reference", "model:churn@canary", "--current", "x.csv", "--registry", str(tmp_path / "reg"))
     assert proc.returncode == 2 and "canary" in proc.stderr
+
+
+def test_ids_dates_as_text_and_boolean_spellings(tmp_path):
+    # A rising row id and dates written as text change with time by construction:
+    # they are listed as skipped, not flagged. Booleans spelled True/False in CSV
+    # and true/false in Parquet are the same categories.
+    rng = np.random.default_rng(0)
+    n = 5000
+
+    def frame(offset: int) -> pd.DataFrame:
+        days = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 90, n) + offset, unit="D")
+        return pd.DataFrame({"row_id": np.arange(n) + offset * 100, "day": days.strftime("%Y-%m-%d"),
+                             "vip": rng.random(n) < 0.2, "x": rng.normal(size=n)})
+
+    write(frame(0), tmp_path / "ref.parquet")
+    write(frame(365), tmp_path / "cur.csv")
+    out = run_json("--reference", str(tmp_path / "ref.parquet"), "--current", str(tmp_path / "cur.csv"))
+    assert out["drifted_columns"] == []
+    assert set(out["skipped"]) == {"row_id", "day"}
+    assert out["columns"]["vip"]["unseen_rate"] == 0.0

@@ -69,7 +69,17 @@ def category_counts(arr: pa.Array | pa.ChunkedArray) -> tuple[dict[str, int], in
     counts = pc.value_counts(text)
     values = counts.field("values").to_pylist()
     n = counts.field("counts").to_pylist()
-    return {v: c for v, c in zip(values, n, strict=True) if v is not None}, int(missing)
+    out: dict[str, int] = {}
+    for v, c in zip(values, n, strict=True):
+        if v is None:
+            continue
+        # Booleans read from Parquet are true/false; pandas writes True/False to CSV.
+        v = _BOOL_TEXT.get(v, v)
+        out[v] = out.get(v, 0) + c
+    return out, int(missing)
+
+
+_BOOL_TEXT = {"True": "true", "TRUE": "true", "False": "false", "FALSE": "false"}
 
 
 def to_arrow(values: Any) -> pa.Array:

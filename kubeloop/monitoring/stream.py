@@ -10,6 +10,7 @@ ranges instead of downloading whole files.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -209,12 +210,18 @@ class _NumericProfiler:
         self.sumsq = 0.0
         self.min = np.inf
         self.max = -np.inf
+        # distinct whole numbers rising row after row: a row number or an id, not a feature
+        self.rising_integers = True
 
     def add(self, x: np.ndarray) -> None:
         finite = x[np.isfinite(x)]
         self.missing += x.size - finite.size
         if finite.size == 0:
             return
+        if self.rising_integers:
+            self.rising_integers = bool(
+                finite[0] > self.max and np.all(np.diff(finite) > 0) and np.all(finite == np.round(finite))
+            )
         self.n += finite.size
         self.sum += float(finite.sum())
         self.sumsq += float((finite * finite).sum())
@@ -273,15 +280,33 @@ def profile_uri(uri: str, cfg: Any, *, storage: Any = None, columns: list[str] |
     entries: dict[str, Any] = {}
     for c, k in kinds.items():
         if k == NUMERIC:
-            entries[c] = numeric[c].entry(cfg.profile_points, cfg.psi_bins)
+            prof = numeric[c]
+            if prof.rising_integers and prof.n >= 1000 and prof.missing == 0:
+                skipped[c] = "identifier (distinct whole numbers rising row by row)"
+                continue
+            entries[c] = prof.entry(cfg.profile_points, cfg.psi_bins)
         else:
             acc = cats[c]
             n_distinct = len(acc.counts)
             if n_distinct > cfg.max_categories and n_distinct > 0.5 * max(acc.n, 1):
                 skipped[c] = f"identifier or free text ({n_distinct} distinct values)"
                 continue
+            if _looks_like_dates(list(acc.counts)[:200]):
+                skipped[c] = "dates written as text"
+                continue
             entries[c] = categorical_entry(acc.counts, missing=int(acc.missing), max_categories=cfg.max_categories)
     return finish_profile(entries, n_rows=n_rows, skipped=skipped)
+
+
+_DATE_TEXT = re.compile(r"^(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})([ T]\d{1,2}:\d{2}.*)?$")
+
+
+def _looks_like_dates(values: list[str]) -> bool:
+    """Text that is mostly dates: its categories change with time by construction."""
+    if len(values) < 3:
+        return False
+    hits = sum(1 for v in values if _DATE_TEXT.match(v.strip()))
+    return hits >= 0.9 * len(values)
 
 
 def _numbers(arr: Any, column: str, uri: str) -> np.ndarray:
