@@ -238,3 +238,31 @@ def test_ids_dates_as_text_and_boolean_spellings(tmp_path):
     assert out["drifted_columns"] == []
     assert set(out["skipped"]) == {"row_id", "day"}
     assert out["columns"]["vip"]["unseen_rate"] == 0.0
+
+
+def test_profile_files_compare_with_each_other(data, tmp_path):
+    from kubeloop.monitoring.stream import profile_uri
+
+    cfg = Config()
+    for name, src in (("ref", "ref.parquet"), ("cur", "drifted.csv"), ("same", "stable.parquet")):
+        (tmp_path / f"{name}.json").write_bytes(dumps(profile_uri(str(data / src), cfg.monitoring)))
+    out = run_json("--reference", str(tmp_path / "ref.json"), "--current", str(tmp_path / "cur.json"))
+    assert set(out["drifted_columns"]) == DRIFTED
+    assert run_json("--reference", str(tmp_path / "ref.json"), "--current", str(tmp_path / "same.json"))["drifted_columns"] == []
+
+
+def test_prediction_logs_as_current_count_only_answered_rows(data, tmp_path):
+    from monitor_support import write_log
+
+    df = drift_frame(3000, 8, False)
+    status = ["ok"] * 3000
+    for i in range(0, 3000, 3):
+        status[i] = "invalid_input"  # rejected rows are logged with their inputs nulled
+    rejected = pd.Series(status) != "ok"
+    logged = df.copy()
+    logged.loc[rejected.to_numpy(), NUMERIC + CATEGORICAL] = None
+    write_log(tmp_path / "logs", "churn", logged, predictions=["yes"] * 3000, status=status)
+    write_log(tmp_path / "logs", "churn", drift_frame(3000, 9, True), predictions=["no"] * 3000, role="shadow")
+    out = run_json("--reference", str(data / "ref.parquet"), "--current", str(tmp_path / "logs"))
+    assert out["n_current"] == 2000
+    assert out["drifted_columns"] == []  # neither the nulled rejections nor the shadow copies count

@@ -18,44 +18,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from kubeloop.metric_names import improvement
-from kubeloop.monitoring.stream import DataError, iter_batches
+from kubeloop.monitoring.stream import DataError, iter_batches, served_rows  # noqa: F401 (re-exported)
 
 LOG_KEYS = ("request_id", "row", "time", "version", "role", "status", "prediction")
 LABEL_COLUMNS = ("request_id", "row", "label", "labeled_at")
-
-
-def served_rows(version: str | None = None, since: datetime | None = None,
-                until: datetime | None = None) -> Any:
-    """A batch filter: rows answered (status ok) by ``version`` (any when None), not
-    shadow answers, with ``since <= time < until``."""
-
-    def keep(batch: pa.RecordBatch) -> pa.RecordBatch:
-        names = batch.schema.names
-        mask = None
-
-        def both(m: Any) -> None:
-            nonlocal mask
-            m = pc.fill_null(m, False)
-            mask = m if mask is None else pc.and_(mask, m)
-
-        if "status" in names:
-            both(pc.equal(batch.column(names.index("status")), "ok"))
-        if "role" in names:
-            both(pc.not_equal(batch.column(names.index("role")), "shadow"))
-        if version is not None and "version" in names:
-            both(pc.equal(batch.column(names.index("version")), version))
-        if (since or until) and "time" in names:
-            t = batch.column(names.index("time"))
-            if since:
-                both(pc.greater_equal(t, pa.scalar(since, type=t.type)))
-            if until:
-                both(pc.less(t, pa.scalar(until, type=t.type)))
-        return batch if mask is None else batch.filter(mask)
-
-    return keep
 
 
 def read_logged_predictions(logs_uri: str, *, storage: Any = None, version: str | None = None,

@@ -10,7 +10,13 @@ from typing import Any
 from kubeloop.errors import UserError
 from kubeloop.monitoring.profile import ProfileError, check_profile, load_profile
 from kubeloop.monitoring.stats import compare
-from kubeloop.monitoring.stream import accumulate_uri, accumulators_from_profile, profile_uri
+from kubeloop.monitoring.stream import (
+    accumulate_uri,
+    accumulators_from_profile,
+    infer_kinds,
+    profile_uri,
+    served_rows,
+)
 
 _MODEL_RE = re.compile(r"model:(?P<name>[^@\s]+)(@(?P<ref>[^@\s]+))?")
 
@@ -60,8 +66,14 @@ def drift(reference: str, current: str, cfg: Any, *, registry: str | None = None
         report = compare(ref, accs, mon, columns_seen=set(cur["columns"]), n_current=cur.get("n_rows"))
     else:
         pred_col = "prediction" if ref.get("prediction") and "prediction" not in ref["columns"] else None
-        accs, n_rows, seen = accumulate_uri(current, ref, storage=cfg.storage, batch_rows=mon.batch_rows,
-                                            prediction_column=pred_col)
+        log_columns = {"request_id", "row", "status", "role"}
+        is_log = log_columns <= set(infer_kinds(current, cfg.storage))
+        accs, n_rows, seen = accumulate_uri(
+            current, ref, storage=cfg.storage, batch_rows=mon.batch_rows, prediction_column=pred_col,
+            # Prediction logs: only the rows a model answered, not shadow copies.
+            row_filter=served_rows() if is_log else None,
+            extra_columns=["status", "role"] if is_log else None,
+        )
         if n_rows == 0:
             raise UserError(f"{current}: no rows")
         report = compare(ref, accs, mon, columns_seen=seen, n_current=n_rows)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from kubeloop.errors import UserError
 from kubeloop.monitoring.columns import (
@@ -317,6 +319,38 @@ def _numbers(arr: Any, column: str, uri: str) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- current data
+
+
+def served_rows(version: str | None = None, since: datetime | None = None,
+                until: datetime | None = None) -> Any:
+    """A batch filter: rows answered (status ok) by ``version`` (any when None), not
+    shadow answers, with ``since <= time < until``."""
+
+    def keep(batch: pa.RecordBatch) -> pa.RecordBatch:
+        names = batch.schema.names
+        mask = None
+
+        def both(m: Any) -> None:
+            nonlocal mask
+            m = pc.fill_null(m, False)
+            mask = m if mask is None else pc.and_(mask, m)
+
+        if "status" in names:
+            both(pc.equal(batch.column(names.index("status")), "ok"))
+        if "role" in names:
+            both(pc.not_equal(batch.column(names.index("role")), "shadow"))
+        if version is not None and "version" in names:
+            both(pc.equal(batch.column(names.index("version")), version))
+        if (since or until) and "time" in names:
+            t = batch.column(names.index("time"))
+            if since:
+                both(pc.greater_equal(t, pa.scalar(since, type=t.type)))
+            if until:
+                both(pc.less(t, pa.scalar(until, type=t.type)))
+        return batch if mask is None else batch.filter(mask)
+
+    return keep
+
 
 
 def new_accumulators(profile: dict[str, Any]) -> dict[str, Any]:
