@@ -280,6 +280,30 @@ def permutation_importance(model: Any, df: Any, schema: dict[str, Any], *, max_r
     return {f: float(v) for f, v in zip(feats, values, strict=True)}
 
 
+def registration_profile(train_df: Any, schema: dict[str, Any], *, model: Any = None, test_df: Any = None,
+                         metrics: dict[str, Any] | None = None, cfg: Any = None, max_rows: int = 200_000,
+                         seed: int = 0) -> dict[str, Any]:
+    """The profile a register step stores as ``monitoring/profile.json``: the
+    training split (at most ``max_rows``, sampled), the model's predictions and
+    permutation importance on the test split (else on the training sample), and
+    the test ``metrics``. ``cfg`` is a ``MonitoringConfig`` (points, bins)."""
+    from kubeloop.schema import feature_columns
+
+    sample = train_df.sample(n=max_rows, random_state=seed) if len(train_df) > max_rows else train_df
+    scored = test_df if test_df is not None and len(test_df) else sample
+    predictions = importance = None
+    if model is not None:
+        feats = [c for c in feature_columns(schema) if c in scored.columns]
+        predictions = model.predict(scored[feats])
+        if schema.get("task") == "classification":
+            predictions = [str(p) for p in predictions]
+        importance = permutation_importance(model, scored, schema, seed=seed)
+    kw = {}
+    if cfg is not None:
+        kw = {"points": cfg.profile_points, "bins": cfg.psi_bins, "max_categories": cfg.max_categories}
+    return build_profile(sample, schema, predictions=predictions, metrics=metrics, importance=importance, **kw)
+
+
 # --------------------------------------------------------------------------- registry
 
 

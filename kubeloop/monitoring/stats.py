@@ -454,6 +454,10 @@ def compare(profile: dict[str, Any], accs: dict[str, Any], cfg: Any, *, columns_
                              "note": "no reference values (all missing)"}
             continue
         columns[name] = column_drift(entry, acc, cfg)
+    importance = profile.get("importance") or {}
+    for name, rec in columns.items():
+        if name in importance:
+            rec["importance"] = importance[name]
     prediction = None
     if "__prediction__" in accs and profile.get("prediction"):
         prediction = column_drift(profile["prediction"], accs["__prediction__"], cfg)
