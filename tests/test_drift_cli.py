@@ -143,14 +143,18 @@ def test_bad_input_exit_2(args, message, tmp_path):
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_text_in_numeric_column_is_named(data, tmp_path):
-    bad = drift_frame(100, 5, False)
+def test_text_in_a_numeric_column_counts_as_missing(data, tmp_path):
+    bad = drift_frame(2000, 5, False)
     bad["n1"] = bad["n1"].astype(str)
-    bad.loc[50, "n1"] = "oops"
+    bad.loc[1500:, "n1"] = "oops"  # beyond the first block pyarrow infers types from
+    bad["n2"] = bad["n2"].astype(object)
+    bad.loc[10:19, "n2"] = "?"
     write(bad, tmp_path / "bad.csv")
-    proc = kubeloop("drift", "--reference", str(data / "ref.parquet"), "--current", str(tmp_path / "bad.csv"))
-    assert proc.returncode == 2
-    assert "n1" in proc.stderr and "Traceback" not in proc.stderr
+    out = run_json("--reference", str(data / "ref.parquet"), "--current", str(tmp_path / "bad.csv"))
+    assert out["columns"]["n1"]["missing_rate_current"] == pytest.approx(500 / 2000)
+    assert out["drifted_columns"] == ["n1"]
+    assert any("missing rate" in r for r in out["columns"]["n1"]["reasons"])
+    assert out["columns"]["n2"]["missing_rate_current"] == pytest.approx(10 / 2000)
 
 
 # --------------------------------------------------------------------------- registered profiles

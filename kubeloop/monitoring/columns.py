@@ -33,7 +33,9 @@ def kind_of(arrow_type: pa.DataType) -> str | None:
 
 
 def numeric_values(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """float64 values, NaN where missing. Text that is not a number is refused."""
+    """float64 values, NaN where missing. In a text column, text that is not a
+    number counts as missing (a data-quality problem shows as a missing-rate
+    change rather than stopping the comparison of every other column)."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
     if pa.types.is_dictionary(arr.type):
@@ -42,7 +44,11 @@ def numeric_values(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
         try:
             arr = pc.cast(arr, pa.float64())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise ValueError(f"values are not numbers ({exc})") from None
+            if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+                raise ValueError(f"values are not numbers ({exc})") from None
+            import pandas as pd
+
+            return pd.to_numeric(pd.Series(arr.to_numpy(zero_copy_only=False)), errors="coerce").to_numpy(np.float64)
     return arr.to_numpy(zero_copy_only=False)
 
 

@@ -34,6 +34,8 @@ from kubeloop.monitoring.stats import CategoricalAccumulator, NumericAccumulator
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".tsv.gz")
 DEFAULT_BATCH_ROWS = 131_072
+# pyarrow's missing-value markers, and "?" (common in public datasets).
+CSV_NULLS = [*__import__("pyarrow.csv", fromlist=["ConvertOptions"]).ConvertOptions().null_values, "?"]
 # Quantile points kept from a sampled data reference.
 SAMPLED_POINTS = 16_384
 
@@ -107,7 +109,7 @@ def _csv_reader(filesystem: Any, path: str, columns: list[str] | None, types: di
         parse_options=pacsv.ParseOptions(delimiter=delimiter),
         convert_options=pacsv.ConvertOptions(
             include_columns=columns, include_missing_columns=False, column_types=types or {},
-            strings_can_be_null=True,
+            strings_can_be_null=True, null_values=CSV_NULLS,
         ),
     )
 
@@ -175,8 +177,9 @@ def infer_kinds(uri: str, storage: Any = None) -> dict[str, str | None]:
 
 
 def csv_types_for(kinds: dict[str, str]) -> dict[str, pa.DataType]:
-    """CSV column types that make every block parse alike (pyarrow infers per block)."""
-    return {c: (pa.float64() if k == NUMERIC else pa.string()) for c, k in kinds.items()}
+    """CSV column types that make every block parse alike (pyarrow infers per block):
+    all text, numbers parsed per batch (see ``columns.numeric_values``)."""
+    return {c: pa.string() for c in kinds}
 
 
 # --------------------------------------------------------------------------- reference from data
