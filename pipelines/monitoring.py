@@ -49,3 +49,28 @@ def build_monitoring_pipeline(config: Config | None = None, *, parallelism: int 
         return monitor.outputs["Output"]
 
     return monitoring_pipeline
+
+
+def compile_monitoring(cfg: Config, output: str, *, image: str | None = None) -> str:
+    """Write the monitoring pipeline's YAML (every step on ``image``), refusing one
+    that would hold a credential of this environment."""
+    import os
+    from pathlib import Path
+
+    import yaml
+    from kfp import compiler
+
+    from kubeloop.compile import assert_no_credentials, set_image
+
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp.yaml")
+    compiler.Compiler().compile(build_monitoring_pipeline(cfg), str(tmp))
+    docs = list(yaml.safe_load_all(tmp.read_text()))
+    if image:
+        set_image(docs[0], image)
+    text = yaml.safe_dump_all(docs, sort_keys=False)
+    assert_no_credentials(text)
+    tmp.write_text(text)
+    os.replace(tmp, out)
+    return str(out)

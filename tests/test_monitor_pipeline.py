@@ -113,13 +113,12 @@ def test_monitor_step_window_with_no_traffic(trained, tmp_path):
 
 
 def test_monitoring_pipeline_compiles_with_the_training_branch(tmp_path):
-    from kfp import compiler
-
-    from kubeloop.pipelines.monitoring import build_monitoring_pipeline
+    from kubeloop.pipelines.monitoring import compile_monitoring
 
     path = tmp_path / "monitoring.yaml"
-    compiler.Compiler().compile(build_monitoring_pipeline(Config()), str(path))
+    compile_monitoring(Config(), str(path), image="registry.example/kubeloop:test")
     text = path.read_text()
+    assert "registry.example/kubeloop:test" in text
     assert "monitor-op" in text and "register-op" in text and "condition-" in text
     assert "AWS_SECRET_ACCESS_KEY" in text  # by secret reference, never a value
     assert "pipelinechannel--monitor-op-Output" in text  # the condition the local runner can resolve
