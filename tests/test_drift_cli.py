@@ -85,6 +85,7 @@ def test_s3_reference_and_current(data, s3_endpoint, bucket):
     assert set(out["drifted_columns"]) == DRIFTED
 
 
+@pytest.mark.slow
 def test_million_rows_do_not_cry_wolf(tmp_path):
     # With a million rows on each side every p-value of a real shift is ~0, and a
     # stable column's tests still reject now and then; effect sizes decide.

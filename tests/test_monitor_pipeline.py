@@ -72,6 +72,7 @@ def trained(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_monitor_step_on_stable_and_drifted_logs(trained, tmp_path):
     from kubeloop.components.monitor import monitor_step
 
@@ -104,12 +105,39 @@ def test_monitor_step_on_stable_and_drifted_logs(trained, tmp_path):
     assert any("cool-down" in b for b in cool["verdict"]["blocked_by"])
 
 
+@pytest.mark.slow
 def test_monitor_step_window_with_no_traffic(trained, tmp_path):
     from kubeloop.components.monitor import monitor_step
 
     out = monitor_step(model_name=MODEL, registry=str(trained / "registry"), logs_uri=str(trained / "drifted"),
                        cfg=Config(), out_dir=str(tmp_path), window_hours=0.01)
     assert out["verdict"]["n_current"] == 0 and out["verdict"]["retrain"] is False
+
+
+@pytest.mark.slow
+def test_monitor_step_on_s3(trained, tmp_path, s3_endpoint, bucket, monkeypatch):
+    # registry, logs, labels and fresh data all in a bucket on a loopback S3 server
+    import boto3
+
+    from kubeloop.components.monitor import monitor_step, publish
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    for local, prefix in ((trained / "registry", "registry"), (trained / "drifted", "logs")):
+        for path in local.rglob("*"):
+            if path.is_file():
+                s3.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(local).as_posix()}")
+    s3.upload_file(str(trained / "drifted-labels.csv"), bucket, "labels/part-1.csv")
+    s3.upload_file(str(trained / "fresh.csv"), bucket, "data/fresh.csv")
+    cfg = Config.from_dict({"monitoring": {"cooldown_hours": 0, "min_labeled_rows": 100}})
+    out = monitor_step(model_name=MODEL, registry=f"s3://{bucket}/registry", logs_uri=f"s3://{bucket}/logs",
+                       cfg=cfg, out_dir=str(tmp_path), labels_uri=f"s3://{bucket}/labels/",
+                       retrain_data_uri=f"s3://{bucket}/data/fresh.csv")
+    assert out["verdict"]["retrain"] is True and out["verdict"]["n_current"] == 3000
+    assert out["decay"]["n_labeled"] == 3000
+    publish(str(tmp_path), f"s3://{bucket}/reports/1")
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="reports/1/")["Contents"]}
+    assert {"reports/1/report.html", "reports/1/verdict.json"} <= keys
 
 
 def test_monitoring_pipeline_compiles_with_the_training_branch(tmp_path):
