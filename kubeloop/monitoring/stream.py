@@ -36,6 +36,8 @@ CSV_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".tsv.gz")
 DEFAULT_BATCH_ROWS = 131_072
 # pyarrow's missing-value markers, and "?" (common in public datasets).
 CSV_NULLS = [*__import__("pyarrow.csv", fromlist=["ConvertOptions"]).ConvertOptions().null_values, "?"]
+# Values kept from a data reference, over all its numeric columns.
+REFERENCE_VALUE_BUDGET = 4_000_000
 # Quantile points kept from a sampled data reference.
 SAMPLED_POINTS = 16_384
 
@@ -267,7 +269,11 @@ def profile_uri(uri: str, cfg: Any, *, storage: Any = None, columns: list[str] |
         kinds_all = {c: k for c, k in kinds_all.items() if c in columns}
     skipped = {c: "not numbers or categories (dates, binary)" for c, k in kinds_all.items() if k is None}
     kinds = {c: k for c, k in kinds_all.items() if k is not None}
-    numeric = {c: _NumericProfiler(cfg.exact_reference_rows, seed=i) for i, (c, k) in enumerate(kinds.items()) if k == NUMERIC}
+    n_numeric = sum(1 for k in kinds.values() if k == NUMERIC)
+    # Wide tables share a budget of kept values, so memory stays bounded by it
+    # (plus one batch) however many numeric columns there are.
+    keep = max(10_000, min(cfg.exact_reference_rows, REFERENCE_VALUE_BUDGET // max(n_numeric, 1)))
+    numeric = {c: _NumericProfiler(keep, seed=i) for i, (c, k) in enumerate(kinds.items()) if k == NUMERIC}
     cats = {c: CategoricalAccumulator() for c, k in kinds.items() if k == CATEGORICAL}
     n_rows = 0
     for batch in iter_batches(uri, list(kinds), storage=storage, batch_rows=cfg.batch_rows, csv_types=csv_types_for(kinds)):
