@@ -106,7 +106,8 @@ def _line(points: list[tuple[str, float]], baseline: float | None, width: int = 
 def drift_html(drift: dict[str, Any], decay: dict[str, Any] | None = None, decision: dict[str, Any] | None = None,
                title: str = "kubeloop drift report") -> str:
     rows = []
-    entries = list(drift["columns"].items())
+    # Drifted columns first, then by the model's importance when known.
+    entries = sorted(drift["columns"].items(), key=lambda kv: (not kv[1].get("drifted"), -(kv[1].get("importance") or 0)))
     if drift.get("prediction"):
         entries.append(("(prediction)", drift["prediction"]))
     for name, r in entries:
