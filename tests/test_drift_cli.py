@@ -271,3 +271,18 @@ def test_prediction_logs_as_current_count_only_answered_rows(data, tmp_path):
     out = run_json("--reference", str(data / "ref.parquet"), "--current", str(tmp_path / "logs"))
     assert out["n_current"] == 2000
     assert out["drifted_columns"] == []  # neither the nulled rejections nor the shadow copies count
+
+
+def test_free_text_and_ids_are_skipped_in_data_references(tmp_path):
+    from kubeloop.monitoring.stream import profile_uri
+
+    n = 24_000
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame({"order": [f"ord-{i:08x}" for i in rng.permutation(n)], "note": [f"text {i}" for i in range(n)],
+                       "plan": rng.choice(["a", "b"], n)})
+    df.loc[:1999, "note"] = [f"t{i % 50}" for i in range(2000)]  # the first batches look categorical
+    write(df, tmp_path / "ref.parquet")
+    cfg = Config.from_dict({"monitoring": {"batch_rows": 4096}}).monitoring
+    prof = profile_uri(str(tmp_path / "ref.parquet"), cfg)
+    assert set(prof["columns"]) == {"plan"}
+    assert "identifier or free text" in prof["skipped"]["order"] and "identifier or free text" in prof["skipped"]["note"]

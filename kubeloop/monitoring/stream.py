@@ -275,6 +275,7 @@ def profile_uri(uri: str, cfg: Any, *, storage: Any = None, columns: list[str] |
     keep = max(10_000, min(cfg.exact_reference_rows, REFERENCE_VALUE_BUDGET // max(n_numeric, 1)))
     numeric = {c: _NumericProfiler(keep, seed=i) for i, (c, k) in enumerate(kinds.items()) if k == NUMERIC}
     cats = {c: CategoricalAccumulator() for c, k in kinds.items() if k == CATEGORICAL}
+    too_many = max(10 * cfg.max_categories, 10_000)
     n_rows = 0
     for batch in iter_batches(uri, list(kinds), storage=storage, batch_rows=cfg.batch_rows, csv_types=csv_types_for(kinds)):
         n_rows += batch.num_rows
@@ -282,10 +283,14 @@ def profile_uri(uri: str, cfg: Any, *, storage: Any = None, columns: list[str] |
         for c, prof in numeric.items():
             if c in names:
                 prof.add(_numbers(batch.column(names.index(c)), c, uri))
-        for c, acc in cats.items():
+        for c, acc in list(cats.items()):
             if c in names:
                 counts, missing = category_counts(batch.column(names.index(c)))
                 acc.add_counts(counts, missing)
+                if len(acc.counts) > too_many and len(acc.counts) > 0.5 * acc.n:
+                    # An id or free text: stop counting (its counts would grow with the data).
+                    skipped[c] = f"identifier or free text (over {too_many} distinct values)"
+                    del cats[c]
         if on_batch:
             on_batch(batch.num_rows)
     entries: dict[str, Any] = {}
@@ -296,7 +301,7 @@ def profile_uri(uri: str, cfg: Any, *, storage: Any = None, columns: list[str] |
                 skipped[c] = "identifier (distinct whole numbers rising row by row)"
                 continue
             entries[c] = prof.entry(cfg.profile_points, cfg.psi_bins)
-        else:
+        elif c in cats:
             acc = cats[c]
             n_distinct = len(acc.counts)
             if n_distinct > cfg.max_categories and n_distinct > 0.5 * max(acc.n, 1):
