@@ -150,3 +150,21 @@ def test_no_labels_means_no_metric():
     rep = decay_report(pd.DataFrame(columns=["request_id", "row", "label", "prediction"]), metric="accuracy",
                        task="classification", training_value=0.9, window_hours=24)
     assert rep["value"] is None and rep["windows"] == [] and rep["n_labeled"] == 0
+
+
+def test_window_filter_on_naive_and_utc_times():
+    import pyarrow as pa
+
+    from kubeloop.monitoring.stream import served_rows
+
+    base = datetime(2026, 11, 30, 12)
+    times = [base - timedelta(hours=h) for h in (30, 20, 10, 1)]
+    since, until = datetime(2026, 11, 30, tzinfo=timezone.utc), datetime(2026, 11, 30, 12, tzinfo=timezone.utc)
+    for tz in (None, "UTC"):
+        batch = pa.record_batch({"time": pa.array(times, pa.timestamp("us", tz=tz)),
+                                 "status": ["ok", "ok", "ok", "invalid_input"], "role": ["primary"] * 4})
+        kept = served_rows(None, since, until)(batch)
+        assert kept.num_rows == 1  # 10 h ago is in the window; 1 h ago was rejected
+    bad = pa.record_batch({"time": ["yesterday"]})
+    with pytest.raises(DataError, match="time"):
+        served_rows(None, since, None)(bad)

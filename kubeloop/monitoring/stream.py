@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -357,10 +357,18 @@ def served_rows(version: str | None = None, since: datetime | None = None,
             both(pc.equal(batch.column(names.index("version")), version))
         if (since or until) and "time" in names:
             t = batch.column(names.index("time"))
+            if not pa.types.is_timestamp(t.type):
+                raise DataError(f"prediction logs: column 'time' is {t.type}, expected a timestamp")
+
+            def at(moment: datetime) -> pa.Scalar:
+                if t.type.tz is None and moment.tzinfo is not None:  # naive times are read as UTC
+                    moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+                return pa.scalar(moment, type=t.type)
+
             if since:
-                both(pc.greater_equal(t, pa.scalar(since, type=t.type)))
+                both(pc.greater_equal(t, at(since)))
             if until:
-                both(pc.less(t, pa.scalar(until, type=t.type)))
+                both(pc.less(t, at(until)))
         return batch if mask is None else batch.filter(mask)
 
     return keep
