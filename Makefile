@@ -22,7 +22,7 @@ S3_LOCAL     ?= http://localhost:9000
 UV_VERSION ?= 0.13.9
 LOCK_FLAGS := --python-version 3.11 --universal --generate-hashes --quiet
 
-.PHONY: help venv lock demo test test-fast lint compile bench bench-storage bench-gate clean \
+.PHONY: help venv lock demo test test-fast lint compile bench bench-storage bench-gate bench-drift clean \
 	image kind-up kind-load minikube-up minikube-load s3-env manifests apply cluster-data
 
 help: ## Show this help
@@ -114,6 +114,12 @@ cluster-data: $(STAMP) ## Upload two churn datasets (first, then later and drift
 	d = tempfile.mkdtemp(); first.to_csv(d + "/a.csv", index=False); pd.concat([first, later], ignore_index=True).to_parquet(d + "/b.parquet", index=False); \
 	store = open_store("s3://data/churn"); store.upload_file("churn-2025.csv", d + "/a.csv"); store.upload_file("churn-2025-2026q1.parquet", d + "/b.parquet"); \
 	print("uploaded s3://data/churn/churn-2025.csv and s3://data/churn/churn-2025-2026q1.parquet", file=sys.stderr)'
+
+bench-drift: $(STAMP) ## Drift: `kubeloop drift` vs Evidently on 1M rows x 20 columns, then 10M rows under 1 GB
+	@# Evidently gets a venv of its own: its dependencies must not move the locked ones.
+	@test -x $(VENV)-evidently/bin/python || { $(PYTHON) -m venv $(VENV)-evidently && \
+	  $(VENV)-evidently/bin/python -m pip install --quiet "evidently>=0.7"; }
+	EVIDENTLY_PYTHON=$(VENV)-evidently/bin/python $(BIN)/python bench/bench_drift.py
 
 clean: ## Remove local runs, the demo output and build files (keeps .venv)
 	rm -rf .kubeloop $(DEMO) dist build *.egg-info .pytest_cache

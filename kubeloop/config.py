@@ -280,6 +280,49 @@ class CanaryConfig(_Section):
         return value
 
 
+class MonitoringConfig(_Section):
+    """Drift thresholds, the performance-decay window and the retraining policy.
+
+    A column drifts when an effect size reaches its threshold AND the test's
+    p-value is below ``p_value``. Effect sizes decide because on a million rows
+    every p-value is tiny; the p-value only keeps a handful of rows from raising
+    an alarm on noise.
+    """
+
+    # Numeric columns: population stability index on the reference's quantile bins,
+    # Wasserstein distance divided by the reference's standard deviation, and the
+    # Kolmogorov-Smirnov statistic (the largest gap between the two CDFs).
+    psi_threshold: float = Field(0.2, gt=0)
+    wasserstein_threshold: float = Field(0.1, gt=0)
+    ks_threshold: float = Field(0.1, gt=0, le=1)
+    # Categorical columns: Jensen-Shannon distance (base 2, in [0, 1]) and the
+    # fraction of current rows whose category the reference never had (PSI as above).
+    js_threshold: float = Field(0.1, gt=0, le=1)
+    unseen_threshold: float = Field(0.05, gt=0, le=1)
+    # Any column: absolute change of the missing rate.
+    missing_rate_threshold: float = Field(0.1, gt=0, le=1)
+    # Guard for small samples: no drift unless the test also rejects at this level.
+    p_value: float = Field(0.05, gt=0, lt=1)
+    psi_bins: int = Field(10, ge=2, le=100)
+    # Stored profiles keep this many quantile points per numeric column (KS and
+    # Wasserstein against them are within 1/profile_points of the full reference).
+    profile_points: int = Field(2000, ge=50, le=100_000)
+    # A data file used as the reference keeps up to this many values per numeric
+    # column exactly (beyond: a uniform random sample of this size).
+    exact_reference_rows: int = Field(200_000, ge=1000)
+    # Categories kept per column in a profile; rarer ones are pooled.
+    max_categories: int = Field(1000, ge=2)
+    batch_rows: int = Field(131_072, ge=1024)
+    # Performance decay: labelled predictions are scored per window of this length.
+    decay_window_hours: float = Field(24.0, gt=0)
+    # Retraining policy.
+    metric: str | None = None  # default: accuracy (classification), rmse (regression)
+    metric_tolerance: float = Field(0.02, ge=0)  # absolute drop, in the metric's own direction
+    important_features: int = Field(5, ge=1)  # drift counts on the top-N features by importance
+    min_labeled_rows: int = Field(200, ge=0)
+    cooldown_hours: float = Field(24.0, ge=0)
+
+
 class Config(_Section):
     """Everything one run needs; see ``kubeloop run --help`` for the flags that override it."""
 
@@ -300,6 +343,7 @@ class Config(_Section):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     canary: CanaryConfig = Field(default_factory=CanaryConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
     @field_validator("model_name")
     def _model_name_is_a_path_segment(cls, value: str) -> str:

@@ -1,0 +1,76 @@
+"""The monitoring pipeline: wiring only.
+
+    monitor (drift + decay of the production version, report, decision)
+      -> if it says retrain: the training pipeline on the fresh data, as a sub-pipeline,
+         whose gate decides whether the challenger replaces production
+
+Run it on a schedule (a KFP recurring run) and the loop closes inside KFP.
+"""
+
+from typing import Any
+
+from kfp import dsl
+
+from kubeloop.components.monitor import monitor_op
+from kubeloop.config import DEFAULT_FAMILIES, Config
+from kubeloop.pipelines.training import _with_credentials, build_training_pipeline
+
+PIPELINE_NAME = "kubeloop-monitoring"
+
+
+def build_monitoring_pipeline(config: Config | None = None, *, parallelism: int | None = None) -> Any:
+    cfg = config or Config()
+    training = build_training_pipeline(cfg, parallelism=parallelism)
+    defaults = cfg.to_params()
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="kubeloop: drift and decay of the production model; retrain when the evidence says so",
+    )
+    def monitoring_pipeline(
+        logs_uri: str,
+        registry: str = cfg.registry,
+        model_name: str = cfg.model_name,
+        labels_uri: str = "",
+        retrain_data_uri: str = "",
+        window_hours: float = 0.0,
+        report_uri: str = "",
+        config: dict = defaults,
+        families: list = list(cfg.train.families or DEFAULT_FAMILIES),  # noqa: B006 (a KFP parameter default, never mutated)
+    ) -> bool:
+        monitor = monitor_op(
+            model_name=model_name, registry=registry, logs_uri=logs_uri, labels_uri=labels_uri,
+            retrain_data_uri=retrain_data_uri, window_hours=window_hours, report_uri=report_uri, config=config,
+        ).set_caching_options(False)
+        _with_credentials(monitor, cfg.storage.credentials_secret)
+        with dsl.If(monitor.outputs["Output"] == True, name="retrain"):  # noqa: E712 (a KFP condition, not a Python test)
+            training(data_uri=retrain_data_uri, registry=registry, model_name=model_name, config=config,
+                     families=families)
+        return monitor.outputs["Output"]
+
+    return monitoring_pipeline
+
+
+def compile_monitoring(cfg: Config, output: str, *, image: str | None = None) -> str:
+    """Write the monitoring pipeline's YAML (every step on ``image``), refusing one
+    that would hold a credential of this environment."""
+    import os
+    from pathlib import Path
+
+    import yaml
+    from kfp import compiler
+
+    from kubeloop.compile import assert_no_credentials, set_image
+
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp.yaml")
+    compiler.Compiler().compile(build_monitoring_pipeline(cfg), str(tmp))
+    docs = list(yaml.safe_load_all(tmp.read_text()))
+    if image:
+        set_image(docs[0], image)
+    text = yaml.safe_dump_all(docs, sort_keys=False)
+    assert_no_credentials(text)
+    tmp.write_text(text)
+    os.replace(tmp, out)
+    return str(out)

@@ -1,0 +1,56 @@
+"""The profile a register step stores, from a fitted model and its splits."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+from monitor_support import CATEGORICAL, NUMERIC, drift_frame
+
+from kubeloop.config import Config
+from kubeloop.monitoring.profile import check_profile, dumps, registration_profile
+
+
+def _schema() -> dict:
+    cols = {c: {"kind": "numeric", "role": "feature"} for c in NUMERIC}
+    cols.update({c: {"kind": "categorical", "role": "feature"} for c in CATEGORICAL})
+    cols["y"] = {"kind": "categorical", "role": "target"}
+    return {"task": "classification", "target": "y", "labels": ["0", "1"], "positive_label": "1", "columns": cols}
+
+
+def test_registration_profile_has_predictions_importance_and_metrics():
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    df = drift_frame(4000, 3, False)
+    # the target depends on n1 strongly, on c1 a little, on nothing else
+    df["y"] = np.where(df["n1"] + (df["c1"] == "a") * 0.5 > 10.2, "1", "0")
+    train, test = df.iloc[:3000], df.iloc[3000:]
+    model = make_pipeline(
+        ColumnTransformer([("n", SimpleImputer(), NUMERIC), ("c", OneHotEncoder(handle_unknown="ignore"), CATEGORICAL)]),
+        LogisticRegression(max_iter=500),
+    ).fit(train[NUMERIC + CATEGORICAL], train["y"])
+    prof = registration_profile(train, _schema(), model=model, test_df=test, metrics={"accuracy": 0.97},
+                                cfg=Config().monitoring, max_rows=2000)
+    check_profile(json.loads(dumps(prof)), "profile")
+    assert prof["n_rows"] == 2000  # sampled
+    assert prof["positive_label"] == "1"
+    assert prof["prediction"]["n"] == len(test)
+    assert set(prof["prediction"]["counts"]) <= {"0", "1"}
+    imp = prof["importance"]
+    assert max(imp, key=imp.get) == "n1"
+    assert abs(sum(imp.values()) - 1) < 1e-9
+    assert prof["metrics"] == {"accuracy": 0.97}
+
+
+def test_registration_profile_without_a_model():
+    df = pd.DataFrame({"n0": [1.0, 2.0, None], "c0": ["a", "b", "a"]})
+    schema = {"task": "regression", "target": "y", "columns": {"n0": {"kind": "numeric", "role": "feature"},
+                                                               "c0": {"kind": "categorical", "role": "feature"}}}
+    prof = registration_profile(df, schema)
+    assert prof["prediction"] is None and prof["importance"] is None
+    assert prof["columns"]["n0"]["missing"] == 1 and prof["columns"]["c0"]["counts"] == {"a": 2, "b": 1}
