@@ -34,6 +34,7 @@ from sklearn.metrics import confusion_matrix, roc_curve
 from sklearn.model_selection import train_test_split
 
 from kubeloop.config import EvaluationConfig, GateConfig
+from kubeloop.errors import UserError
 from kubeloop.fingerprints import FingerprintError, FingerprintSet
 from kubeloop.metric_names import (
     CLASSIFICATION_METRICS,
@@ -53,7 +54,7 @@ _MAX_ERROR_CHARS = 500
 _NUMERIC_SLICE_BINS = 5
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UserError, ValueError):
     """The inputs cannot be evaluated; the message names the column or value to fix."""
 
 

@@ -53,6 +53,7 @@ from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder, StandardS
 from sklearn.utils.validation import check_is_fitted
 
 from kubeloop.dates import parse_datetimes
+from kubeloop.errors import UserError
 from kubeloop.schema import Schema, columns_of_kind, feature_columns
 
 NUMERIC_PREFIX = "num__"
@@ -66,7 +67,7 @@ _TRUE_WORDS = frozenset({"true", "t", "yes", "y", "1"})
 _FALSE_WORDS = frozenset({"false", "f", "no", "n", "0"})
 
 
-class FeatureError(ValueError):
+class FeatureError(UserError, ValueError):
     """The input frame breaks the feature contract; the message names the column."""
 
 

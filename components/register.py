@@ -293,6 +293,7 @@ def register_run(
     reference: bytes | None,
     sensitive_columns: list[str],
     deploy: bool = False,
+    extra_files: dict[str, bytes] | None = None,
 ) -> dict[str, Any]:
     """Store the run as a new version; move ``production`` if the gate promoted.
 
@@ -319,6 +320,7 @@ def register_run(
     }
     for name, path in reports.items():
         files[f"reports/{name}.md"] = path
+    files.update(extra_files or {})
     if reference is not None:
         files["monitoring/reference.parquet"] = reference
     metadata = {
@@ -378,7 +380,11 @@ def register_run(
         "baseline_metrics": evaluation.get("baseline_metrics"),
         "champion_metrics": evaluation.get("champion_metrics"),
         "champion_version": champion,
-        "gate": {"decision": decision["decision"], "reason": decision["reason"]},
+        # The decision with the evidence it rests on: the paired estimate of the
+        # improvement on the primary metric, its interval, and the rows compared.
+        "gate": {k: decision.get(k) for k in (
+            "decision", "reason", "primary_metric", "compared_with", "estimate", "low", "high",
+            "confidence", "n_rows", "champion_version", "notes")},
         "promoted": decision["decision"] == "promote",
         "deploy": "pending" if deploy and decision["decision"] == "promote" else None,
         "production_version": production,
@@ -412,6 +418,8 @@ class RunArtifacts:
     split_summary: str
     train: str
     reports: dict[str, str]
+    valid: str | None = None
+    test: str | None = None
 
 
 def register_step(
@@ -427,6 +435,10 @@ def register_step(
             return json.load(f)
 
     sch = load(art.schema)
+    evaluation = load(art.evaluation)
+    train = read_parquet(art.train)
+    valid = read_parquet(art.valid) if art.valid else None
+    test = read_parquet(art.test) if art.test else None
     lin = lineage(
         data_uri=data_uri, profile=load(art.profile), config=cfg.to_params(),
         candidate=load(os.path.join(art.model_dir, "candidate.json")),
@@ -435,10 +447,35 @@ def register_step(
     return register_run(
         registry or Registry(cfg.registry, cfg.storage),
         model_name=cfg.model_name, model_dir=art.model_dir, schema=sch,
-        evaluation=load(art.evaluation), decision=load(art.decision), lineage_doc=lin,
-        reports=art.reports, reference=reference_sample(read_parquet(art.train), sch),
+        evaluation=evaluation, decision=load(art.decision), lineage_doc=lin,
+        reports=art.reports, reference=reference_sample(train, sch),
         sensitive_columns=cfg.evaluation.sensitive_columns, deploy=deploy,
+        extra_files=_monitoring_and_row_files(art, cfg, sch, train, valid, test, evaluation),
     )
+
+
+def _monitoring_and_row_files(
+    art: RunArtifacts, cfg: Config, schema: Schema, train: Any, valid: Any, test: Any,
+    evaluation: dict[str, Any],
+) -> dict[str, bytes]:
+    """What later runs read instead of the training data: the fingerprints of every row
+    the model trained or validated on (the gate leaves them out when this version is
+    the champion), and the reference profile monitoring compares traffic with."""
+    import joblib
+
+    from kubeloop.fingerprints import REGISTRY_FILE, rows_file
+    from kubeloop.monitoring.profile import registration_profile
+
+    frames = [f for f in (train, valid) if f is not None]
+    fingerprints = rows_file(frames, schema, exact_limit=cfg.gate.fingerprint_exact_rows,
+                             false_positive_rate=cfg.gate.fingerprint_false_positive_rate)
+    model = joblib.load(os.path.join(art.model_dir, "model.joblib"))
+    profile = registration_profile(train, schema, model=model, test_df=test,
+                                   metrics=evaluation.get("metrics"), cfg=cfg.monitoring)
+    return {
+        REGISTRY_FILE: fingerprints,
+        "monitoring/profile.json": _json_doc(cfg.model_name, "monitoring/profile.json", profile),
+    }
 
 
 # --- KFP adapter -------------------------------------------------------------------
@@ -457,6 +494,8 @@ def register_op(
     profile: Input[Artifact],
     split_summary: Input[Artifact],
     train: Input[Dataset],
+    valid: Input[Dataset],
+    test: Input[Dataset],
     validation_report: Input[Markdown],
     evaluation_report: Input[Markdown],
     gate_report: Input[Markdown],
@@ -480,7 +519,7 @@ def register_op(
         art = RunArtifacts(
             model_dir=model.path, schema=schema.path, evaluation=evaluation.path,
             decision=decision.path, profile=profile.path, split_summary=split_summary.path,
-            train=train.path,
+            train=train.path, valid=valid.path, test=test.path,
             reports={"validation": validation_report.path, "evaluation": evaluation_report.path,
                      "gate": gate_report.path, "leaderboard": leaderboard.path},
         )

@@ -41,6 +41,7 @@ from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from kubeloop.config import SplitConfig
 from kubeloop.dates import parse_datetimes
+from kubeloop.errors import UserError
 from kubeloop.schema import Schema
 
 SPLIT_NAMES = ("train", "valid", "test")
@@ -49,7 +50,7 @@ TEMPORAL_STRATEGIES = ("temporal", "temporal_group")
 _FRACTION_WARNING = 0.10
 
 
-class SplitError(ValueError):
+class SplitError(UserError, ValueError):
     """The data cannot be split as configured; the message says what to change."""
 
 

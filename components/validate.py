@@ -875,8 +875,21 @@ def _check_time_column(p: _Profile) -> list[Anomaly]:
     name = p.name
     if p.all_null:
         return []  # reported as an all-null column
-    if p.kind != "datetime":
-        if p.bad_times:
+    numeric_time = False
+    if p.kind == "numeric" and p.values is not None:
+        # Many public datasets have only a year, or an epoch timestamp: both order
+        # rows in time as well as a date does (split and features read them).
+        from kubeloop.components.features import numeric_time_unit
+
+        numeric_time = numeric_time_unit(pd.Series(p.values)) is not None
+    if p.kind != "datetime" and not numeric_time:
+        if p.kind == "numeric":
+            msg = (
+                f"time column {name!r} holds numbers that are neither years (1000-2999) nor "
+                "epoch timestamps (seconds, milliseconds, ...); give dates, years or epochs, "
+                "or unset time_column"
+            )
+        elif p.bad_times:
             msg = (
                 f"time column {name!r} has {p.n_bad_time_rows} rows that are not dates or times "
                 f"(e.g. {_show(p.bad_times, 5)}); fix them or write ISO 8601 timestamps"

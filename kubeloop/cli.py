@@ -22,10 +22,12 @@ EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_CONFLICT = 0, 1, 2, 3
 NOTHING_CHANGED = "Nothing was registered; the production model is unchanged"
 
 
-class CliError(Exception):
+class CliError(UserError):
+    """A mistake in the command line; ``code`` is the exit status."""
+
     def __init__(self, message: str, code: int = EXIT_BAD_INPUT):
         super().__init__(message)
-        self.code = code
+        self.code = self.exit_code = code
 
 
 def _err(msg: str) -> None:
@@ -337,11 +339,6 @@ def _main(argv: list[str] | None) -> int:
         where = f": {exc.filename}" if exc.filename else ""
         _err(f"kubeloop: {exc.strerror or exc}{where}")
         code = EXIT_BAD_INPUT
-    except Exception as exc:  # kubeloop's own errors carry a message meant for the user
-        if not type(exc).__module__.startswith("kubeloop"):
-            raise
-        _err(f"kubeloop: {exc}")
-        code = EXIT_CONFLICT if "Conflict" in type(exc).__name__ else EXIT_BAD_INPUT
     if args.command == "run" and code == EXIT_BAD_INPUT:
         # Refused before the pipeline started; say so as a failed step does.
         _err(NOTHING_CHANGED + ".")

@@ -47,6 +47,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kubeloop.errors import UserError
+
 CANONICAL_VERSION = 1
 FORMAT = "kubeloop-row-fingerprints"
 # Where a registry version keeps the fingerprints of its training and validation rows.
@@ -66,7 +68,7 @@ _TAG_TEXT = np.uint64(0x4)
 _EXACT_FLOAT_INT = 2**53
 
 
-class FingerprintError(ValueError):
+class FingerprintError(UserError, ValueError):
     """Rows cannot be fingerprinted or a stored set cannot be read; the message says why."""
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from kubeloop.errors import UserError
 from kubeloop.metric_names import CLASSIFICATION_METRICS, REGRESSION_METRICS, higher_is_better
 
 DEFAULT_CONFIDENCE = 0.95
@@ -37,7 +38,7 @@ DEFAULT_MAX_ROWS = 20_000
 _BLOCK_CELLS = 2_000_000
 
 
-class PairedError(ValueError):
+class PairedError(UserError, ValueError):
     """The two sets of predictions cannot be compared; the message says why."""
 
 

@@ -47,8 +47,7 @@ def _is_user_error(exc: BaseException) -> bool:
     # The user's mistakes (DataError, ValidationFailed, SplitError, StorageError,
     # AliasConflict, ...) derive from UserError and carry messages written for
     # users; anything else is a bug and keeps its traceback and cause chain.
-    # kubeloop's own classes not yet moved under UserError count too.
-    return isinstance(exc, UserError) or type(exc).__module__.startswith("kubeloop")
+    return isinstance(exc, UserError)
 
 
 @contextmanager

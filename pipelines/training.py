@@ -151,7 +151,7 @@ def _train_evaluate_register(step, settings, ingest, validate, *, data_uri, para
     registry, model_name = settings.outputs["registry"], settings.outputs["model_name"]
     schema = validate.outputs["schema"]
     split = step(split_op(dataset=ingest.outputs["dataset"], schema=schema, config=cfgp))
-    features = step(features_op(train=split.outputs["train"], schema=schema))
+    features = step(features_op(train=split.outputs["train"], schema=schema, config=cfgp))
     common = dict(
         train=split.outputs["train"],
         valid=split.outputs["valid"],
@@ -184,6 +184,8 @@ def _train_evaluate_register(step, settings, ingest, validate, *, data_uri, para
         profile=ingest.outputs["profile"],
         split_summary=split.outputs["summary"],
         train=split.outputs["train"],
+        valid=split.outputs["valid"],
+        test=split.outputs["test"],
         validation_report=validate.outputs["report"],
         evaluation_report=evaluate.outputs["report"],
         gate_report=gate.outputs["report"],

@@ -40,7 +40,7 @@ from helpers_cli import (
 from kubeloop import storage
 from kubeloop.cli import NOTHING_CHANGED
 from kubeloop.components.evaluate import predict, score
-from kubeloop.components.gate import decide
+from kubeloop.components.gate import decide_from_evaluation
 from kubeloop.components.ingest import read_parquet
 from kubeloop.config import EvaluationConfig, GateConfig
 from kubeloop.datagen import make_churn
@@ -243,12 +243,7 @@ def test_second_run_on_s3_is_gated_against_the_champion_from_s3(second: S3Run, s
     # one BLAS kernel to another); what the code guarantees is that the decision is
     # the gate's rule applied to the metrics it stored, against the champion v1.
     evaluation = reg.read_json(MODEL, "v2", "evaluation")
-    again = decide(
-        task=evaluation["task"], challenger=evaluation["metrics"],
-        baseline=evaluation.get("baseline_metrics"), champion=evaluation.get("champion_metrics"),
-        policy=GateConfig(), champion_version=evaluation.get("champion_version"),
-        champion_error=evaluation.get("champion_error"),
-    )
+    again = decide_from_evaluation(evaluation, GateConfig())
     assert again.compared_with == "champion"
     assert (s["gate"]["decision"], s["gate"]["reason"]) == (again.decision, again.reason)
     assert s["promoted"] == again.promote

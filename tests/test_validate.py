@@ -599,3 +599,26 @@ def test_validate_step_without_a_target_is_a_user_error(tmp_path):
     cfg = Config(registry=str(tmp_path))
     with pytest.raises(UserError, match="target"):
         validate_step(_churn_frame(), cfg, registry=Registry(cfg.registry))
+
+
+@pytest.mark.parametrize(
+    "values,blocking",
+    [
+        (lambda rng, n: rng.integers(1990, 2020, n), False),  # a year
+        (lambda rng, n: rng.integers(1_500_000_000, 1_700_000_000, n), False),  # epoch seconds
+        (lambda rng, n: rng.integers(1_500_000_000_000, 1_700_000_000_000, n), False),  # epoch ms
+        (lambda rng, n: rng.normal(size=n), True),  # a measurement, not a time
+    ],
+    ids=["year", "epoch-s", "epoch-ms", "not-a-time"],
+)
+def test_a_numeric_time_column_is_accepted_when_it_is_a_year_or_an_epoch(values, blocking):
+    rng = np.random.default_rng(0)
+    n = 300
+    df = pd.DataFrame({"t": values(rng, n), "x": rng.normal(size=n), "y": rng.choice(["a", "b"], n)})
+    result = validate(df, target="y", task=None, cfg=ValidationConfig(), reference=None, time_column="t")
+    assert result.blocking is blocking
+    if blocking:
+        (a,) = [a for a in result.anomalies if a.blocking]
+        assert a.column == "t" and "years" in a.message and "epoch" in a.message
+    else:
+        assert result.schema["columns"]["t"]["role"] == "time"

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from kubeloop.errors import UserError
 from kubeloop.monitoring.columns import (
     CATEGORICAL,
     NUMERIC,
@@ -54,7 +55,7 @@ DEFAULT_BINS = 10
 DEFAULT_MAX_CATEGORIES = 1000
 
 
-class ProfileError(ValueError):
+class ProfileError(UserError, ValueError):
     """A profile cannot be built or read; the message says which column or file."""
 
 
