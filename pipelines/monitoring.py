@@ -12,16 +12,17 @@ from typing import Any
 from kfp import dsl
 
 from kubeloop.components.monitor import monitor_op
-from kubeloop.config import DEFAULT_FAMILIES, Config
-from kubeloop.pipelines.training import _with_credentials, build_training_pipeline
+from kubeloop.config import Config
+from kubeloop.pipelines.training import build_training_pipeline, run_config, with_credentials
 
 PIPELINE_NAME = "kubeloop-monitoring"
 
 
-def build_monitoring_pipeline(config: Config | None = None, *, parallelism: int | None = None) -> Any:
+def build_monitoring_pipeline(config: Config | None = None, *, parallelism: int | None = None,
+                              on_cluster: bool = False) -> Any:
     cfg = config or Config()
-    training = build_training_pipeline(cfg, parallelism=parallelism)
-    defaults = cfg.to_params()
+    training = build_training_pipeline(cfg, parallelism=parallelism, on_cluster=on_cluster)
+    defaults = run_config(cfg)
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -35,17 +36,23 @@ def build_monitoring_pipeline(config: Config | None = None, *, parallelism: int 
         retrain_data_uri: str = "",
         window_hours: float = 0.0,
         report_uri: str = "",
+        target: str = cfg.target or "",
+        task: str = cfg.task or "",
+        time_column: str = cfg.time_column or "",
+        id_column: str = cfg.id_column or "",
         config: dict = defaults,
-        families: list = list(cfg.train.families or DEFAULT_FAMILIES),  # noqa: B006 (a KFP parameter default, never mutated)
     ) -> bool:
         monitor = monitor_op(
             model_name=model_name, registry=registry, logs_uri=logs_uri, labels_uri=labels_uri,
-            retrain_data_uri=retrain_data_uri, window_hours=window_hours, report_uri=report_uri, config=config,
+            retrain_data_uri=retrain_data_uri, window_hours=window_hours, report_uri=report_uri,
+            config=config,
         ).set_caching_options(False)
-        _with_credentials(monitor, cfg.storage.credentials_secret)
+        with_credentials(monitor, cfg.storage.credentials_secret)
         with dsl.If(monitor.outputs["Output"] == True, name="retrain"):  # noqa: E712 (a KFP condition, not a Python test)
-            training(data_uri=retrain_data_uri, registry=registry, model_name=model_name, config=config,
-                     families=families)
+            # The training pipeline as a sub-pipeline: its gate (and, with deploy on,
+            # the canary rollout) decides what the retrained model becomes.
+            training(data_uri=retrain_data_uri, target=target, task=task, time_column=time_column,
+                     id_column=id_column, registry=registry, model_name=model_name, config=config)
         return monitor.outputs["Output"]
 
     return monitoring_pipeline

@@ -50,6 +50,12 @@ SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "LOKY_MAX_CPU_COUNT")
 
 
+def with_credentials(task: Any, secret_name: str) -> Any:
+    """Give ``task`` the S3 keys from the Kubernetes Secret ``secret_name`` as env."""
+    kubernetes.use_secret_as_env(task, secret_name=secret_name, secret_key_to_env=SECRET_KEYS)
+    return task
+
+
 def run_config(cfg: Config) -> dict[str, Any]:
     """The ``config`` parameter's default: everything but the run parameters (which
     are parameters of their own) and the keys fixed at compile time."""
@@ -87,7 +93,7 @@ def build_training_pipeline(
             # registry's production model): never served from cache.
             task.set_caching_options(False)
         if storage:
-            kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=SECRET_KEYS)
+            with_credentials(task, secret)
         if on_cluster:
             r = resources or sizes.default
             task.set_cpu_request(r.cpu_request).set_cpu_limit(r.cpu_limit)

@@ -173,7 +173,9 @@ def test_submit_creates_a_run_on_the_configured_image(kfp_server: FakeKfp, capsy
     assert params["model_name"] == "churn"
     assert params["registry"] == "s3://models/registry"
     assert params["config"]["storage"]["endpoint_url"] == "http://minio.kubeloop.svc:9000"
-    assert params["config"]["target"] == "churned"
+    # A run parameter of its own, never inside config (one source per value).
+    assert params["target"] == "churned" and "target" not in params["config"]
+    assert params["deploy"] is False
     assert _executor_images(run["pipeline_spec"]) == {IMAGE}
     # Steps get the S3 keys from the Secret by name; no key value travels with the run.
     platform = json.dumps(run["pipeline_spec"]["platform_spec"])
@@ -297,34 +299,24 @@ def _check(registry: str, model_name: str, window_days: int) -> str:
     return f"{registry}/{model_name}/{window_days}"
 
 
-class _Monitoring:
-    @staticmethod
-    def build_monitoring_pipeline(cfg: Any) -> Any:
-        @dsl.pipeline(name="kubeloop-monitoring")
-        def monitoring(registry: str, model_name: str, window_days: int, threshold: float = 0.2):
-            _check(registry=registry, model_name=model_name, window_days=window_days)
-
-        return monitoring
-
-
-def test_schedule_monitoring_passes_what_the_pipeline_declares(kfp_server, monkeypatch, capsys) -> None:
-    monkeypatch.setitem(sys.modules, "kubeloop.pipelines.monitoring", _Monitoring)
-    monkeypatch.setattr(kubeloop.pipelines, "monitoring", _Monitoring, raising=False)
+def test_schedule_monitoring_passes_what_the_pipeline_declares(kfp_server, capsys) -> None:
     code, out, err = run_cli(capsys, "schedule", "monitoring", "--cron", "0 0 6 * * MON", "--host", kfp_server.url,
-                             "--model-name", "churn", "--image", IMAGE, "--param", "window_days=7", "--json")
+                             "--model-name", "churn", "--target", "churned", "--image", IMAGE,
+                             "--param", "logs_uri=s3://logs/predictions", "--json")
     assert code == 0, err
     (job,) = kfp_server.posted("/recurringruns")
-    assert job["runtime_config"]["parameters"] == {"registry": "s3://models/registry", "model_name": "churn",
-                                                   "window_days": 7}
+    params = job["runtime_config"]["parameters"]
+    assert params["logs_uri"] == "s3://logs/predictions"
+    assert (params["registry"], params["model_name"], params["target"]) == (
+        "s3://models/registry", "churn", "churned")
+    assert "target" not in params["config"]  # one source per value
     assert _executor_images(job["pipeline_spec"]) == {IMAGE}
     assert json.loads(out)["name"] == "churn monitoring"
 
 
-def test_schedule_monitoring_names_a_missing_parameter(kfp_server, monkeypatch, capsys) -> None:
-    monkeypatch.setitem(sys.modules, "kubeloop.pipelines.monitoring", _Monitoring)
-    monkeypatch.setattr(kubeloop.pipelines, "monitoring", _Monitoring, raising=False)
+def test_schedule_monitoring_names_a_missing_parameter(kfp_server, capsys) -> None:
     code, out, err = run_cli(capsys, "schedule", "monitoring", "--cron", "0 0 6 * * *", "--host", kfp_server.url)
-    assert code == 2 and "needs window_days" in err and "--param" in err
+    assert code == 2 and "needs logs_uri" in err and "--param" in err
     assert kfp_server.requests == []
 
 

@@ -57,9 +57,7 @@ def monitoring_config(args: argparse.Namespace, registry: str) -> Any:
     reg = Registry(registry, cfg.storage)
     try:
         trained = reg.read_json(args.model, "production", "lineage.json").get("config") or {}
-    except Exception as exc:  # noqa: BLE001 - any reason the production version cannot be read is the user's to fix
-        if not type(exc).__module__.startswith("kubeloop"):
-            raise
+    except UserError as exc:
         raise UserError(f"{args.model}: cannot read the production version from {registry}: {exc}") from None
     base = Config.from_dict(trained).to_dict() if trained else {}
     mine = cfg.to_dict()
@@ -93,6 +91,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
     from kubeloop.local_run import PipelineFailed, run_pipeline
     from kubeloop.pipelines.monitoring import build_monitoring_pipeline
+    from kubeloop.pipelines.training import run_config
 
     print(f"kubeloop monitor: {args.model} in {registry}, logs {logs}", file=sys.stderr)
     pipeline = build_monitoring_pipeline(cfg, parallelism=1)
@@ -109,7 +108,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             pipeline,
             {"logs_uri": logs, "registry": registry, "model_name": args.model, "labels_uri": labels,
              "retrain_data_uri": fresh, "window_hours": float(args.window_hours), "report_uri": report_dir,
-             "config": cfg.to_params(), "families": list(cfg.train.families)},
+             "target": cfg.target or "", "task": cfg.task or "", "time_column": cfg.time_column or "",
+             "id_column": cfg.id_column or "", "config": run_config(cfg)},
             work_dir=args.work_dir,
             on_event=on_event,
         )

@@ -66,6 +66,8 @@ def register(sub: Any, common: Any) -> None:
     )
     add_pipeline_flags(p, data_required=True)
     p.add_argument("--run-name", help="name shown in the KFP UI (default: MODEL training <UTC time>)")
+    p.add_argument("--deploy", action="store_true",
+                   help="deploy a promoted version to KServe (first: all traffic; later: a canary)")
     common(p)
     p.set_defaults(func=cmd_submit)
 
@@ -174,7 +176,7 @@ def compile_package(which: str, cfg: Any, image: str, out_dir: Path) -> tuple[Pa
 
         from kubeloop.compile import assert_no_credentials, set_image
 
-        pipeline = load_monitoring_builder()(cfg)
+        pipeline = load_monitoring_builder()(cfg, on_cluster=True)
         tmp = out_dir / ".monitoring.tmp.yaml"
         compiler.Compiler().compile(pipeline, str(tmp))
         docs = list(yaml.safe_load_all(tmp.read_text()))
@@ -189,9 +191,15 @@ def compile_package(which: str, cfg: Any, image: str, out_dir: Path) -> tuple[Pa
 
 def run_values(cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
     """The values kubeloop knows how to fill in, by pipeline parameter name."""
+    from kubeloop.pipelines.training import run_config
+
     data = require_cluster_uri("--data", args.data) if args.data else None
-    return {"data_uri": data, "registry": cfg.registry, "model_name": cfg.model_name,
-            "config": cfg.to_params(), "families": list(cfg.train.families)}
+    # Run parameters are parameters of their own; config holds the rest (each value
+    # has one source, and the settings step refuses a run parameter inside config).
+    return {"data_uri": data, "target": cfg.target or "", "task": cfg.task or "",
+            "time_column": cfg.time_column or "", "id_column": cfg.id_column or "",
+            "registry": cfg.registry, "model_name": cfg.model_name, "config": run_config(cfg),
+            "deploy": bool(getattr(args, "deploy", False))}
 
 
 def emit(result: dict[str, Any], as_json: bool, text: str) -> None:
@@ -228,7 +236,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         "run_name": run_name, **run, "image": image,
         "service_account": args.service_account or None,
         # The config travels as the pipeline's default; the summary shows what was set here.
-        "arguments": {k: v for k, v in arguments.items() if k not in ("config", "families")},
+        "arguments": {k: v for k, v in arguments.items() if k != "config"},
     }
     emit(result, args.json, run["run_url"])
     return 0
