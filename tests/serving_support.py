@@ -165,12 +165,14 @@ def _die_with_parent() -> None:
 
 
 def start_server(args: list[str], *, env: dict[str, str] | None = None, ready_path: str = "/v2/health/ready",
-                 timeout: float = 40.0) -> Server:
-    """``python -m kubeloop.serving ARGS`` (or another module given in ``args``) on a free
-    loopback port; waits for ``ready_path`` to answer 200."""
+                 timeout: float = 40.0, port_flag: str = "--http_port") -> Server:
+    """``python -m ARGS`` (``kubeloop.serving ...`` or ``kubeloop.cli serve ...``) on a free
+    port; waits for ``ready_path`` on loopback to answer 200."""
     port = free_port()
     log_path = Path(tempfile.mkstemp(prefix="kubeloop-serve-", suffix=".log")[1])
-    cmd = [sys.executable, "-m", *args, f"--http_port={port}", "--enable_grpc=false"]
+    cmd = [sys.executable, "-m", *args, f"{port_flag}={port}"]
+    if args[0] == "kubeloop.serving":
+        cmd.append("--enable_grpc=false")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
                                 preexec_fn=_die_with_parent if sys.platform == "linux" else None)

@@ -8,6 +8,7 @@ InferenceService sets them in ``env``:
     KUBELOOP_SHADOW_URI   model/ folder of a shadow version; unset: no shadow
     KUBELOOP_ROLE         primary (default) or canary
     KUBELOOP_MAX_ROWS     rows per request (default 1000)
+    KUBELOOP_MAX_BODY_BYTES  larger request bodies get a 400 unread (default 16 MiB)
     KUBELOOP_LOG_FLUSH_SECONDS, KUBELOOP_LOG_FILE_ROWS, KUBELOOP_LOG_QUEUE_ROWS
     AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION  (S3)
 
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a registry version's model/ folder: local path or s3:// (KServe: /mnt/models)")
     args, _ = parser.parse_known_args(argv)
 
-    from kubeloop.serving.model import KubeloopModel, install
+    from kubeloop.serving.model import DEFAULT_MAX_BODY_BYTES, KubeloopModel, install
     from kubeloop.storage import StorageError
 
     log_options = {
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # KServe unloads (stops) the model on SIGTERM; this covers an exit by any other path.
     atexit.register(model.close)
-    install(model_server.app, model)
+    install(model_server.app, model,
+            max_body_bytes=int(_env_number("KUBELOOP_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, int)))
     server = model_server.ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,

@@ -296,7 +296,9 @@ def install(app: Any, model: KubeloopModel, *, max_body_bytes: int = DEFAULT_MAX
     """Add the 400 handlers and the request middleware to KServe's FastAPI app (before
     the server starts: Starlette fixes both when it builds its middleware stack)."""
     import orjson
+    from fastapi.exception_handlers import http_exception_handler
     from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
     from starlette.responses import Response
 
     def json_400(body: dict[str, Any]) -> Response:
@@ -313,7 +315,13 @@ def install(app: Any, model: KubeloopModel, *, max_body_bytes: int = DEFAULT_MAX
         message = "invalid request: " + ("; ".join(problems) or "the body does not match the v2 inference request")
         return json_400({"error": message})
 
+    async def http_error(request: Any, exc: HTTPException) -> Any:
+        if exc.status_code == 400:  # FastAPI could not read the body (not UTF-8, not JSON)
+            return json_400({"error": f"invalid request: {exc.detail}"})
+        return await http_exception_handler(request, exc)
+
     app.add_exception_handler(Rejected, rejected)
+    app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, unreadable)
     app.add_middleware(_Edge, model=model, max_body_bytes=max_body_bytes)
 
