@@ -50,3 +50,7 @@ bench-storage: $(STAMP) ## Round trip of a 500 MB artifact through S3: throughpu
 
 clean: ## Remove local runs, the demo output and build files (keeps .venv)
 	rm -rf .kubeloop $(DEMO) dist build *.egg-info .pytest_cache
+
+.PHONY: bench-serving
+bench-serving: $(STAMP) ## One-row latency: kubeloop's predictor vs a stock KServe model on the same pipeline
+	$(BIN)/python bench/bench_serving.py
