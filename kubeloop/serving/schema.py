@@ -270,6 +270,8 @@ def parse_v2(inputs: Any, schema: RequestSchema) -> list[dict[str, Any]]:
         if not isinstance(datatype, str) or datatype.upper() not in _V2_TYPES:
             problems.append(Problem(WRONG_TYPE, f"datatype {datatype!r} is not one of {sorted(_V2_TYPES)}", field=name))
             continue
+        if hasattr(data, "tolist") and not isinstance(data, list):  # binary tensor data, decoded
+            data = data.tolist()
         if not isinstance(data, list):
             problems.append(Problem(INVALID_INPUT, f"'data' must be a list, got {_type_name(data)}", field=name))
             continue
