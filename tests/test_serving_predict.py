@@ -131,3 +131,29 @@ def test_kubeloop_predict_command(version, tmp_path):
         capture_output=True, text=True, timeout=120,
     )
     assert bad.returncode == 2 and "v9" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_kubeloop_serve_help_and_refusals(version, tmp_path):
+    _, registry = version
+    helptext = subprocess.run([sys.executable, "-m", "kubeloop.cli", "serve", "--help"],
+                              capture_output=True, text=True, timeout=60)
+    assert helptext.returncode == 0 and "ALL network interfaces" in helptext.stdout
+    for model, shadow, fragment in [("churn@v9", None, "v9"), ("churn@", None, "NAME@VERSION"),
+                                    ("churn", "v1", "the version being served"),
+                                    ("nosuch", None, "nosuch")]:
+        cmd = [sys.executable, "-m", "kubeloop.cli", "serve", "--model", model, "--registry", str(registry.uri),
+               "--port", "1"]
+        cmd += ["--shadow", shadow] if shadow else []
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and fragment in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_the_kfp_adapter_compiles(tmp_path):
+    from kfp import compiler
+
+    from kubeloop.components.predict import predict_op
+
+    out = tmp_path / "predict.yaml"
+    compiler.Compiler().compile(predict_op, str(out))
+    text = out.read_text()
+    assert "predict_step" in text and "model_uri" in text
