@@ -79,15 +79,21 @@ def main(argv: list[str] | None = None) -> int:
     atexit.register(model.close)
     install(model_server.app, model,
             max_body_bytes=int(_env_number("KUBELOOP_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, int)))
+    latency_lines = _flag_given(argv, "--enable_latency_logging") and args.enable_latency_logging
     server = model_server.ModelServer(
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         enable_grpc=args.enable_grpc,
         workers=1,
         # The prediction log and kubeloop_request_latency_seconds carry each request's
-        # latency; KServe's own log line per request would cost the hot path time.
-        enable_latency_logging=_flag_given(argv, "--enable_latency_logging") and args.enable_latency_logging,
+        # latency; KServe's own log lines per request (its latency line and its timing
+        # middleware's two trace lines) would cost the hot path time. Opt back in with
+        # --enable_latency_logging=true.
+        enable_latency_logging=latency_lines,
     )
+    if not latency_lines:
+        # Set after the server configured logging (it resets the levels).
+        logging.getLogger("kserve.trace").setLevel(logging.WARNING)
     server.start([model])
     model.close()
     return 0
