@@ -9,11 +9,13 @@ them exactly as it would load a pipeline's output.
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import functools
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -61,9 +63,10 @@ class Trained:
         return feature_columns(self.schema)
 
 
+@functools.cache
 def _workdir() -> Path:
-    path = Path(tempfile.gettempdir()) / f"kubeloop-serving-tests-{os.getpid()}"
-    path.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="kubeloop-serving-tests-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
 
 

@@ -66,6 +66,14 @@ def test_v1_accepts_instances_and_inputs_with_several_rows(key):
     assert parse_v1(b'{"instances": [{"age": 1}]}', SCHEMA) == [{"age": 1}]
 
 
+def test_v1_columnar_inputs():
+    rows = parse_v1({"inputs": {"age": [41, 7], "plan": ["pro", "basic"]}}, SCHEMA)
+    assert rows == [{"age": 41, "plan": "pro"}, {"age": 7, "plan": "basic"}]
+    for bad in ({"age": [1, 2], "plan": ["pro"]}, {"age": 5}, {}):
+        problems, _ = _problems(parse_v1, {"inputs": bad}, SCHEMA)
+        assert problems[0][2] in ("invalid_input", "empty_batch")
+
+
 def _v2(name, data, datatype="FP64", shape=None):
     return {"name": name, "datatype": datatype, "shape": shape if shape is not None else [len(data)], "data": data}
 

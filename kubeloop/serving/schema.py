@@ -201,7 +201,8 @@ def _check_batch(rows: Any, where: str, max_rows: int) -> list[Any]:
 
 
 def parse_v1(payload: Any, schema: RequestSchema) -> list[dict[str, Any]]:
-    """Rows of a KServe v1 body: ``{"instances": [{feature: value}, ...]}`` (or ``inputs``).
+    """Rows of a KServe v1 body: ``{"instances": [{feature: value}, ...]}`` (or ``inputs``,
+    also in TF Serving's columnar form ``{"inputs": {feature: [value, ...]}}``).
 
     Every row must be a JSON object keyed by feature name; positional lists are
     refused, because a column order is easy to get silently wrong.
@@ -217,7 +218,10 @@ def parse_v1(payload: Any, schema: RequestSchema) -> list[dict[str, Any]]:
     if len(keys) != 1:
         found = "both 'instances' and 'inputs'" if len(keys) == 2 else f"keys {sorted(payload)[:10]}"
         raise _reject(INVALID_INPUT, f"the body must hold exactly one of 'instances' or 'inputs', got {found}")
-    rows = _check_batch(payload[keys[0]], repr(keys[0]), schema.max_rows)
+    data = payload[keys[0]]
+    if keys[0] == "inputs" and isinstance(data, dict):
+        data = _columns_to_rows(data)
+    rows = _check_batch(data, repr(keys[0]), schema.max_rows)
     bad = [i for i, r in enumerate(rows) if not isinstance(r, dict)]
     if bad:
         raise RequestRejected(
@@ -227,6 +231,22 @@ def parse_v1(payload: Any, schema: RequestSchema) -> list[dict[str, Any]]:
             ]
         )
     return rows
+
+
+def _columns_to_rows(columns: dict[str, Any]) -> list[dict[str, Any]]:
+    """TF Serving's columnar form, ``{"inputs": {"feature": [v, ...], ...}}``, as rows."""
+    bad = [k for k, v in columns.items() if not isinstance(v, list)]
+    if bad:
+        raise RequestRejected([
+            Problem(INVALID_INPUT, "columnar 'inputs' need a list of values per feature", field=str(k)[:100])
+            for k in bad[:MAX_LISTED_PROBLEMS]
+        ])
+    lengths = {len(v) for v in columns.values()}
+    if len(lengths) > 1:
+        sizes = {str(k)[:100]: len(v) for k, v in list(columns.items())[:20]}
+        raise _reject(INVALID_INPUT, f"columnar 'inputs' must all hold the same number of values, got {sizes}")
+    n = lengths.pop() if lengths else 0
+    return [{k: v[r] for k, v in columns.items()} for r in range(n)]
 
 
 # v2 datatypes by what they can carry.
