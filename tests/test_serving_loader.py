@@ -90,3 +90,21 @@ def test_missing_folder(tmp_path):
 ])
 def test_version_of(uri, meta, expected):
     assert version_of(uri, meta) == expected
+
+
+def test_the_predictor_process_refuses_a_tampered_model(tmp_path):
+    import subprocess
+    import sys
+
+    registry = Registry(tmp_path / "reg")
+    version = register(registry, trained("linear", "classification"))
+    folder = tmp_path / "reg" / "churn" / "versions" / version / "model"
+    with open(folder / "model.joblib", "ab") as fh:
+        fh.write(b"\0")
+    proc = subprocess.run(
+        [sys.executable, "-m", "kubeloop.serving", "--model_name=churn", f"--model_dir={folder}",
+         "--http_port=1", "--enable_grpc=false"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "refusing to load it" in proc.stderr and "Traceback" not in proc.stderr
