@@ -101,3 +101,15 @@ def test_an_unknown_head_falls_back_to_scikit_learn():
     assert compiled.head_kind == "sklearn" and compiled.fallback_reason
     _, proba = compiled.predict(validate(rows_of(frame, model.features), schema).rows)
     np.testing.assert_allclose(proba, dummy.predict_proba(frame), rtol=0, atol=TOLERANCE)
+
+
+def test_an_unknown_features_step_falls_back_to_the_whole_pipeline():
+    model = trained("hist_gradient_boosting", "classification")
+    wrapped = Pipeline([("features", Pipeline([("inner", model.pipeline.named_steps["features"])])),
+                        ("model", model.pipeline.named_steps["model"])])
+    schema = RequestSchema.from_metadata(model.metadata)
+    compiled = CompiledModel(wrapped, schema, task="classification", labels=model.metadata["labels"])
+    assert compiled.head_kind == "sklearn_pipeline" and "features step" in compiled.fallback_reason
+    frame = model.test[model.features]
+    _, proba = compiled.predict(validate(rows_of(frame, model.features), schema).rows)
+    np.testing.assert_allclose(proba, model.pipeline.predict_proba(frame), rtol=0, atol=TOLERANCE)

@@ -22,7 +22,8 @@ because it is the hot path):
 
 Anything else (another estimator, a pipeline layout this module does not know)
 keeps the compiled features step and hands the head a DataFrame, scikit-learn's
-own path; ``CompiledModel.head_kind`` says which one is in use. A test holds the
+own path; a features step of another shape sends the whole pipeline a DataFrame.
+``CompiledModel.head_kind`` says which path is in use and ``fallback_reason`` why. A test holds the
 compiled model to the saved pipeline within 1e-6 on every row of a test split,
 for every family and task.
 """
@@ -518,8 +519,42 @@ def _compile_head(head: Any, names: list[str], classification: bool) -> tuple[An
 # --- the compiled model ------------------------------------------------------------------
 
 
+class _SklearnPipeline:
+    """Fallback for a whole pipeline this module cannot compile: a DataFrame of the
+    checked rows through the saved pipeline, scikit-learn's own path end to end."""
+
+    kind = "sklearn_pipeline"
+
+    def __init__(self, pipeline: Any, schema: RequestSchema, classification: bool):
+        self.pipeline, self.schema, self.classification = pipeline, schema, classification
+
+    def frame(self, rows: list[list[Any]]) -> pd.DataFrame:
+        def plain(value: Any) -> Any:
+            return value.when if isinstance(value, DateValue) else value
+
+        frame = pd.DataFrame([[plain(v) for v in row] for row in rows], columns=list(self.schema.names))
+        for f in self.schema.features:
+            if f.kind == "datetime":
+                frame[f.name] = pd.to_datetime(frame[f.name])
+            elif f.kind == "numeric":
+                frame[f.name] = frame[f.name].astype(np.float64)
+        return frame
+
+    def __call__(self, rows: list[list[Any]]) -> np.ndarray:
+        frame = self.frame(rows)
+        if self.classification:
+            return self.pipeline.predict_proba(frame)
+        return np.asarray(self.pipeline.predict(frame), dtype=np.float64)
+
+
 class CompiledModel:
-    """``predict(rows) -> (labels or values, probabilities or None)`` on checked rows."""
+    """``predict(rows) -> (class indices or values, probabilities or None)`` on checked rows.
+
+    ``head_kind`` names the path in use: ``linear``, ``forest``,
+    ``hist_gradient_boosting`` (compiled), ``sklearn`` (compiled features, the
+    head through scikit-learn) or ``sklearn_pipeline`` (nothing compiled);
+    ``fallback_reason`` says why a fallback was taken.
+    """
 
     def __init__(self, pipeline: Any, schema: RequestSchema, *, task: str, labels: list[Any] | None = None):
         from sklearn.pipeline import Pipeline
@@ -530,20 +565,27 @@ class CompiledModel:
         self.pipeline = pipeline
         self.classification = task == "classification"
         features, head = pipeline.named_steps["features"], pipeline.named_steps["model"]
-        self.plan = _compile_features(features, schema)
         if self.classification:
-            self.classes = list(getattr(head, "classes_", []))
+            self.classes = list(getattr(head, "classes_", getattr(pipeline, "classes_", [])))
             if labels is not None and [str(c) for c in self.classes] != [str(c) for c in labels]:
                 raise CompileError(f"the model's classes {self.classes} differ from kubeloop.json labels {labels}")
         else:
             self.classes = []
+        self.whole: _SklearnPipeline | None = None
+        self.prepare: Any = None
+        self.fallback_reason: str | None = None
+        try:
+            self.plan = _compile_features(features, schema)
+        except (CompileError, AttributeError, KeyError, TypeError, ValueError) as exc:
+            self.fallback_reason = f"features step: {exc}"
+            self.whole = _SklearnPipeline(pipeline, schema, self.classification)
+            self.head: Any = self.whole
+            return
         try:
             self.prepare, self.head = _compile_head(head, self.plan.names, self.classification)
         except (CompileError, AttributeError, KeyError, TypeError, ValueError) as exc:
             self.fallback_reason = str(exc)
             self.prepare, self.head = None, _SklearnHead(head, self.plan.names, self.classification)
-        else:
-            self.fallback_reason = None
 
     @property
     def head_kind(self) -> str:
@@ -551,13 +593,19 @@ class CompiledModel:
 
     def features(self, rows: list[list[Any]]) -> np.ndarray:
         """The features step's output (float32) for checked rows."""
+        if self.whole is not None:
+            return np.asarray(self.pipeline.named_steps["features"].transform(self.whole.frame(rows)),
+                              dtype=np.float32)
         return _transform(self.plan, rows)
 
     def predict(self, rows: list[list[Any]]) -> tuple[np.ndarray, np.ndarray | None]:
-        x = _transform(self.plan, rows)
-        if self.prepare is not None:
-            x = self.prepare(x)
-        out = self.head(x)
+        if self.whole is not None:
+            out = self.whole(rows)
+        else:
+            x = _transform(self.plan, rows)
+            if self.prepare is not None:
+                x = self.prepare(x)
+            out = self.head(x)
         if not self.classification:
             return np.asarray(out, dtype=np.float64).reshape(-1), None
         proba = np.asarray(out, dtype=np.float64)
