@@ -157,3 +157,18 @@ def test_the_kfp_adapter_compiles(tmp_path):
     compiler.Compiler().compile(predict_op, str(out))
     text = out.read_text()
     assert "predict_step" in text and "model_uri" in text
+
+
+def test_regression_batch(tmp_path):
+    model = trained("extra_trees", "regression")
+    registry = Registry(tmp_path / "registry")
+    loaded = load_version(registry.model_uri("houses", register(registry, model)))
+    data = tmp_path / "houses.parquet"
+    model.test.to_parquet(data)
+    out = tmp_path / "p.parquet"
+    summary = predict_step(loaded, str(data), str(out), batch_rows=25)
+    assert summary["scored"] == len(model.test) and summary["rejected"] == 0
+    result = pq.read_table(out).to_pandas()
+    assert list(result.columns) == ["row", "prediction", "model", "version"]
+    np.testing.assert_allclose(result["prediction"], model.pipeline.predict(model.test[model.features]),
+                               rtol=1e-6, atol=1e-6)
