@@ -60,16 +60,16 @@ def main(argv: list[str] | None = None) -> int:
         "max_file_rows": int(_env_number("KUBELOOP_LOG_FILE_ROWS", 5000, int)),
         "max_queue_rows": int(_env_number("KUBELOOP_LOG_QUEUE_ROWS", 50_000, int)),
     }
-    model = KubeloopModel(
-        args.model_name,
-        args.model_dir,
-        log_uri=os.environ.get("KUBELOOP_LOG_URI"),
-        shadow_uri=os.environ.get("KUBELOOP_SHADOW_URI"),
-        role=os.environ.get("KUBELOOP_ROLE") or "primary",
-        max_rows=int(_env_number("KUBELOOP_MAX_ROWS", DEFAULT_MAX_ROWS, int)),
-        log_options=log_options,
-    )
     try:
+        model = KubeloopModel(
+            args.model_name,
+            args.model_dir,
+            log_uri=os.environ.get("KUBELOOP_LOG_URI"),
+            shadow_uri=os.environ.get("KUBELOOP_SHADOW_URI"),
+            role=os.environ.get("KUBELOOP_ROLE") or "primary",
+            max_rows=int(_env_number("KUBELOOP_MAX_ROWS", DEFAULT_MAX_ROWS, int)),
+            log_options=log_options,
+        )
         model.load()
     except (StorageError, ValueError) as exc:
         logging.getLogger("kubeloop.serving").error("cannot serve %s: %s", args.model_dir, exc)
