@@ -23,6 +23,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -152,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
+    shutil.rmtree(work, ignore_errors=True)
     stats = {name: {"p50_ms": float(np.percentile(t, 50)), "p99_ms": float(np.percentile(t, 99)),
                     "mean_ms": float(np.mean(t))} for name, t in times.items()}
     ratio = {k: stats["kubeloop"][k] / stats["stock"][k] for k in ("p50_ms", "p99_ms")}

@@ -86,6 +86,7 @@ def setup(tmp_path_factory):
     yield {"server": server, "client": client, "registry": registry, "root": root, "logs": logs,
            "model": primary, "v1": v1, "v2": v2}
     server.stop(signal.SIGKILL)
+    server.log_path.unlink(missing_ok=True)
 
 
 V1 = f"/v1/models/{MODEL}:predict"
@@ -325,4 +326,6 @@ def test_kubeloop_serve_survives_a_storage_outage(setup, s3_endpoint):
         assert get(server.url + "/v2/health/ready")[0] == 200
     finally:
         server.stop(signal.SIGTERM)
-    assert "could not write" in server.log() and "dropped" in server.log()
+    log = server.log()
+    server.log_path.unlink(missing_ok=True)
+    assert "could not write" in log and "dropped" in log
