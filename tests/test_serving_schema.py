@@ -119,6 +119,14 @@ def test_v2_one_input_per_feature_becomes_rows():
     assert checked.rows[1][3].when == datetime(2024, 5, 31, 22, 0)  # +02:00 -> UTC
 
 
+def test_v2_bytes_values_as_grpc_sends_them():
+    tuples = [(i["name"], i["shape"], i["datatype"],
+               [v.encode() if isinstance(v, str) else v for v in i["data"]]) for i in GOOD_V2]
+    assert parse_v2(tuples, SCHEMA) == parse_v2(GOOD_V2, SCHEMA)
+    problems, _ = _problems(parse_v2, [("plan", [1], "BYTES", [b"\xff"])], SCHEMA)
+    assert problems == [(None, "plan", "invalid_input")]
+
+
 def test_v2_missing_input_is_reported_per_row():
     rows = parse_v2(GOOD_V2[:3], SCHEMA)
     problems, _ = _problems(validate, rows, SCHEMA)

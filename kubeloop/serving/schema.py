@@ -296,6 +296,12 @@ def parse_v2(inputs: Any, schema: RequestSchema) -> list[dict[str, Any]]:
             problems.append(Problem(INVALID_INPUT, f"'data' must be a list, got {_type_name(data)}", field=name))
             continue
         values = [v[0] if isinstance(v, list) and len(v) == 1 else v for v in data]
+        if any(isinstance(v, bytes) for v in values):  # gRPC carries BYTES as bytes
+            try:
+                values = [v.decode("utf-8") if isinstance(v, bytes) else v for v in values]
+            except UnicodeDecodeError:
+                problems.append(Problem(INVALID_INPUT, "BYTES data must be UTF-8 text", field=name))
+                continue
         if any(isinstance(v, (list, dict)) for v in values):
             problems.append(Problem(INVALID_INPUT, "'data' must be a flat list of values, one per row", field=name))
             continue
