@@ -174,7 +174,7 @@ def start_server(args: list[str], *, env: dict[str, str] | None = None, ready_pa
     port = free_port()
     log_path = Path(tempfile.mkstemp(prefix="kubeloop-serve-", suffix=".log")[1])
     cmd = [sys.executable, "-m", *args, f"{port_flag}={port}"]
-    if args[0] == "kubeloop.serving":
+    if args[0] == "kubeloop.serving" and not any(a.startswith("--grpc_port") for a in args):
         cmd.append("--enable_grpc=false")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from serving_support import get, register, rows_of, start_server, trained
+from serving_support import free_port, get, register, rows_of, start_server, trained
 
 from kubeloop.registry import Registry
 from kubeloop.serving.logs import read_logs
@@ -76,15 +76,17 @@ def setup(tmp_path_factory):
     v1 = register(registry, primary)
     v2 = register(registry, trained("linear", "classification"), promote=False)
     logs = root / "logs"
+    grpc_port = free_port()
     server = start_server(
-        ["kubeloop.serving", f"--model_name={MODEL}", f"--model_dir={registry.model_uri(MODEL, v1)}"],
+        ["kubeloop.serving", f"--model_name={MODEL}", f"--model_dir={registry.model_uri(MODEL, v1)}",
+         f"--grpc_port={grpc_port}"],
         env={"KUBELOOP_LOG_URI": str(logs), "KUBELOOP_SHADOW_URI": registry.model_uri(MODEL, v2),
              "KUBELOOP_LOG_FLUSH_SECONDS": "0.5", "KUBELOOP_MAX_ROWS": str(MAX_ROWS),
              "KUBELOOP_MAX_BODY_BYTES": str(MAX_BODY)},
     )
     client = Client(server.url)
     yield {"server": server, "client": client, "registry": registry, "root": root, "logs": logs,
-           "model": primary, "v1": v1, "v2": v2}
+           "model": primary, "v1": v1, "v2": v2, "grpc_port": grpc_port}
     server.stop(signal.SIGKILL)
     server.log_path.unlink(missing_ok=True)
 
@@ -120,6 +122,45 @@ def test_v2_named_inputs(setup):
     outputs = {o["name"]: o["data"] for o in body["outputs"]}
     assert outputs["prediction"] == list(model.pipeline.predict(frame))
     np.testing.assert_allclose(outputs["proba_yes"], model.pipeline.predict_proba(frame)[:, 1], atol=1e-6)
+
+
+def test_v2_over_grpc(setup):
+    import asyncio
+
+    import grpc
+    from kserve import InferenceGRPCClient, InferInput, InferRequest
+
+    model, client = setup["model"], setup["client"]
+    frame = model.test[model.features].dropna().head(3)
+    rows = rows_of(frame, model.features)
+    kinds = {f: model.schema["columns"][f]["kind"] for f in model.features}
+
+    def column(name):
+        values = [r[name] for r in rows]
+        if kinds[name] == "numeric":
+            return InferInput(name, [len(rows)], "FP64", [float(v) for v in values])
+        return InferInput(name, [len(rows)], "BYTES", [str(v).encode() for v in values])
+
+    async def call(inputs):
+        grpc_client = InferenceGRPCClient(f"127.0.0.1:{setup['grpc_port']}", timeout=10, retries=2)
+        rid = uuid.uuid4().hex
+        client.sent.append(rid)
+        try:
+            return await grpc_client.infer(InferRequest(model_name=MODEL, infer_inputs=inputs, request_id=rid),
+                                           headers=(("x-request-id", rid),))
+        finally:
+            await grpc_client._channel.close()
+
+    response = asyncio.run(call([column(f) for f in model.features]))
+    assert response.model_version == setup["v1"]
+    outputs = {o.name: o.data for o in response.outputs}
+    labels = [p.decode() if isinstance(p, bytes) else p for p in outputs["prediction"]]
+    assert labels == list(model.pipeline.predict(frame))
+    np.testing.assert_allclose(outputs["proba_yes"], model.pipeline.predict_proba(frame)[:, 1], atol=1e-6)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        asyncio.run(call([column(f) for f in model.features[1:]]))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"field '{model.features[0]}'" in info.value.details()
 
 
 def test_health_and_model_metadata(setup):

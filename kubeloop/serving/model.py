@@ -173,7 +173,7 @@ class KubeloopModel(kserve.Model):
 
     # -- requests ----------------------------------------------------------------------------
 
-    def predict(self, payload: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
         t0 = time.perf_counter()
         state = _request_state.get()
         if state is not None:
@@ -238,19 +238,19 @@ class KubeloopModel(kserve.Model):
             self.shadow.submit(request_id, when, rows)
         return response
 
-    def _v2_response(self, request_id: str, predictions: list[Any], proba: Any) -> dict[str, Any]:
+    def _v2_response(self, request_id: str, predictions: list[Any], proba: Any) -> kserve.InferResponse:
+        """KServe's own response type, so REST (JSON) and gRPC (protobuf) both encode it."""
         n = len(predictions)
         version = self.version
         assert version is not None
         if proba is None:
-            outputs = [{"name": "prediction", "datatype": "FP64", "shape": [n], "data": predictions}]
+            outputs = [kserve.InferOutput("prediction", [n], "FP64", [float(p) for p in predictions])]
         else:
-            outputs = [{"name": "prediction", "datatype": "BYTES", "shape": [n], "data": [str(p) for p in predictions]}]
-            outputs += [
-                {"name": f"proba_{label}", "datatype": "FP64", "shape": [n], "data": [float(x) for x in proba[:, k]]}
-                for k, label in enumerate(self._class_names)
-            ]
-        return {"model_name": self.name, "model_version": version.version, "id": request_id, "outputs": outputs}
+            outputs = [kserve.InferOutput("prediction", [n], "BYTES", [str(p) for p in predictions])]
+            outputs += [kserve.InferOutput(f"proba_{label}", [n], "FP64", [float(x) for x in proba[:, k]])
+                        for k, label in enumerate(self._class_names)]
+        return kserve.InferResponse(response_id=request_id, model_name=self.name, infer_outputs=outputs,
+                                    model_version=version.version)
 
     def _reject(self, exc: RequestRejected, request_id: str, when: datetime, protocol: str,
                 rows: list[Any] | None, t0: float) -> None:
