@@ -123,3 +123,7 @@ bench-drift: $(STAMP) ## Drift: `kubeloop drift` vs Evidently on 1M rows x 20 co
 
 clean: ## Remove local runs, the demo output and build files (keeps .venv)
 	rm -rf .kubeloop $(DEMO) dist build *.egg-info .pytest_cache
+
+.PHONY: bench-serving
+bench-serving: $(STAMP) ## One-row latency: kubeloop's predictor vs a stock KServe model on the same pipeline
+	$(BIN)/python bench/bench_serving.py

@@ -1,0 +1,132 @@
+"""Loading a registry version's ``model/`` folder: integrity first, unpickling after.
+
+The folder is what a KServe ``storageUri`` points at (``<registry>/<model>/versions/
+vN/model/``): ``kubeloop.json`` (the request contract and the sha256 of the model
+file) and ``model.joblib``. Only that folder reaches a pod, so the check is against
+``kubeloop.json``'s sha256: bytes that do not match are never unpickled (unpickling
+runs code). ``kubeloop serve`` also checks that sha256 against the registry's
+manifest before it starts the predictor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubeloop.serving.fastpath import CompiledModel
+from kubeloop.serving.schema import DEFAULT_MAX_ROWS, RequestSchema
+from kubeloop.storage import (
+    IntegrityError,
+    NotFound,
+    StorageError,
+    is_remote,
+    join,
+    open_store,
+    sha256_file,
+)
+
+METADATA_FILE = "kubeloop.json"
+_VERSION_IN_URI = re.compile(r"/versions/(v[1-9][0-9]*)/model/?$")
+
+
+class ModelLoadError(StorageError):
+    """The folder is not a loadable kubeloop model; the message says what is wrong."""
+
+
+@dataclass
+class LoadedVersion:
+    """One version, ready to score."""
+
+    name: str
+    version: str
+    uri: str
+    metadata: dict[str, Any]
+    schema: RequestSchema
+    compiled: CompiledModel
+
+    @property
+    def task(self) -> str:
+        return self.metadata["task"]
+
+    @property
+    def labels(self) -> list[Any]:
+        return list(self.compiled.classes)
+
+
+def version_of(uri: str, metadata: dict[str, Any]) -> str:
+    """``kubeloop.json``'s version, else the ``versions/vN/`` part of the URI."""
+    version = metadata.get("version")
+    if isinstance(version, str) and version:
+        return version
+    m = _VERSION_IN_URI.search(uri.rstrip("/") + "/")
+    return m.group(1) if m else "unknown"
+
+
+def _read_metadata(store: Any, uri: str) -> dict[str, Any]:
+    try:
+        raw = store.read_bytes(METADATA_FILE)
+    except NotFound:
+        raise ModelLoadError(
+            f"{uri} has no {METADATA_FILE}: point at a registry version's model/ folder "
+            "(the serving_uri of `kubeloop run --json`)"
+        ) from None
+    try:
+        meta = json.loads(raw)
+    except ValueError as exc:
+        raise ModelLoadError(f"{uri}/{METADATA_FILE} is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("task") not in ("classification", "regression"):
+        raise ModelLoadError(f"{uri}/{METADATA_FILE} is not a kubeloop predictor document (no task)")
+    if not isinstance(meta.get("sha256"), str):
+        raise ModelLoadError(f"{uri}/{METADATA_FILE} records no sha256 of the model; refusing to load it")
+    return meta
+
+
+def load_version(
+    uri: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    storage_cfg: Any = None,
+    max_rows: int = DEFAULT_MAX_ROWS,
+) -> LoadedVersion:
+    """Read ``kubeloop.json``, fetch the model file, check its sha256, then unpickle it."""
+    text = os.fspath(uri)
+    if not is_remote(text):
+        text = str(Path(text.removeprefix("file://")).expanduser().absolute())
+        if not Path(text).is_dir():
+            raise ModelLoadError(f"model folder {text} does not exist")
+    store = open_store(text, storage_cfg)
+    meta = _read_metadata(store, text)
+    model_file = meta.get("model_file") or "model.joblib"
+    if "/" in model_file or model_file in ("", ".", ".."):
+        raise ModelLoadError(f"{text}/{METADATA_FILE} names an odd model file {model_file!r}")
+    with tempfile.TemporaryDirectory(prefix="kubeloop-serving-") as tmp:
+        local = Path(tmp) / model_file
+        try:
+            store.download_file(model_file, local)
+        except NotFound:
+            raise ModelLoadError(f"{join(text, model_file)} does not exist") from None
+        actual = sha256_file(local)
+        if actual != meta["sha256"]:
+            raise IntegrityError(
+                f"{join(text, model_file)} has sha256 {actual} but {METADATA_FILE} records "
+                f"{meta['sha256']}; refusing to load it (the file was altered, corrupted or "
+                "belongs to another version)"
+            )
+        import joblib
+
+        pipeline = joblib.load(local)
+    schema = RequestSchema.from_metadata(meta, max_rows=max_rows)
+    compiled = CompiledModel(pipeline, schema, task=meta["task"], labels=meta.get("labels"))
+    return LoadedVersion(
+        name=name or meta.get("model_name") or "model",
+        version=version_of(text, meta),
+        uri=text,
+        metadata=meta,
+        schema=schema,
+        compiled=compiled,
+    )

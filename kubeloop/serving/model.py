@@ -1,0 +1,378 @@
+"""The predictor: a ``kserve.Model`` that serves one registry version.
+
+KServe's model server does the HTTP (v1 ``/v1/models/NAME:predict``, v2
+``/v2/models/NAME/infer``, health, ``/metrics``); this class sees decoded bodies
+only. Per request it parses the body (``schema.parse_v1``/``parse_v2``), checks
+every row against the version's ``kubeloop.json`` (``schema.validate``), scores
+the rows with the compiled model (``fastpath``), answers predictions, class
+probabilities, the model name and version, and hands the rows to the prediction
+log and the shadow version, both on background threads.
+
+Errors map to status codes here and only here: a ``RequestRejected`` becomes a
+``Rejected`` (KServe's ``InvalidInput``: 400) whose JSON body lists every
+problem with its row and field; ``install`` adds the handler that writes that
+body, a 400 for bodies FastAPI refuses before the model sees them (KServe would
+answer 422), and a middleware that logs and counts requests KServe rejects
+before they reach the model (malformed JSON).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import kserve
+from kserve.errors import InvalidInput
+
+from kubeloop.serving import metrics
+from kubeloop.serving.loader import LoadedVersion, load_version
+from kubeloop.serving.logs import Entry, PredictionLog
+from kubeloop.serving.schema import (
+    DEFAULT_MAX_ROWS,
+    INVALID_INPUT,
+    Problem,
+    RequestRejected,
+    parse_v1,
+    parse_v2,
+    validate,
+)
+from kubeloop.serving.shadow import Shadow
+
+log = logging.getLogger("kubeloop.serving")
+
+ROLES = ("primary", "canary")
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+# Set by the middleware for each HTTP request; the model marks it handled, so the
+# middleware knows which 400s never reached the model.
+_request_state: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "kubeloop_request_state", default=None
+)
+
+
+class Rejected(InvalidInput):
+    """A 400 with the problems, the model and version, and the request id."""
+
+    def __init__(self, exc: RequestRejected, *, model: str, version: str, request_id: str):
+        super().__init__(exc.message)
+        self.body = {
+            "error": exc.message,
+            "problems": [p.to_dict() for p in exc.problems[:100]],
+            "model": model,
+            "version": version,
+            "request_id": request_id,
+        }
+
+
+def _request_id(headers: dict[str, str] | None, fallback: Any = None) -> str:
+    for candidate in ((headers or {}).get("x-request-id"), fallback):
+        if isinstance(candidate, str) and _REQUEST_ID.fullmatch(candidate):
+            return candidate
+    return uuid.uuid4().hex
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+class KubeloopModel(kserve.Model):
+    """Serves the version at ``model_dir`` under ``name`` (the URL's model name)."""
+
+    def __init__(
+        self,
+        name: str,
+        model_dir: str,
+        *,
+        log_uri: str | None = None,
+        shadow_uri: str | None = None,
+        role: str = "primary",
+        max_rows: int = DEFAULT_MAX_ROWS,
+        storage_cfg: Any = None,
+        log_options: dict[str, Any] | None = None,
+    ):
+        super().__init__(name)
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+        self.model_dir = model_dir
+        self.log_uri = log_uri or None
+        self.shadow_uri = shadow_uri or None
+        self.role = role
+        self.max_rows = max_rows
+        self.storage_cfg = storage_cfg
+        self.log_options = log_options or {}
+        self.version: LoadedVersion | None = None
+        self.shadow: Shadow | None = None
+        self.plog: PredictionLog | None = None
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def load(self) -> bool:
+        v = load_version(self.model_dir, name=self.name, storage_cfg=self.storage_cfg, max_rows=self.max_rows)
+        self.version = v
+        features = list(v.schema.features)
+        labels = [str(c) for c in v.labels]
+        if self.log_uri:
+            self.plog = PredictionLog(self.log_uri, self.name, features, v.task, labels,
+                                      storage_cfg=self.storage_cfg, **self.log_options)
+        if self.shadow_uri:
+            sv = load_version(self.shadow_uri, name=self.name, storage_cfg=self.storage_cfg, max_rows=self.max_rows)
+            slog = None
+            if self.log_uri:
+                slog = PredictionLog(self.log_uri, self.name, list(sv.schema.features), sv.task,
+                                     [str(c) for c in sv.labels], storage_cfg=self.storage_cfg,
+                                     **self.log_options)
+            self.shadow = Shadow(sv, self.name, slog)
+            metrics.MODEL_INFO.labels(self.name, sv.version, "shadow", sv.compiled.head_kind).set(1)
+        metrics.MODEL_INFO.labels(self.name, v.version, self.role, v.compiled.head_kind).set(1)
+        self._bind_metrics()
+        if v.compiled.fallback_reason:
+            log.warning("%s %s: scikit-learn path for the model head (%s)", self.name, v.version,
+                        v.compiled.fallback_reason)
+        log.info("%s %s loaded from %s (%s, %s head)%s%s", self.name, v.version, v.uri, v.task,
+                 v.compiled.head_kind, f"; shadow {self.shadow.version.version}" if self.shadow else "",
+                 f"; prediction log {self.log_uri}" if self.log_uri else "")
+        self.ready = True
+        return True
+
+    def _bind_metrics(self) -> None:
+        v = self.version
+        assert v is not None
+        name, ver, role = self.name, v.version, self.role
+        self._m_ok = {p: metrics.REQUESTS.labels(name, ver, role, p, "ok") for p in ("v1", "v2")}
+        self._m_rejected = {p: metrics.REQUESTS.labels(name, ver, role, p, "rejected") for p in ("v1", "v2")}
+        self._m_latency = {p: metrics.LATENCY.labels(name, ver, p) for p in ("v1", "v2")}
+        self._m_rows = metrics.ROWS.labels(name, ver, role)
+        self._m_labels = {str(c): metrics.PREDICTIONS.labels(name, ver, role, str(c)) for c in v.labels}
+        self._m_proba = metrics.PREDICTED_PROBABILITY.labels(name, ver, role)
+        self._m_value = metrics.PREDICTED_VALUE.labels(name, ver, role)
+        self._classes = [_plain(c) for c in v.labels]
+        self._class_names = [str(c) for c in v.labels]
+
+    def stop(self) -> None:
+        """Shutdown (KServe unloads the model on SIGTERM): score queued shadow requests,
+        then write every queued prediction-log row."""
+        self.close()
+        super().stop()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.shadow is not None:
+            self.shadow.close()
+            if self.shadow.log is not None:
+                self.shadow.log.close()
+        if self.plog is not None:
+            self.plog.close()
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
+        t0 = time.perf_counter()
+        state = _request_state.get()
+        if state is not None:
+            state["handled"] = True
+        v2 = isinstance(payload, kserve.InferRequest)
+        protocol = "v2" if v2 else "v1"
+        request_id = _request_id(headers, payload.id if v2 else None)
+        when = datetime.now(timezone.utc)
+        version = self.version
+        assert version is not None
+        rows: list[dict[str, Any]] | None = None
+        try:
+            try:
+                if v2:
+                    rows = parse_v2([(i.name, i.shape, i.datatype, i.data) for i in payload.inputs], version.schema)
+                else:
+                    rows = parse_v1(payload, version.schema)
+                checked = validate(rows, version.schema)
+            except RequestRejected:
+                raise
+            except Exception as exc:  # noqa: BLE001 - whatever a body holds, it is a 400
+                log.warning("request %s could not be read: %r", request_id, exc)
+                raise RequestRejected([Problem(INVALID_INPUT, f"the request could not be read ({type(exc).__name__})")]) from None
+        except RequestRejected as exc:
+            self._reject(exc, request_id, when, protocol, rows if exc.rows is None else exc.rows, t0)
+            raise Rejected(exc, model=self.name, version=version.version, request_id=request_id) from None
+
+        index, proba = version.compiled.predict(checked.rows)
+        n = len(checked.rows)
+        if version.task == "classification":
+            predictions = [self._classes[i] for i in index]
+            names = [self._class_names[i] for i in index]
+        else:
+            predictions = [float(x) for x in index]
+        latency = time.perf_counter() - t0
+
+        # Answer first; everything below is bookkeeping that costs microseconds.
+        if v2:
+            response = self._v2_response(request_id, predictions, proba)
+        else:
+            response = {"predictions": predictions, "model": self.name, "version": version.version,
+                        "request_id": request_id}
+            if proba is not None:
+                response["probabilities"] = [dict(zip(self._class_names, map(float, p), strict=True)) for p in proba]
+        self._m_ok[protocol].inc()
+        self._m_latency[protocol].observe(latency)
+        self._m_rows.inc(n)
+        if proba is not None:
+            for name in names:
+                self._m_labels[name].inc()
+            for p in proba.max(axis=1):
+                self._m_proba.observe(float(p))
+        else:
+            for x in predictions:
+                self._m_value.observe(x)
+        for _, feature in checked.unseen:
+            metrics.UNSEEN_CATEGORIES.labels(self.name, version.version, feature).inc()
+        if self.plog is not None:
+            self.plog.record(Entry(request_id, when, version.version, self.role, rows, ["ok"] * n,
+                                   latency * 1000, predictions, proba))
+        if self.shadow is not None:
+            self.shadow.submit(request_id, when, rows)
+        return response
+
+    def _v2_response(self, request_id: str, predictions: list[Any], proba: Any) -> kserve.InferResponse:
+        """KServe's own response type, so REST (JSON) and gRPC (protobuf) both encode it."""
+        n = len(predictions)
+        version = self.version
+        assert version is not None
+        if proba is None:
+            outputs = [kserve.InferOutput("prediction", [n], "FP64", [float(p) for p in predictions])]
+        else:
+            outputs = [kserve.InferOutput("prediction", [n], "BYTES", [str(p) for p in predictions])]
+            outputs += [kserve.InferOutput(f"proba_{label}", [n], "FP64", [float(x) for x in proba[:, k]])
+                        for k, label in enumerate(self._class_names)]
+        return kserve.InferResponse(response_id=request_id, model_name=self.name, infer_outputs=outputs,
+                                    model_version=version.version)
+
+    def _reject(self, exc: RequestRejected, request_id: str, when: datetime, protocol: str,
+                rows: list[Any] | None, t0: float) -> None:
+        version = self.version
+        assert version is not None
+        self._m_rejected[protocol].inc()
+        metrics.REJECTIONS.labels(self.name, version.version, exc.reason).inc()
+        if self.plog is None:
+            return
+        latency = (time.perf_counter() - t0) * 1000
+        if rows is None or not isinstance(rows, list) or not rows or not any(p.row is not None for p in exc.problems):
+            # Refused as a whole (unreadable, empty, too large): one row, index -1.
+            self.plog.record(Entry(request_id, when, version.version, self.role, None, [exc.reason], latency))
+            return
+        reasons = exc.row_reasons()
+        statuses = [reasons.get(i, "rejected_with_request") for i in range(len(rows))]
+        self.plog.record(Entry(request_id, when, version.version, self.role, rows, statuses, latency))
+
+    def reject_unread(self, request_id: str, protocol: str, reason: str) -> None:
+        """A request KServe refused before the model saw it (its body was not JSON)."""
+        self._reject(RequestRejected([Problem(reason, "refused before reaching the model")]), request_id,
+                     datetime.now(timezone.utc), protocol, None, time.perf_counter())
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        types = {"numeric": "FP64", "boolean": "BOOL"}
+        assert self.version is not None
+        return [{"name": f.name, "datatype": types.get(f.kind, "BYTES"), "shape": [-1]}
+                for f in self.version.schema.features]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        assert self.version is not None
+        if self.version.task == "regression":
+            return [{"name": "prediction", "datatype": "FP64", "shape": [-1]}]
+        return [{"name": "prediction", "datatype": "BYTES", "shape": [-1]}] + [
+            {"name": f"proba_{c}", "datatype": "FP64", "shape": [-1]} for c in self._class_names
+        ]
+
+
+# --- the HTTP edge --------------------------------------------------------------------------
+
+
+def install(app: Any, model: KubeloopModel, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+    """Add the 400 handlers and the request middleware to KServe's FastAPI app (before
+    the server starts: Starlette fixes both when it builds its middleware stack)."""
+    import orjson
+    from fastapi.exception_handlers import http_exception_handler
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
+    from starlette.responses import Response
+
+    def json_400(body: dict[str, Any]) -> Response:
+        return Response(orjson.dumps(body), status_code=400, media_type="application/json")
+
+    async def rejected(_request: Any, exc: Rejected) -> Any:
+        return json_400(exc.body)
+
+    async def unreadable(_request: Any, exc: RequestValidationError) -> Any:
+        problems = []
+        for err in exc.errors()[:20]:
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            problems.append(f"{where or 'body'}: {err.get('msg')}")
+        message = "invalid request: " + ("; ".join(problems) or "the body does not match the v2 inference request")
+        return json_400({"error": message})
+
+    async def http_error(request: Any, exc: HTTPException) -> Any:
+        if exc.status_code == 400:  # FastAPI could not read the body (not UTF-8, not JSON)
+            return json_400({"error": f"invalid request: {exc.detail}"})
+        return await http_exception_handler(request, exc)
+
+    app.add_exception_handler(Rejected, rejected)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, unreadable)
+    app.add_middleware(_Edge, model=model, max_body_bytes=max_body_bytes)
+
+
+class _Edge:
+    """Pure ASGI middleware on the predict paths: refuses oversized bodies with a 400
+    before reading them, and logs and counts 400s that never reached the model."""
+
+    def __init__(self, app: Any, model: KubeloopModel, max_body_bytes: int):
+        self.app = app
+        self.model = model
+        self.max_body_bytes = max_body_bytes
+        self.v1 = f"/v1/models/{model.name}:predict"
+        self.v2 = (f"/v2/models/{model.name}/infer", f"/v2/models/{model.name}/versions/")
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope.get("path", "") if scope.get("type") == "http" else ""
+        protocol = "v1" if path == self.v1 else "v2" if path.startswith(self.v2) else None
+        if protocol is None:
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        request_id = _request_id(headers)
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_body_bytes:
+            await self._refuse(send, 400, {"error": f"invalid request: the body holds {length} bytes, "
+                                                    f"more than {self.max_body_bytes}; split the batch"})
+            self.model.reject_unread(request_id, protocol, "too_many_rows")
+            return
+        state: dict[str, Any] = {"handled": False, "status": None}
+        token = _request_state.set(state)
+
+        async def capture(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            _request_state.reset(token)
+        if not state["handled"] and state["status"] is not None and 400 <= state["status"] < 500 \
+                and self.model.version is not None:
+            self.model.reject_unread(request_id, protocol, INVALID_INPUT)
+
+    @staticmethod
+    async def _refuse(send: Any, status: int, body: dict[str, Any]) -> None:
+        import orjson
+
+        payload = orjson.dumps(body)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})

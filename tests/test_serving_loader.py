@@ -1,0 +1,110 @@
+"""Loading a registry version's model/ folder, locally and from S3, integrity first."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from serving_support import register, rows_of, trained
+
+from kubeloop.registry import Registry
+from kubeloop.serving.loader import ModelLoadError, load_version, version_of
+from kubeloop.serving.schema import validate
+from kubeloop.storage import IntegrityError
+
+
+@pytest.fixture
+def version_uri(store_uri):
+    """A registered version on each backend (local directory, S3 on a loopback server)."""
+    registry = Registry(store_uri)
+    version = register(registry, trained("linear", "classification"))
+    return registry.model_uri("churn", version), registry
+
+
+def test_loads_a_registered_version_and_scores_like_the_pipeline(version_uri):
+    uri, _ = version_uri
+    loaded = load_version(uri)
+    model = trained("linear", "classification")
+    assert (loaded.name, loaded.version, loaded.task) == ("churn", "v1", "classification")
+    assert loaded.labels == ["no", "yes"]
+    frame = model.test[model.features].head(20)
+    _, proba = loaded.compiled.predict(validate(rows_of(frame, model.features), loaded.schema).rows)
+    np.testing.assert_allclose(proba, model.pipeline.predict_proba(frame), atol=1e-6, rtol=0)
+    # the serving URI (trailing slash) works too
+    assert load_version(uri + "/").version == "v1"
+
+
+def test_altered_model_bytes_are_never_unpickled(tmp_path):
+    registry = Registry(tmp_path / "reg")
+    version = register(registry, trained("linear", "classification"))
+    folder = tmp_path / "reg" / "churn" / "versions" / version / "model"
+    # A pickle that would run code if it were loaded.
+    marker = tmp_path / "pwned"
+    (folder / "model.joblib").write_bytes(
+        b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR."
+    )
+    with pytest.raises(IntegrityError, match="refusing to load it"):
+        load_version(folder)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("breakage, message", [
+    ("no-metadata", "has no kubeloop.json"),
+    ("bad-json", "not valid JSON"),
+    ("no-sha", "no sha256"),
+    ("no-model", "does not exist"),
+])
+def test_broken_folders_are_clear_errors(tmp_path, breakage, message):
+    registry = Registry(tmp_path / "reg")
+    version = register(registry, trained("linear", "classification"))
+    src = tmp_path / "reg" / "churn" / "versions" / version / "model"
+    folder = tmp_path / "copy" / "model"
+    shutil.copytree(src, folder)
+    meta = json.loads((folder / "kubeloop.json").read_text())
+    if breakage == "no-metadata":
+        (folder / "kubeloop.json").unlink()
+    elif breakage == "bad-json":
+        (folder / "kubeloop.json").write_text("{")
+    elif breakage == "no-sha":
+        meta.pop("sha256")
+        (folder / "kubeloop.json").write_text(json.dumps(meta))
+    else:
+        (folder / "model.joblib").unlink()
+    with pytest.raises(ModelLoadError, match=message):
+        load_version(folder)
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_version(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("uri, meta, expected", [
+    ("s3://models/registry/churn/versions/v12/model/", {}, "v12"),
+    ("/reg/churn/versions/v3/model", {}, "v3"),
+    ("/mnt/models", {}, "unknown"),
+    ("/mnt/models", {"version": "v7"}, "v7"),
+    ("s3://b/r/churn/versions/v2/model/", {"version": "v9"}, "v9"),
+])
+def test_version_of(uri, meta, expected):
+    assert version_of(uri, meta) == expected
+
+
+def test_the_predictor_process_refuses_a_tampered_model(tmp_path):
+    import subprocess
+    import sys
+
+    registry = Registry(tmp_path / "reg")
+    version = register(registry, trained("linear", "classification"))
+    folder = tmp_path / "reg" / "churn" / "versions" / version / "model"
+    with open(folder / "model.joblib", "ab") as fh:
+        fh.write(b"\0")
+    proc = subprocess.run(
+        [sys.executable, "-m", "kubeloop.serving", "--model_name=churn", f"--model_dir={folder}",
+         "--http_port=1", "--enable_grpc=false"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "refusing to load it" in proc.stderr and "Traceback" not in proc.stderr
