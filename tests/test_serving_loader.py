@@ -108,3 +108,35 @@ def test_the_predictor_process_refuses_a_tampered_model(tmp_path):
     )
     assert proc.returncode == 2
     assert "refusing to load it" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_model_saved_under_other_library_versions_is_refused_before_unpickling(tmp_path):
+    import json as _json
+    import shutil as _shutil
+
+    from kubeloop.environment import EnvironmentMismatch, pickle_versions
+    from kubeloop.serving.loader import load_version
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    marker = tmp_path / "unpickled"
+    import pickle as _pickle
+
+    class _Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    blob = _pickle.dumps(_Evil())
+    (folder / "model.joblib").write_bytes(blob)
+    from kubeloop.storage import sha256_file
+
+    meta = {"format": "kubeloop/v1", "model_name": "m", "version": "v1", "model_file": "model.joblib",
+            "sha256": sha256_file(folder / "model.joblib"), "task": "regression", "target": "y",
+            "labels": None, "features": [{"name": "x", "kind": "numeric", "categories": None}],
+            "packages": {**pickle_versions(), "numpy": "1.0.0"}}
+    (folder / "kubeloop.json").write_text(_json.dumps(meta))
+    with pytest.raises(EnvironmentMismatch) as err:
+        load_version(folder)
+    assert "numpy 1.0.0 when saved" in str(err.value) and "m v1" in str(err.value)
+    assert not marker.exists()
+    _shutil.rmtree(folder)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kubeloop.environment import check_compatible
 from kubeloop.serving.fastpath import CompiledModel
 from kubeloop.serving.schema import DEFAULT_MAX_ROWS, RequestSchema
 from kubeloop.storage import (
@@ -101,6 +102,10 @@ def load_version(
             raise ModelLoadError(f"model folder {text} does not exist")
     store = open_store(text, storage_cfg)
     meta = _read_metadata(store, text)
+    # Before anything is unpickled: another scikit-learn, numpy, scipy or joblib
+    # than the model was saved with may load it and then predict differently.
+    check_compatible(meta.get("packages"), what=f"{meta.get('model_name') or text} "
+                     f"{version_of(text, meta)}")
     model_file = meta.get("model_file") or "model.joblib"
     if "/" in model_file or model_file in ("", ".", ".."):
         raise ModelLoadError(f"{text}/{METADATA_FILE} names an odd model file {model_file!r}")
