@@ -95,7 +95,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from kubeloop.pipelines.training import run_config
 
-    before = _registry_state(registry, cfg)
+    # Read before anything runs: a registry that cannot be reached (no such bucket,
+    # no server, no permission) is refused now, not after ingest and validation.
+    before = _registry_state(registry, cfg, strict=True)
     arguments = {
         "data_uri": data, "target": cfg.target, "task": cfg.task or "",
         "time_column": cfg.time_column or "", "id_column": cfg.id_column or "",
@@ -125,15 +127,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _registry_state(registry: str, cfg: Any) -> dict[str, Any] | None:
-    """Versions and production alias of the run's model, or None if unreadable."""
-    try:
-        from kubeloop.registry import Registry
+def _registry_state(registry: str, cfg: Any, *, strict: bool = False) -> dict[str, Any] | None:
+    """Versions and production alias of the run's model; None if unreadable, unless
+    ``strict``, where the storage error (a UserError naming what to fix) is raised."""
+    from kubeloop.registry import Registry
 
+    try:
         reg = Registry(registry, cfg.storage)
         return {"versions": [v.version for v in reg.list_versions(cfg.model_name)],
                 "production": reg.get_alias(cfg.model_name, "production")}
-    except Exception:  # the state is reported on a best-effort basis after a failure
+    except UserError:
+        if strict:
+            raise
+        return None
+    except Exception:  # after a failure the state is reported on a best-effort basis
+        if strict:
+            raise
         return None
 
 
