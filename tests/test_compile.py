@@ -176,3 +176,36 @@ def test_deploy_runs_only_when_asked_and_the_gate_promoted(defaults):
     # The version just registered, not whatever production is when the step runs.
     assert "register-op-version" in str(deploy["version"])
     assert "deploy" in tasks["register-op"]["inputs"]["parameters"]
+
+
+@pytest.mark.slow
+def test_the_compiled_yaml_itself_runs_through_the_local_runner(tmp_path, s3_endpoint, bucket, monkeypatch):
+    """Not the Python pipeline: the YAML a cluster gets, loaded back and run, with a
+    registry on a real S3 server and the values a person types in the KFP UI."""
+    import json
+
+    from kfp import components, local
+
+    from kubeloop.datagen import make_churn
+    from kubeloop.registry import Registry
+
+    data = tmp_path / "churn.csv"
+    make_churn(600, seed=2).to_csv(data, index=False)
+    registry = f"s3://{bucket}/registry"
+    c = _compile(tmp_path, "--registry", registry)
+    pipeline = components.load_component_from_file(str(tmp_path / "pipeline.yaml"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the runner's per-step temp directories
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    config = c["spec"]["root"]["inputDefinitions"]["parameters"]["config"]["defaultValue"]
+    config = {**config, "train": {"families": ["linear"], "search_iterations": 1},
+              "evaluation": {"stability_seeds": 0},
+              "storage": {**config["storage"], "endpoint_url": s3_endpoint}}
+    task = pipeline(data_uri=str(data), target="churned", model_name="churn", config=config)
+    summary = json.loads(task.output)
+    assert (summary["model"], summary["version"]) == ("churn", "v1")
+    reg = Registry(registry, endpoint_url=s3_endpoint)
+    lineage = reg.read_json("churn", "v1", "lineage")
+    assert lineage["run_id"]  # the KFP run id, resolved by the runner
+    assert lineage["config"]["target"] == "churned" and lineage["config"]["registry"] == registry
+    assert lineage["config"]["image"] == Config().image  # the image the steps were compiled for
