@@ -22,7 +22,7 @@ S3_LOCAL     ?= http://localhost:9000
 UV_VERSION ?= 0.13.9
 LOCK_FLAGS := --python-version 3.11 --universal --generate-hashes --quiet
 
-.PHONY: help venv lock demo test test-fast lint compile bench bench-storage bench-gate bench-drift clean \
+.PHONY: help venv lock demo test test-fast lint compile bench bench-overhead bench-storage bench-gate bench-drift bench-serving clean \
 	image kind-up kind-load minikube-up minikube-load s3-env manifests apply cluster-data
 
 help: ## Show this help
@@ -64,7 +64,9 @@ lint: $(STAMP) ## Check style and common mistakes with ruff
 compile: $(STAMP) ## Write the pipeline YAML into dist/ (IMAGE=... to choose the image)
 	$(BIN)/kubeloop compile --image $(IMAGE) --output dist/training-pipeline.yaml
 
-bench: $(STAMP) ## Framework overhead: `kubeloop run` vs a plain script on 1M rows x 20 columns
+bench: bench-overhead bench-serving bench-drift bench-gate ## Every benchmark, each a ratio against the stock alternative in the same run
+
+bench-overhead: $(STAMP) ## Framework overhead: `kubeloop run` vs a plain script on 1M rows x 20 columns
 	$(BIN)/python bench/bench_overhead.py
 
 bench-storage: $(STAMP) ## Round trip of a 500 MB artifact through S3: throughput and peak memory
