@@ -402,14 +402,51 @@ def _num(x: Any) -> float | None:
 # --------------------------------------------------------------------------- the verdict
 
 
+def sampling_noise(name: str, n_reference: int, n_current: int, cells: int) -> float:
+    """What ``name`` reaches from sampling alone, with no drift, about once in a
+    thousand comparisons of samples of these sizes (``cells``: PSI bins or categories).
+
+    On small samples the effect sizes are biased upwards: two samples of 1,000 rows
+    of one skewed distribution give a normalised Wasserstein distance of 0.1 now and
+    then. The threshold a column must clear is its configured value above this noise,
+    which vanishes as the samples grow (large samples are where p-values alone cry
+    wolf, small ones are where effect sizes do).
+    """
+    if n_reference <= 0 or n_current <= 0:
+        return 0.0
+    h = 1.0 / n_reference + 1.0 / n_current
+    dof = max(cells - 1, 1)
+    chi2_tail = dof + 3.0 * math.sqrt(2.0 * dof)  # a chi-square's mean plus three sd
+    if name == "psi":  # ~ chi-square(dof) * h under no drift
+        return chi2_tail * h
+    if name == "jensen_shannon":  # the squared distance, in bits: ~ chi-square * h / (8 ln 2)
+        return chi2_tail * h / (8.0 * math.log(2.0))
+    if name == "wasserstein_norm":  # ~ sqrt(h) in units of the reference's sd; 3x for skewed columns
+        return 3.0 * math.sqrt(h)
+    if name == "ks_statistic":  # the two-sample KS critical value at alpha = 0.001
+        return 1.95 * math.sqrt(h)
+    return 0.0
+
+
 def decide(stats: dict[str, Any], cfg: Any) -> tuple[bool, list[str]]:
-    """Drifted or not, and why: an effect size at or above its threshold, confirmed
-    by the test's p-value (``cfg`` is a ``MonitoringConfig``)."""
+    """Drifted or not, and why: an effect size at or above its threshold plus the
+    sampling noise of samples this size (``sampling_noise``), confirmed by the test's
+    p-value (``cfg`` is a ``MonitoringConfig``)."""
     reasons: list[str] = []
+    n_ref, n_cur = int(stats.get("n_reference") or 0), int(stats.get("n_current") or 0)
+    if stats["kind"] == "numeric":
+        cells = len((stats.get("bins") or {}).get("reference") or []) or cfg.psi_bins
+    else:
+        cells = len((stats.get("categories") or {}).get("names") or []) or 2
 
     def over(name: str, threshold: float) -> bool:
         value = stats.get(name)
-        return value is not None and math.isfinite(value) and value >= threshold
+        if value is None or not math.isfinite(value):
+            return False
+        noise = sampling_noise(name, n_ref, n_cur, cells)
+        if name == "jensen_shannon":  # a distance: squares add, not the distances
+            return value * value >= threshold * threshold + noise
+        return value >= threshold + noise
 
     if stats["kind"] == "numeric":
         effects = [
