@@ -154,7 +154,7 @@ def serve_and_send(loop: Loop, case: str, workdir: Path) -> Served:
         code = server.stop(signal.SIGTERM, timeout=30)
         log = server.log()
         server.log_path.unlink(missing_ok=True)
-    assert code is not None, log
+    assert code == 0, log  # a clean shutdown, which is what flushes the last log batch
     logged = read_logs(logs, MODEL)
     assert len(logged) == len(rows), f"{len(logged)} logged rows for {len(rows)} sent:\n{log[-3000:]}"
     assert (logged["status"] == "ok").all() and (logged["version"] == "v1").all()
@@ -185,6 +185,13 @@ def monitor(loop: Loop, s: Served, cwd: Path) -> tuple[dict, str]:
     return json.loads(proc.stdout), proc.stderr
 
 
+def registry_listing(registry: Path, cwd: Path) -> str:
+    """What ``kubeloop registry list churn --json`` prints, byte for byte."""
+    proc = run_cli(["registry", "list", MODEL, "--registry", str(registry), "--json"], cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
 def test_drifted_traffic_runs_the_retraining_branch_to_the_gate(loop, served, tmp_path):
     s = served("drifted")
     before = [v.version for v in Registry(str(s.registry)).list_versions(MODEL)]
@@ -212,6 +219,7 @@ def test_drifted_traffic_runs_the_retraining_branch_to_the_gate(loop, served, tm
 def test_undrifted_traffic_starts_no_retraining(loop, served, tmp_path):
     s = served("undrifted")
     before = tree_digest(s.registry)
+    listing = registry_listing(s.registry, tmp_path)
 
     out, stderr = monitor(loop, s, tmp_path)
 
@@ -221,6 +229,7 @@ def test_undrifted_traffic_starts_no_retraining(loop, served, tmp_path):
     assert verdict["reasons"] == [], verdict
     assert out["retrain"] is False and out["retrained"] is False, stderr
     assert out["training"]["stages"] == []
+    assert registry_listing(s.registry, tmp_path) == listing
     assert tree_digest(s.registry) == before
     assert Path(out["report"]).is_file()
 
