@@ -75,7 +75,9 @@ def test_diverging_predictions_hold_until_labels_decide(tmp_path):
         (tmp_path / f).rename(labels_dir / f)
     a = analyze(str(tmp_path), "churn", "v1", "v2", CFG, labels_uri=str(labels_dir))
     assert a.verdict.decision == "promote", a.verdict.reason
-    assert a.canary.metric > a.primary.metric and a.canary.labeled_rows == len(c)
+    # Judged by the Brier score of the logged probabilities: lower is better.
+    assert a.canary.metric_name == "brier_score"
+    assert a.canary.metric < a.primary.metric and a.canary.labeled_rows == len(c)
 
 
 def test_worse_on_labels_rolls_back(tmp_path):
@@ -85,8 +87,9 @@ def test_worse_on_labels_rolls_back(tmp_path):
     import pandas as pd
     pd.concat([pd.read_parquet(labels), pd.read_parquet(bad)]).to_parquet(tmp_path / "all.parquet")
     a = analyze(str(tmp_path), "churn", "v1", "v2", CFG, labels_uri=str(tmp_path / "all.parquet"))
-    assert a.verdict.decision == "rollback" and "accuracy" in a.verdict.reason
-    assert a.canary.metric == pytest.approx(1 - 1 / 3, abs=0.01)
+    assert a.verdict.decision == "rollback" and "brier_score" in a.verdict.reason
+    assert "interval" in a.verdict.reason
+    assert a.canary.metric > a.primary.metric  # lower is better
 
 
 def test_too_little_canary_traffic_holds(tmp_path):

@@ -176,7 +176,6 @@ def summarise(df: pd.DataFrame, version: str, *, task: str | None, edges: list[f
               labels: pd.DataFrame | None = None) -> VersionSummary:
     """One version's VersionSummary from its logged rows."""
     import numpy as np
-    import pandas as pd
 
     rows = df[df["version"] == version]
     status = rows["status"].astype(str)
@@ -196,26 +195,46 @@ def summarise(df: pd.DataFrame, version: str, *, task: str | None, edges: list[f
     else:
         counts = {str(k): int(v) for k, v in preds.astype(str).value_counts().items()}
 
-    labeled_rows, metric, metric_name = 0, None, None
+    labeled_rows, metric, metric_name, metric_se = 0, None, None, None
     if labels is not None and not ok.empty:
-        joined = ok[["request_id", "row", "prediction"]].assign(request_id=ok["request_id"].astype(str)).merge(
-            labels, on=["request_id", "row"], how="inner")
+        proba = [c for c in ok.columns if str(c).startswith("proba_")]
+        joined = ok[["request_id", "row", "prediction", *proba]].assign(
+            request_id=ok["request_id"].astype(str)).merge(labels, on=["request_id", "row"], how="inner")
         joined = joined[joined["prediction"].notna() & joined["label"].notna()]
         labeled_rows = len(joined)
         if labeled_rows:
-            if task == "regression":
-                metric_name = "mae"
-                metric = float(np.mean(np.abs(pd.to_numeric(joined["label"], errors="coerce").to_numpy(dtype=float)
-                                              - joined["prediction"].to_numpy(dtype=float))))
-            else:
-                metric_name = "accuracy"
-                metric = float((joined["label"].astype(str) == joined["prediction"].astype(str)).mean())
+            metric_name, losses = row_losses(joined, task, proba)
+            metric = float(losses.mean())
+            metric_se = float(losses.std(ddof=1) / np.sqrt(len(losses))) if len(losses) > 1 else None
     return VersionSummary(
         version=version, rows=len(rows), errors=int(errors.sum()), rejections=int(rejections.sum()),
         latency_p50_ms=p50, latency_p95_ms=p95, latency_p99_ms=p99, prediction_counts=counts,
-        labeled_rows=labeled_rows, metric=metric,
-        metric_name=metric_name or ("mae" if task == "regression" else "accuracy"),
+        labeled_rows=labeled_rows, metric=metric, metric_se=metric_se,
+        metric_name=metric_name or ("mae" if task == "regression" else "brier_score"),
     )
+
+
+def row_losses(joined: pd.DataFrame, task: str | None, proba: list[str]) -> tuple[str, Any]:
+    """The metric's name and its value per labelled row (the metric is their mean).
+
+    Classification is judged by the Brier score of the logged probabilities:
+    accuracy cannot tell a model that always answers the majority class from a
+    useful one when one class is most of the traffic. Without probabilities in the
+    log, accuracy is what is left.
+    """
+    import numpy as np
+    import pandas as pd
+
+    if task == "regression":
+        truth = pd.to_numeric(joined["label"], errors="coerce").to_numpy(dtype=float)
+        return "mae", np.abs(truth - joined["prediction"].to_numpy(dtype=float))
+    labels = joined["label"].astype(str).to_numpy()
+    if proba:
+        probs = joined[proba].to_numpy(dtype=float)
+        classes = np.array([str(c)[len("proba_"):] for c in proba])
+        onehot = (labels[:, None] == classes[None, :]).astype(float)
+        return "brier_score", np.nansum((probs - onehot) ** 2, axis=1)
+    return "accuracy", (labels == joined["prediction"].astype(str).to_numpy()).astype(float)
 
 
 def analyze_frame(df: pd.DataFrame, primary_version: str, canary_version: str, cfg: CanaryConfig,

@@ -37,6 +37,8 @@ from typing import Any
 from kubeloop.config import CanaryConfig
 
 PROMOTE, HOLD, ROLLBACK = "promote", "hold", "rollback"
+# Two-sided 95 % for the interval on the difference of the model metric.
+METRIC_Z = 1.96
 # Rates and metrics are floats: a difference exactly at a bound must pass.
 _EPS = 1e-9
 # PSI takes logs of shares; an empty bin on one side gets this share instead of 0.
@@ -57,8 +59,11 @@ class VersionSummary:
     # Predictions per class (classification) or per bin of shared edges (regression).
     prediction_counts: dict[str, int] = field(default_factory=dict)
     labeled_rows: int = 0
-    metric: float | None = None     # accuracy (higher is better) or MAE (lower is better)
+    # Brier score from the logged probabilities (classification), else accuracy; MAE
+    # for regression. ``metric_se``: its standard error over the labelled rows.
+    metric: float | None = None
     metric_name: str | None = None
+    metric_se: float | None = None
 
     @property
     def error_rate(self) -> float:
@@ -77,6 +82,9 @@ class Check:
     canary: float | None = None
     primary: float | None = None
     limit: float | None = None
+    # False while the evidence cannot yet tell pass from fail (the metric's interval
+    # spans the bound): the verdict holds.
+    settled: bool = True
 
 
 @dataclass(frozen=True)
@@ -161,7 +169,7 @@ def _latency_check(q: str, canary: float | None, primary: float | None, ratio: f
 
 
 def _higher_is_better(metric_name: str | None) -> bool:
-    return metric_name not in ("mae", "rmse", "log_loss")
+    return metric_name not in ("mae", "rmse", "log_loss", "brier_score")
 
 
 def decide(primary: VersionSummary, canary: VersionSummary, cfg: CanaryConfig | None = None) -> Verdict:
@@ -209,13 +217,20 @@ def decide(primary: VersionSummary, canary: VersionSummary, cfg: CanaryConfig | 
         name = canary.metric_name or primary.metric_name or "metric"
         up = _higher_is_better(name)
         gain = (canary.metric - primary.metric) if up else (primary.metric - canary.metric)
-        passed = -gain <= cfg.max_metric_degradation + _EPS
+        # The two versions score different rows, so the difference carries the noise
+        # of both samples: a canary as good as the primary must not be rolled back on
+        # an unlucky draw, and one clearly worse must be.
+        se = math.hypot(canary.metric_se or 0.0, primary.metric_se or 0.0)
+        low, high = gain - METRIC_Z * se, gain + METRIC_Z * se
+        worse_for_sure = high < -cfg.max_metric_degradation - _EPS
+        passed = low >= -cfg.max_metric_degradation - _EPS
         metric_check = Check(
-            f"metric {name}", passed,
+            f"metric {name}", not worse_for_sure,
             f"{name} on labelled rows {canary.metric:.4f} vs primary {primary.metric:.4f} "
-            f"({'higher' if up else 'lower'} is better; may be worse by at most {cfg.max_metric_degradation:g}; "
+            f"({'higher' if up else 'lower'} is better; canary's gain {gain:+.4f}, 95% interval "
+            f"{low:+.4f} to {high:+.4f}; may be worse by at most {cfg.max_metric_degradation:g}; "
             f"{canary.labeled_rows} and {primary.labeled_rows} labelled rows)",
-            canary.metric, primary.metric)
+            canary.metric, primary.metric, settled=passed or worse_for_sure)
         checks.append(metric_check)
 
     divergence = psi(primary.prediction_counts, canary.prediction_counts)
@@ -241,6 +256,9 @@ def decide(primary: VersionSummary, canary: VersionSummary, cfg: CanaryConfig | 
         return verdict(HOLD, [div_check.detail + " and no labels yet to tell which side is right", missing], checks)
     if cfg.require_labels and not labels_ok:
         return verdict(HOLD, [missing + " (canary.require_labels is set)"], checks)
+    if metric_check is not None and not metric_check.settled:
+        return verdict(HOLD, [metric_check.detail + ": the interval still spans the bound; "
+                              "more labelled rows will settle it"], checks)
 
     # 5. No worse on everything compared.
     reasons = [f"canary {cv} is within every bound against {pv} on {canary.rows} and {primary.rows} rows"]
