@@ -15,6 +15,14 @@ import datetime as dt
 import functools
 import http.client
 import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +32,7 @@ from typing import Any
 import joblib
 import numpy as np
 import pandas as pd
-from serving_support import Trained, _workdir, rows_of
+from serving_support import Server, Trained, _die_with_parent, _workdir, free_port, rows_of
 
 from kubeloop.components.features import fit_features
 from kubeloop.components.ingest import ingest
@@ -74,6 +82,57 @@ def variant(family: str, *, rows: int, seed: int = 0, labels: str = "true", drop
     meta = predictor_metadata(schema, model_name=MODEL, sha256=sha256_file(model_path))
     return Trained(family, "classification", pipeline, schema, splits.test.reset_index(drop=True),
                    model_path, meta)
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def start_servers(specs: dict[str, dict[str, Any]], servers: dict[str, Server], *,
+                  timeout: float = 60.0) -> dict[str, Server]:
+    """Start one ``python -m kubeloop.serving`` per spec (``args``, ``env``) at once and
+    wait until each answers ready on loopback. Servers go into ``servers`` as soon as
+    they exist, so the caller's cleanup finds every one, even after a failure here."""
+    for key, spec in specs.items():
+        port = free_port()
+        log_path = Path(tempfile.mkstemp(prefix="kubeloop-serve-", suffix=".log")[1])
+        cmd = [sys.executable, "-m", *spec["args"], f"--http_port={port}", "--enable_grpc=false"]
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                    env={**os.environ, **spec.get("env", {})}, preexec_fn=_die_with_parent)
+        servers[key] = Server(proc, f"http://127.0.0.1:{port}", log_path)
+    deadline = time.monotonic() + timeout
+    waiting = dict(servers)
+    while waiting:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"servers {sorted(waiting)} not ready within {timeout:g}s:\n"
+                               + "\n".join(s.log()[-2000:] for s in waiting.values()))
+        for key, server in list(waiting.items()):
+            if server.process.poll() is not None:
+                raise RuntimeError(f"server {key} exited with {server.process.returncode}:\n{server.log()}")
+            try:
+                with urllib.request.urlopen(server.url + "/v2/health/ready", timeout=1) as resp:
+                    if resp.status == 200:
+                        del waiting[key]
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                pass
+        time.sleep(0.1)
+    return servers
+
+
+def stop_servers(servers: dict[str, Server], *, sig: int = signal.SIGTERM, timeout: float = 30.0) -> dict[str, int]:
+    """Signal every server at once, then wait for each (SIGKILL after ``timeout``)."""
+    for server in servers.values():
+        if server.process.poll() is None:
+            server.process.send_signal(sig)
+    deadline = time.monotonic() + timeout
+    for server in servers.values():
+        try:
+            # Wait without signalling again: a second SIGTERM cuts a graceful shutdown short.
+            server.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait(timeout=10)
+    return {key: server.process.returncode for key, server in servers.items()}
 
 
 # --------------------------------------------------------------------------- traffic
