@@ -10,6 +10,7 @@ canary do, so the logs tell them apart by ``version`` only):
     v2  logistic regression on the same table          a good canary
     v3  HistGradientBoosting with yes/no swapped        predicts the opposite of the truth
     v4  HistGradientBoosting without ``support_calls``  refuses what clients send
+    v5  logistic regression on shuffled labels          has learnt nothing: "no" for everyone
 
 For each canary the harness sends v1 requests of held-out rows, 80 % to v1 and
 20 % to the canary by a seeded draw per request. The servers are then stopped
@@ -31,7 +32,11 @@ guarantee for that evidence with the default thresholds:
   check is there and passes);
 - v3: its predictions diverge (PSI far above 0.25): hold while no labels can say
   which side is right, rollback on accuracy once they have arrived;
-- v4: every row rejected (unknown_field): rollback on the rejection rate.
+- v4: every row rejected (unknown_field): rollback on the rejection rate;
+- v5: its predictions diverge (no churner found): hold without labels. With
+  labels it should roll back, but accuracy on a target that is "no" four times
+  in five scores the constant model within the bound of the real one, and it is
+  promoted: that test is an expected failure documenting the gap.
 """
 
 from __future__ import annotations
@@ -79,7 +84,7 @@ canary:
   latency_slack_ms: 50
 """
 
-SCENARIOS = {"good": "v2", "swapped": "v3", "rejecting": "v4"}
+SCENARIOS = {"good": "v2", "swapped": "v3", "rejecting": "v4", "constant": "v5"}
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +97,7 @@ def fleet(tmp_path_factory, request):
         "v2": trained("linear", "classification", rows=ROWS),
         "v3": variant("hist_gradient_boosting", rows=ROWS, labels="swapped"),
         "v4": variant("hist_gradient_boosting", rows=ROWS, drop=DROPPED),
+        "v5": variant("linear", rows=ROWS, labels="shuffled"),
     }
     for version, model in models.items():
         assert register(registry, model, name=MODEL, promote=version == "v1") == version
@@ -269,9 +275,8 @@ def test_diverging_canary_rolls_back_once_labels_show_it_wrong(fleet):
     assert any(r.startswith("accuracy on labelled rows") for r in a["verdict"]["reasons"])
 
 
-@pytest.mark.parametrize("labels", [False, True], ids=["no-labels", "labels"])
-def test_canary_that_refuses_client_requests_rolls_back(fleet, labels):
-    out = verdict_of(fleet, "rejecting", labels=labels)
+def test_canary_that_refuses_client_requests_rolls_back(fleet):
+    out = verdict_of(fleet, "rejecting", labels=False)
     a = out["analyses"][-1]
     assert out["decision"] == "rollback", a["verdict"]["reasons"]
     rows = fleet["sent"]["rejecting"].rows_to("canary")
@@ -285,6 +290,26 @@ def test_canary_that_refuses_client_requests_rolls_back(fleet, labels):
     v4 = logged[(logged["version"] == "v4") & logged["request_id"].isin(
         [r["request_id"] for r in fleet["sent"]["rejecting"].requests])]
     assert set(v4["status"]) == {"unknown_field"} and v4["prediction"].isna().all()
+
+
+def test_canary_that_learnt_nothing_is_held_without_labels(fleet):
+    out = verdict_of(fleet, "constant", labels=False)
+    a = out["analyses"][-1]
+    assert out["decision"] == "hold", a["verdict"]["reasons"]
+    assert set(a["canary"]["prediction_counts"]) == {"no"}  # not one churner found
+    assert not _checks(out)["prediction divergence"]["passed"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "kubeloop/deploy/analysis.py summarise() judges classification by accuracy alone: on a target that "
+    "is 'no' ~80% of the time a model answering 'no' for everyone scores within max_metric_degradation "
+    "(0.02) of the real model, and verdict.decide() rule 5 promotes it ('the labelled rows show the canary "
+    "no worse'); the logged proba_* columns and per-class recall are not used"))
+def test_canary_that_learnt_nothing_rolls_back_once_labels_arrive(fleet):
+    out = verdict_of(fleet, "constant", labels=True)
+    a = out["analyses"][-1]
+    assert a["canary"]["labeled_rows"] >= 100 and a["primary"]["labeled_rows"] >= 100
+    assert out["decision"] == "rollback", a["verdict"]["reasons"]
 
 
 # --------------------------------------------------------------------------- without a cluster, as a user
