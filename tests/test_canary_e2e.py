@@ -1,7 +1,7 @@
 """Canary analysis end to end, with no cluster: real predictor processes, a traffic
 split, prediction logs, and ``kubeloop canary analyze`` run as a user runs it.
 
-Four versions of ``churn`` are registered, each served by its own
+Five versions of ``churn`` are registered, each served by its own
 ``python -m kubeloop.serving`` process on loopback, all writing their prediction
 logs to one log root with the same environment (as the two revisions of a KServe
 canary do, so the logs tell them apart by ``version`` only):
@@ -26,7 +26,7 @@ latency bounds get a 50 ms slack and the verdicts rest on the signals each
 canary was built to show. (The latency rules have table-driven tests.)
 
 The expected verdicts are what the rules of ``kubeloop/deploy/verdict.py``
-guarantee for that evidence with the default thresholds:
+guarantee for that evidence with the default thresholds (latency slack aside):
 - v2: every bound holds and the prediction distributions agree: promote (without
   labels the reasons say the metric was not compared; with labels the metric
   check is there and passes);
