@@ -484,7 +484,7 @@ def test_first_promoted_run_is_v1_and_production(clf, reg):
                                                                   "hist_gradient_boosting")
     assert s["metrics"] == clf.evaluation["metrics"]
     assert s["baseline_metrics"] == clf.evaluation["baseline_metrics"]
-    assert s["gate"] == {"decision": "promote", "reason": "test says promote"}
+    assert (s["gate"]["decision"], s["gate"]["reason"]) == ("promote", "test says promote")
     assert s["promoted"] is True and s["production_version"] == "v1"
     assert s["champion_version"] is None
     assert s["sha256"] == hashlib.sha256((clf.model_dir / "model.joblib").read_bytes()).hexdigest()
