@@ -20,8 +20,9 @@ Rules, in order:
    ``min_improvement`` (champion) or ``min_lift_over_baseline`` (baseline). An
    estimate above 0 whose interval reaches below that is "better but within
    noise"; a tie never promotes, so two equally good runs do not churn production.
-5. With a champion: for each guardrail the worse end of the interval (its lower
-   end, in the metric's own direction) may lose at most the tolerance; relative
+5. With a champion: for each guardrail the estimated change may lose at most the
+   tolerance (the estimate, not the worse end of its interval: on a small test set
+   a log-loss interval's worse end would block better challengers too); relative
    tolerances are fractions of the champion's value on the same rows. A guardrail
    the champion has no value for is skipped and said so.
 """
@@ -144,8 +145,12 @@ def _guardrail_check(rail: GuardrailConfig, comparison: dict[str, Any], confiden
         return Check(name, False, "the challenger has no value for it", None, theirs, n_rows=n)
     gain, low, high = _number(p.get("estimate")), _number(p.get("low")), _number(p.get("high"))
     allowed = rail.tolerance * abs(theirs) if rail.relative else rail.tolerance
-    worst = low if low is not None else gain
-    passed = worst is not None and worst >= -allowed - _EPS
+    # Judged on the estimate, not the worse end of its interval: on a small test set
+    # a heavy-tailed metric (log loss) has an interval so wide that its worse end
+    # would block every challenger, better ones included. The primary metric is
+    # where noise must be cleared; a guardrail blocks a change whose most likely
+    # effect is a loss beyond its tolerance.
+    passed = gain is not None and gain >= -allowed - _EPS
     how = (
         f"{rail.tolerance:.1%} of the champion's ({allowed:.4f})"
         if rail.relative
@@ -153,8 +158,8 @@ def _guardrail_check(rail: GuardrailConfig, comparison: dict[str, Any], confiden
     )
     detail = (
         f"{rail.metric} {_fmt(mine)} vs champion {_fmt(theirs)}, change {_interval(p, confidence)} "
-        f"({'higher' if higher_is_better(rail.metric) else 'lower'} is better; the worse end may "
-        f"lose at most {how})"
+        f"({'higher' if higher_is_better(rail.metric) else 'lower'} is better; the estimated change "
+        f"may lose at most {how})"
     )
     return Check(name, passed, detail, mine, theirs, gain, low, high, n)
 

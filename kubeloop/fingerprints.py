@@ -93,9 +93,45 @@ def _tagged(tag: np.uint64, bits: np.ndarray) -> np.ndarray:
         return _mix(bits.astype(np.uint64) ^ (tag * _GOLDEN))
 
 
+SIGNIFICANT_DIGITS = 15
+
+
+def _round_significant(values: np.ndarray) -> np.ndarray:
+    """``values`` rounded to 15 significant digits: what R's write.csv, Excel and
+    most CSV writers keep of a float64 (pandas and Parquet keep all 17), so the same
+    row exported by two tools hashes alike. Numbers that differ only in the 16th or
+    17th digit (and integers between 1e15 and 2**53) share a code: like a Bloom
+    filter's false positive, that can only leave a row out of the comparison."""
+    v = values.astype(np.float64, copy=True)
+    finite = np.isfinite(v) & (v != 0.0)
+    if finite.any():
+        x = v[finite]
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            shift = SIGNIFICANT_DIGITS - 1 - np.floor(np.log10(np.abs(x)))
+            # Powers of ten up to 1e22 are exact floats, so an integer divided or
+            # multiplied by one is the float nearest the decimal, as parsing it gives.
+            power = np.power(10.0, np.abs(shift))
+            up = shift >= 0
+            scaled = np.where(up, x * power, x / power)
+            whole = np.rint(scaled)
+            rounded = np.where(up, whole / power, whole * power)
+        # The scaling is off by an ulp, which matters only where the 16th digit is a
+        # 5 (a tie) or at a power of ten: there, and beyond exact powers, the exact
+        # decimal rounding a CSV writer does is used (a few values in a thousand, so
+        # the vectorised path stays the fast one).
+        frac = np.abs(scaled - np.floor(scaled) - 0.5)
+        exact = ~np.isfinite(rounded) | (np.abs(shift) > 22) | (frac < 1e-3)
+        exact |= np.abs(np.abs(scaled) - 10.0 ** (SIGNIFICANT_DIGITS - 1)) < 1.0
+        if exact.any():
+            rounded[exact] = [float(f"{value:.{SIGNIFICANT_DIGITS}g}") for value in x[exact]]
+        v[finite] = rounded
+    return v
+
+
 def _float_codes(values: np.ndarray) -> np.ndarray:
-    """Codes of float64 values (NaN -> missing)."""
-    v = np.where(values == 0.0, 0.0, values)  # -0.0 is 0.0
+    """Codes of float64 values (NaN -> missing), at 15 significant digits."""
+    v = _round_significant(np.asarray(values, dtype=np.float64))
+    v = np.where(v == 0.0, 0.0, v)  # -0.0 is 0.0
     missing = np.isnan(v)
     codes = _tagged(_TAG_NUMBER, np.where(missing, 0.0, v).view(np.uint64))
     codes[missing] = _MISSING_CODE

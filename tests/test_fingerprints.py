@@ -196,3 +196,33 @@ def test_rows_file_is_what_the_registry_stores():
     s = FingerprintSet.from_bytes(rows_file([f.iloc[:60], f.iloc[60:80]], schema))
     assert s.n_rows == 80 and s.columns == sorted(COLS)
     assert s.contains_rows(f).tolist() == [True] * 80 + [False] * 20
+
+
+def test_the_same_row_exported_by_r_and_by_pandas_hashes_alike(tmp_path):
+    # R's write.csv and Excel keep 15 significant digits, pandas and Parquet 17.
+    import io
+
+    values = np.random.default_rng(3).normal(size=200) * 1e3
+    full = pd.DataFrame({"x": values, "y": np.arange(200) % 2})
+    r_text = "x,y\n" + "\n".join(f"{v:.15g},{y}" for v, y in zip(values, full["y"], strict=True))
+    from_r = pd.read_csv(io.StringIO(r_text))
+    assert not np.array_equal(from_r["x"].to_numpy(), values)  # the bits do differ
+    schema = {"target": "y", "columns": {"x": {"role": "feature", "kind": "numeric"},
+                                          "y": {"role": "target", "kind": "numeric"}}}
+    from kubeloop.fingerprints import fingerprint_columns, row_fingerprints
+
+    cols = fingerprint_columns(schema)
+    assert np.array_equal(row_fingerprints(full, cols), row_fingerprints(from_r, cols))
+    # ... while a real difference in the 15th digit still tells rows apart.
+    nudged = full.assign(x=full["x"] * (1 + 1e-13))
+    assert not np.array_equal(row_fingerprints(full, cols), row_fingerprints(nudged, cols))
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e3, 1e-5, 1e-12, 1e12, 1e20, 1e-30, 1e300])
+def test_rounding_to_15_digits_is_what_a_csv_writer_does(scale):
+    from kubeloop.fingerprints import _round_significant
+
+    values = np.random.default_rng(7).normal(size=20_000) * scale
+    written = np.array([float(f"{v:.15g}") for v in values])  # R, Excel: 15 digits
+    assert np.array_equal(_round_significant(values), written)
+    assert np.array_equal(_round_significant(written), written)

@@ -125,17 +125,29 @@ CASES = [
         PROMOTE,
         "beats",
     ),
-    # Guardrails: the worse end of the interval must stay within tolerance.
-    # log loss 0.465 vs 0.45: the change -0.015 is within 5% of 0.45 (0.0225), but the
-    # interval's worse end -0.025 is not.
+    # Guardrails: the estimated change must stay within tolerance. A noisy interval
+    # alone does not block (on a small test set the worse end of a log-loss interval
+    # would block every challenger, better ones included).
+    # log loss 0.48 vs 0.45: the change -0.03 is beyond 5% of 0.45 (0.0225).
     (
-        "guardrail-log-loss-worse-end-breaks",
+        "guardrail-log-loss-estimate-breaks",
         "classification",
-        champ(roc=(0.85, 0.80), log_loss=(0.465, 0.45)),
+        champ(roc=(0.85, 0.80), log_loss=(0.48, 0.45)),
         BASE,
         GateConfig(),
         REJECT,
         "log_loss",
+    ),
+    # log loss 0.465 vs 0.45: the change -0.015 is within 0.0225, though the
+    # interval's worse end (-0.025) is not: noise, not harm.
+    (
+        "guardrail-log-loss-within-but-noisy-interval",
+        "classification",
+        champ(roc=(0.85, 0.80), log_loss=(0.465, 0.45)),
+        BASE,
+        GateConfig(),
+        PROMOTE,
+        "holds every guardrail",
     ),
     (
         "guardrail-log-loss-worse-end-within",
@@ -149,11 +161,20 @@ CASES = [
     (
         "guardrail-f1-absolute",
         "classification",
-        champ(roc=(0.85, 0.80), f1=(0.59, 0.60), width=0.015),
+        champ(roc=(0.85, 0.80), f1=(0.57, 0.60), width=0.015),
         BASE,
         GateConfig(),
         REJECT,
         "f1",
+    ),
+    (
+        "guardrail-f1-within-tolerance",
+        "classification",
+        champ(roc=(0.85, 0.80), f1=(0.59, 0.60), width=0.015),
+        BASE,
+        GateConfig(),
+        PROMOTE,
+        "holds every guardrail",
     ),
     (
         "guardrails-off",
