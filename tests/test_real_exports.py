@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from real_exports_support import (
-    FOREST_CONFIG,
     Run,
     breast_cancer,
     diabetes,
@@ -31,6 +30,7 @@ from real_exports_support import (
     feature_names,
     grunfeld,
     header,
+    iris,
     kubeloop_run,
     schema_roles,
     to_csv_gz,
@@ -97,6 +97,46 @@ def test_ingest_drops_an_index_column_written_by_reset_index(tmp_path):
     assert "index" not in out.columns
     assert [d["column"] for d in profile["dropped_columns"]] == ["index"]
     assert len(out.columns) == len(df.columns) - 1
+
+
+def test_ingest_of_an_r_export_with_missing_values(tmp_path):
+    df = iris()
+    df.loc[[3, 10, 40], "sepal width (cm)"] = np.nan
+    df.loc[[5], "species"] = None
+    path = to_csv_r(df, tmp_path / "iris.csv")
+    assert ',NA,' in path.read_text()
+    out, _ = ingest(path, keep={"species"})
+    assert out["sepal width (cm)"].dtype.kind == "f"
+    assert out["sepal width (cm)"].isna().sum() == 3
+    assert out["species"].isna().sum() == 1
+    assert list(out.columns) == list(df.columns)
+
+
+def test_ingest_of_an_excel_export_with_a_byte_order_mark(tmp_path):
+    df = iris()
+    path = tmp_path / "iris.csv"
+    df.to_csv(path, encoding="utf-8-sig")  # what Excel's "CSV UTF-8" writes
+    out, profile = ingest(path, keep={"species"})
+    assert list(out.columns) == list(df.columns)
+    assert len(profile["dropped_columns"]) == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="R's write.csv2 / European Excel exports (';' separator, decimal comma) are "
+    "read with the ';' but every decimal number becomes a categorical column ('5,1', "
+    "'4,9', ...), silently: components/ingest.py _read_csv/_coerce_strings never try a "
+    "decimal comma. Suggested: with ';' as delimiter, parse '1,5' as 1.5 (as R's "
+    "read.csv2 does) or refuse with an error naming the column",
+)
+def test_ingest_of_a_semicolon_decimal_comma_export(tmp_path):
+    df = iris()
+    path = tmp_path / "iris.csv"
+    df.to_csv(path, sep=";", decimal=",")  # R's write.csv2, Excel in most of Europe
+    out, _ = ingest(path, keep={"species"})
+    assert list(out.columns) == list(df.columns)
+    assert out["sepal length (cm)"].dtype.kind == "f", out.dtypes.to_dict()
+    assert np.allclose(out["sepal length (cm)"].to_numpy(dtype=float), df["sepal length (cm)"])
 
 
 # --------------------------------------------------------------------------- whole runs
@@ -177,37 +217,39 @@ def _auc_se(auc: float, n_pos: int, n_neg: int) -> float:
     return math.sqrt(max(var, 1e-12) / (n_pos * n_neg))
 
 
-GATE_CONFIG = FOREST_CONFIG + """\
-split: {train: 0.5, valid: 0.2, test: 0.3, seed: 42}
-validation: {allow_extra_columns: true}
-"""
+def _forest_config(*, seed: int = 42, extra: str = "") -> str:
+    return f"""\
+train: {{families: [random_forest], search_iterations: 1, seed: {seed}}}
+evaluation: {{stability_seeds: 0}}
+{extra}"""
 
-# The two most informative diabetes features; version 1 never sees them.
-HIDDEN = ["bmi", "s5"]
+
+# A larger test share: the 60 % file has only 265 rows.
+DIABETES_SPLIT = "split: {train: 0.5, valid: 0.2, test: 0.3, seed: 42}\n"
 
 
 class DiabetesGate:
-    """Three runs on one registry, a team's history on cumulative data:
+    """Three runs on one registry, a team's history on cumulative data (scikit-learn's
+    diabetes, regression):
 
-    1. v1: 60 % of the rows, without ``bmi`` and ``s5`` (R ``write.csv``);
-    2. v2: the same file and config again (an equal challenger);
-    3. v3: all the rows, with ``bmi`` and ``s5`` (a ``.csv.gz`` export): a superset,
-       and a challenger known to be better.
+    1. v1: 60 % of the rows (R ``write.csv``);
+    2. v2: the same file again, another training seed (an equal challenger);
+    3. v3: all the rows (a ``.csv.gz`` export), a superset of v1's.
     """
 
     def __init__(self, root: Path):
-        self.root = root
         self.full = diabetes()
         self.old = self.full.sample(frac=0.6, random_state=0).sort_index()
-        registry = root / "registry"
-        old_file = to_csv_r(self.old.drop(columns=HIDDEN), root / "diabetes_2019.csv")
-        full_file = to_csv_gz(self.full, root / "diabetes_2024.csv.gz")
-        common = dict(target="progression", registry=registry, model="diabetes", cwd=root,
-                      config=GATE_CONFIG)
-        self.v1 = kubeloop_run(old_file, **common)
+        old_file = to_csv_r(self.old, root / "diabetes_2019.csv")
+        common = dict(target="progression", registry=root / "registry", model="diabetes",
+                      cwd=root)
+        self.v1 = kubeloop_run(old_file, config=_forest_config(extra=DIABETES_SPLIT), **common)
         assert self.v1.ok, failure(self.v1)
-        self.v2 = kubeloop_run(old_file, **common)
-        self.v3 = kubeloop_run(full_file, **common)
+        assert self.v1.summary["promoted"], self.v1.summary["gate"]
+        self.v2 = kubeloop_run(old_file, config=_forest_config(seed=7, extra=DIABETES_SPLIT),
+                               **common)
+        full_file = to_csv_gz(self.full, root / "diabetes_2024.csv.gz")
+        self.v3 = kubeloop_run(full_file, config=_forest_config(extra=DIABETES_SPLIT), **common)
 
 
 @pytest.fixture(scope="module")
@@ -217,9 +259,7 @@ def diabetes_gate(tmp_path_factory):
 
 @pytest.mark.slow
 def test_r_export_index_dropped_in_the_gate_history(diabetes_gate):
-    cols = [c for c in diabetes_gate.full.columns if c not in HIDDEN]
-    _check_row_number_dropped(diabetes_gate.v1, cols)
-    assert diabetes_gate.v1.summary["promoted"] is True
+    _check_row_number_dropped(diabetes_gate.v1, list(diabetes_gate.full.columns))
 
 
 @pytest.mark.slow
@@ -227,68 +267,78 @@ def test_equal_challenger_is_not_promoted(diabetes_gate):
     v2 = diabetes_gate.v2
     assert v2.ok, failure(v2)
     assert v2.summary["champion_version"] == "v1"
+    assert v2.summary["gate"]["compared_with"] == "champion", v2.summary["gate"]
     assert v2.summary["gate"]["decision"] != "promote", v2.summary["gate"]
     assert v2.summary["promoted"] is False
     assert v2.summary["production_version"] == "v1"
 
 
-@pytest.mark.slow
-def test_better_challenger_on_a_superset_is_promoted(diabetes_gate):
-    v3 = diabetes_gate.v3
-    assert v3.ok, failure(v3)
-    gate = v3.summary["gate"]
-    assert v3.summary["champion_version"] == "v1"
-    assert gate["compared_with"] == "champion", gate
-    assert gate["decision"] == "promote", gate
-    assert v3.summary["production_version"] == v3.summary["version"]
-    assert set(HIDDEN) <= set(feature_names(v3))
+def _exclusion_reported(run: Run) -> dict:
+    """The evaluation says how many test rows the champion had seen and why they were
+    left out; returns its comparison."""
+    comparison = run.json_file("evaluation.json")["champion_comparison"]
+    assert comparison["n_excluded"] > 0, comparison
+    assert comparison["n_rows"] == run.summary["gate"]["n_rows"]
+    assert comparison["n_rows"] + comparison["n_excluded"] <= comparison["n_test_rows"]
+    assert "fingerprint" in comparison["exclusion"]["reason"], comparison["exclusion"]
+    report = Path(run.summary["artifacts"]["evaluation_report"]).read_text()
+    assert f"{comparison['n_excluded']:,} left out" in report, report[:3000]
+    assert "trained or validated on" in report
+    return comparison
 
 
 @pytest.mark.slow
-def test_champion_score_at_the_gate_matches_its_held_out_score(diabetes_gate):
+def test_regression_champion_at_the_gate_matches_its_held_out_score(diabetes_gate):
     v1, v3 = diabetes_gate.v1, diabetes_gate.v3
     assert v3.ok, failure(v3)
+    assert v3.summary["champion_version"] == "v1"
     held_out = v1.summary["metrics"]["rmse"]
-    n_held_out = v1.summary["gate"]["n_rows"]
     at_gate = v3.summary["champion_metrics"]["rmse"]
-    n_gate = v3.summary["gate"]["n_rows"]
-    tolerance = 3 * math.hypot(_rmse_se(held_out, n_held_out), _rmse_se(at_gate, n_gate))
-    # What an inflated score looks like: the champion on the rows it was fitted on.
+    tolerance = 3 * math.hypot(_rmse_se(held_out, v1.summary["gate"]["n_rows"]),
+                               _rmse_se(at_gate, v3.summary["gate"]["n_rows"]))
+    # What an inflated score looks like: the champion on the 60 % it was built from.
     model = joblib.load(v1.version_dir() / "model" / "model.joblib")
     old = diabetes_gate.old
-    on_seen = float(np.sqrt(np.mean((model.predict(old.drop(columns=HIDDEN + ["progression"]))
-                                     - old["progression"]) ** 2)))
+    errors = model.predict(old.drop(columns=["progression"])) - old["progression"].to_numpy()
+    on_seen = float(np.sqrt(np.mean(errors**2)))
     assert held_out - on_seen > tolerance, (
         "the data cannot tell an inflated score from an honest one", held_out, on_seen, tolerance)
     assert abs(at_gate - held_out) < tolerance, (at_gate, held_out, tolerance)
+    _exclusion_reported(v3)
 
-    evaluation = v3.json_file("evaluation.json")
-    comparison = evaluation["champion_comparison"]
-    assert comparison["n_excluded"] > 0
-    assert comparison["n_rows"] == n_gate
-    assert comparison["n_rows"] + comparison["n_excluded"] <= comparison["n_test_rows"]
-    assert "fingerprint" in comparison["exclusion"]["reason"]
-    report = Path(v3.summary["artifacts"]["evaluation_report"]).read_text()
-    assert f"{comparison['n_excluded']:,} left out" in report
-    assert "trained or validated on" in report
+
+# The Fair survey's most informative column; version 1 never sees it.
+HIDDEN = "rate_marriage"
 
 
 @pytest.mark.slow
-def test_classification_champion_at_the_gate_is_not_inflated(tmp_path):
-    """The issue's own measurement, on a noisy public survey: a random forest trained on
-    60 %, then a retrain on all of it; ROC-AUC at the gate vs held out."""
+def test_classification_gate_on_a_superset_with_a_better_challenger(tmp_path):
+    """The issue's own measurement, on a noisy public survey (statsmodels' Fair, 6,366
+    rows): a random forest trained on 60 % without its most informative column (Parquet
+    of a filtered frame), then a retrain on all rows with that column (R ``write.csv``).
+
+    The champion's ROC-AUC at the gate agrees with its own held-out ROC-AUC, and the
+    challenger, which sees the column the champion never had, is promoted.
+    """
     df = fair()
     if df is None:
         pytest.skip("statsmodels (which ships the Fair survey) is not installed")
-    old = df.sample(frac=0.6, random_state=0)
-    registry = tmp_path / "registry"
-    common = dict(target="had_affair", registry=registry, model="affairs", cwd=tmp_path,
-                  config=FOREST_CONFIG)
-    v1 = kubeloop_run(to_parquet_with_index(old, tmp_path / "fair_2019.parquet"), **common)
+    old = df.sample(frac=0.6, random_state=0).drop(columns=[HIDDEN])
+    common = dict(target="had_affair", registry=tmp_path / "registry", model="affairs",
+                  cwd=tmp_path)
+    # A survey of answers on small scales repeats itself: 18 % of its rows are duplicates.
+    dup = "max_duplicate_fraction: 0.5"
+    v1 = kubeloop_run(to_parquet_with_index(old, tmp_path / "fair_2019.parquet"),
+                      config=_forest_config(extra=f"validation: {{{dup}}}\n"), **common)
     assert v1.ok, failure(v1)
-    v2 = kubeloop_run(to_csv_r(df, tmp_path / "fair_2024.csv"), **common)
+    assert v1.summary["promoted"], v1.summary["gate"]
+    assert HIDDEN not in feature_names(v1)
+    v2 = kubeloop_run(to_csv_r(df, tmp_path / "fair_2024.csv"),
+                      config=_forest_config(extra=f"validation: {{allow_extra_columns: true, {dup}}}\n"),
+                      **common)
     assert v2.ok, failure(v2)
     assert v2.summary["champion_version"] == "v1"
+    _check_row_number_dropped(v2, list(df.columns))
 
     held_out = v1.summary["metrics"]["roc_auc"]
     at_gate = v2.summary["champion_metrics"]["roc_auc"]
@@ -303,6 +353,10 @@ def test_classification_champion_at_the_gate_is_not_inflated(tmp_path):
     on_seen = roc_auc_score(old["had_affair"] == "yes", proba[:, yes])
     assert on_seen - held_out > tolerance, (held_out, on_seen, tolerance)
     assert abs(at_gate - held_out) < tolerance, (at_gate, held_out, tolerance)
-    comparison = v2.json_file("evaluation.json")["champion_comparison"]
-    assert comparison["n_excluded"] > 0
-    assert v2.summary["gate"]["decision"] != "promote" or v2.summary["gate"]["low"] > 0
+    _exclusion_reported(v2)
+
+    gate = v2.summary["gate"]
+    assert gate["compared_with"] == "champion", gate
+    assert gate["decision"] == "promote", gate
+    assert v2.summary["production_version"] == v2.summary["version"]
+    assert HIDDEN in feature_names(v2)
