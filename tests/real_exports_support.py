@@ -83,6 +83,18 @@ def fair() -> pd.DataFrame | None:
     return df
 
 
+def anes96() -> pd.DataFrame | None:
+    """statsmodels' 1996 American National Election Study extract (944 rows; target
+    ``vote``: Dole or Clinton), or None when statsmodels is not installed."""
+    try:
+        from statsmodels.datasets import anes96 as a
+    except ImportError:
+        return None
+    df = a.load_pandas().data.copy()
+    df["vote"] = np.where(df["vote"] > 0, "dole", "clinton")
+    return df
+
+
 def diabetes_binary() -> pd.DataFrame:
     """scikit-learn's diabetes with a noisy binary target: progression above the median."""
     df = diabetes()
