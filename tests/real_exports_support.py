@@ -243,3 +243,25 @@ def validation_anomalies(run: Run) -> list[dict[str, Any]]:
 def validation_report_text(run: Run) -> str:
     """The Markdown validation report stored with the version."""
     return run.text_file("reports/validation.md")
+
+
+def champion_rows_at_the_gate(
+    data: Path, challenger: Run, champion: Run, split: dict[str, Any]
+) -> pd.DataFrame:
+    """The test rows of ``challenger``'s run that ``champion`` never trained or validated
+    on, rebuilt outside the pipeline: the data ingested and split again with the stored
+    schema and the run's split settings, minus the rows whose fingerprints the champion's
+    version stores."""
+    from kubeloop.components.ingest import ingest
+    from kubeloop.components.split import split_dataset
+    from kubeloop.config import SplitConfig
+    from kubeloop.fingerprints import FingerprintSet
+
+    schema = challenger.json_file("schema.json")
+    df, _ = ingest(data, keep={schema["target"]})
+    test = split_dataset(df, schema, SplitConfig(**split)).test
+    test = test[test[schema["target"]].notna()]
+    seen = FingerprintSet.from_bytes(
+        (champion.version_dir() / "rows" / "fingerprints.npz").read_bytes()
+    ).contains_rows(test)
+    return test[~seen]

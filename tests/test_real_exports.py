@@ -14,6 +14,7 @@ trained it.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from real_exports_support import (
     Run,
     anes96,
     breast_cancer,
+    champion_rows_at_the_gate,
     diabetes,
     failure,
     fair,
@@ -44,6 +46,7 @@ from real_exports_support import (
 from sklearn.metrics import roc_auc_score
 
 from kubeloop.components.ingest import ingest
+from kubeloop.fingerprints import FingerprintSet
 
 # --------------------------------------------------------------------------- ingest of each export (fast)
 
@@ -225,8 +228,9 @@ evaluation: {{stability_seeds: 0}}
 {extra}"""
 
 
-# A larger test share: the 60 % file has only 265 rows.
-DIABETES_SPLIT = "split: {train: 0.5, valid: 0.2, test: 0.3, seed: 42}\n"
+# A larger test share: the 60 % files have only 265 (diabetes) and 566 (ANES) rows.
+SPLIT = {"train": 0.5, "valid": 0.2, "test": 0.3, "seed": 42}
+DIABETES_SPLIT = f"split: {json.dumps(SPLIT)}\n"
 
 
 class DiabetesGate:
@@ -323,12 +327,13 @@ def test_classification_gate_on_a_superset_with_a_better_challenger(tmp_path):
         pytest.skip("statsmodels (which ships the ANES 1996 extract) is not installed")
     old = df.sample(frac=0.6, random_state=0).drop(columns=HIDDEN_VOTE)
     common = dict(target="vote", registry=tmp_path / "registry", model="vote", cwd=tmp_path)
-    v1 = kubeloop_run(to_parquet_with_index(old, tmp_path / "anes_wave1.parquet"),
-                      config=_forest_config(extra=DIABETES_SPLIT), **common)
+    v1_data = to_parquet_with_index(old, tmp_path / "anes_wave1.parquet")
+    v1 = kubeloop_run(v1_data, config=_forest_config(extra=DIABETES_SPLIT), **common)
     assert v1.ok, failure(v1)
     assert v1.summary["promoted"], v1.summary["gate"]
     assert not set(HIDDEN_VOTE) & set(feature_names(v1))
-    v2 = kubeloop_run(to_csv_r(df, tmp_path / "anes_all.csv"),
+    data = to_csv_r(df, tmp_path / "anes_all.csv")
+    v2 = kubeloop_run(data,
                       config=_forest_config(extra=DIABETES_SPLIT
                                             + "validation: {allow_extra_columns: true}\n"),
                       **common)
@@ -344,11 +349,24 @@ def test_classification_gate_on_a_superset_with_a_better_challenger(tmp_path):
                        (at_gate, v2.summary["gate"]["n_rows"]))]
     tolerance = 3 * math.hypot(*se)
     model = joblib.load(v1.version_dir() / "model" / "model.joblib")
-    proba = model.predict_proba(old.drop(columns=["vote"]))
-    positive = list(model.classes_).index(v1.json_file("schema.json")["positive_label"])
-    truth = old["vote"] == v1.json_file("schema.json")["positive_label"]
-    on_seen = roc_auc_score(truth, proba[:, positive])
-    assert abs(on_seen - held_out) > tolerance, (held_out, on_seen, tolerance)
+    label = v1.json_file("schema.json")["positive_label"]
+
+    def champion_auc(rows: pd.DataFrame) -> float:
+        proba = model.predict_proba(rows.drop(columns=["vote"]))
+        return roc_auc_score(rows["vote"] == label, proba[:, list(model.classes_).index(label)])
+
+    # What an inflated score looks like: the champion on the rows it trained on.
+    old, _ = ingest(v1_data, keep={"vote"})
+    seen = FingerprintSet.from_bytes(
+        (v1.version_dir() / "rows" / "fingerprints.npz").read_bytes()
+    ).contains_rows(old)
+    on_seen = champion_auc(old[seen])
+    assert on_seen - held_out > tolerance, (held_out, on_seen, tolerance)
+    # The champion's score in the JSON is on exactly the rows the gate compared: the
+    # run's test rows, split again here, minus the rows the champion had seen.
+    rows = champion_rows_at_the_gate(data, v2, v1, SPLIT)
+    assert len(rows) == v2.summary["gate"]["n_rows"]
+    assert at_gate == pytest.approx(champion_auc(rows), abs=1e-6)
     assert abs(at_gate - held_out) < tolerance, (at_gate, held_out, tolerance)
     _exclusion_reported(v2)
 
