@@ -311,34 +311,44 @@ def test_regression_champion_at_the_gate_matches_its_held_out_score(diabetes_gat
 HIDDEN_VOTE = ["PID", "ClinLR", "DoleLR"]
 
 
-@pytest.mark.slow
-def test_classification_gate_on_a_superset_with_a_better_challenger(tmp_path):
-    """The issue's own measurement, on a public survey (statsmodels' ANES 1996, 944
-    rows): a random forest trained on 60 % without party identification and the
-    candidates' placements (Parquet of a filtered frame, index stored), then a retrain
-    on all rows with them (Parquet of the shuffled frame, index stored).
+class AnesGate:
+    """The issue's own measurement, on a public survey (statsmodels' ANES 1996, 944 rows):
+    v1, a random forest trained on 60 % without party identification and the candidates'
+    placements (Parquet of a filtered frame, index stored); v2, a retrain on all rows
+    with them (Parquet of the shuffled frame, index stored): a superset, and a
+    challenger known to be better."""
 
-    The champion's ROC-AUC at the gate agrees with its own held-out ROC-AUC (a
-    champion scored on its own training rows would be far off), and the challenger,
-    which sees the columns the champion never had, is promoted.
-    """
-    df = anes96()
-    if df is None:
+    def __init__(self, root: Path):
+        self.df = df = anes96()
+        self.v1_data = to_parquet_with_index(
+            df.sample(frac=0.6, random_state=0).drop(columns=HIDDEN_VOTE),
+            root / "anes_wave1.parquet")
+        # The same tool exports both (the expected failure below mixes formats).
+        self.v2_data = to_parquet_with_index(df.sample(frac=1.0, random_state=3),
+                                             root / "anes_all.parquet")
+        common = dict(target="vote", registry=root / "registry", model="vote", cwd=root)
+        self.v1 = kubeloop_run(self.v1_data, config=_forest_config(extra=DIABETES_SPLIT),
+                               **common)
+        assert self.v1.ok, failure(self.v1)
+        assert self.v1.summary["promoted"], self.v1.summary["gate"]
+        self.v2 = kubeloop_run(
+            self.v2_data,
+            config=_forest_config(extra=DIABETES_SPLIT + "validation: {allow_extra_columns: true}\n"),
+            **common)
+        assert self.v2.ok, failure(self.v2)
+
+
+@pytest.fixture(scope="module")
+def anes_gate(tmp_path_factory):
+    if anes96() is None:
         pytest.skip("statsmodels (which ships the ANES 1996 extract) is not installed")
-    old = df.sample(frac=0.6, random_state=0).drop(columns=HIDDEN_VOTE)
-    common = dict(target="vote", registry=tmp_path / "registry", model="vote", cwd=tmp_path)
-    v1_data = to_parquet_with_index(old, tmp_path / "anes_wave1.parquet")
-    v1 = kubeloop_run(v1_data, config=_forest_config(extra=DIABETES_SPLIT), **common)
-    assert v1.ok, failure(v1)
-    assert v1.summary["promoted"], v1.summary["gate"]
+    return AnesGate(tmp_path_factory.mktemp("anes-gate"))
+
+
+@pytest.mark.slow
+def test_classification_champion_at_the_gate_matches_its_held_out_score(anes_gate):
+    v1, v2, df = anes_gate.v1, anes_gate.v2, anes_gate.df
     assert not set(HIDDEN_VOTE) & set(feature_names(v1))
-    # The same tool exports both (see the expected failure below for mixed formats).
-    data = to_parquet_with_index(df.sample(frac=1.0, random_state=3), tmp_path / "anes_all.parquet")
-    v2 = kubeloop_run(data,
-                      config=_forest_config(extra=DIABETES_SPLIT
-                                            + "validation: {allow_extra_columns: true}\n"),
-                      **common)
-    assert v2.ok, failure(v2)
     assert v2.summary["champion_version"] == "v1"
     assert "__index_level_0__" not in schema_roles(v2)
 
@@ -348,7 +358,7 @@ def test_classification_gate_on_a_superset_with_a_better_challenger(tmp_path):
     se = [_auc_se(a, max(2, round(n * share)), max(2, round(n * (1 - share))))
           for a, n in ((held_out, v1.summary["gate"]["n_rows"]),
                        (at_gate, v2.summary["gate"]["n_rows"]))]
-    tolerance = 3 * math.hypot(*se)
+    tolerance = 2 * math.hypot(*se)
     model = joblib.load(v1.version_dir() / "model" / "model.joblib")
     label = v1.json_file("schema.json")["positive_label"]
 
@@ -357,22 +367,44 @@ def test_classification_gate_on_a_superset_with_a_better_challenger(tmp_path):
         return roc_auc_score(rows["vote"] == label, proba[:, list(model.classes_).index(label)])
 
     # What an inflated score looks like: the champion on the rows it trained on.
-    old, _ = ingest(v1_data, keep={"vote"})
+    old, _ = ingest(anes_gate.v1_data, keep={"vote"})
     seen = FingerprintSet.from_bytes(
         (v1.version_dir() / "rows" / "fingerprints.npz").read_bytes()
     ).contains_rows(old)
     on_seen = champion_auc(old[seen])
     assert on_seen - held_out > tolerance, (held_out, on_seen, tolerance)
+    assert abs(at_gate - held_out) < tolerance, (at_gate, held_out, tolerance)
     # The champion's score in the JSON is on exactly the rows the gate compared: the
     # run's test rows, split again here, minus the rows the champion had seen.
-    rows = champion_rows_at_the_gate(data, v2, v1, SPLIT)
+    rows = champion_rows_at_the_gate(anes_gate.v2_data, v2, v1, SPLIT)
     assert len(rows) == v2.summary["gate"]["n_rows"]
     assert at_gate == pytest.approx(champion_auc(rows), abs=1e-6)
-    assert abs(at_gate - held_out) < tolerance, (at_gate, held_out, tolerance)
-    _exclusion_reported(v2)
+    comparison = _exclusion_reported(v2)
+    # About this many of today's test rows were the champion's train or valid rows.
+    expected = comparison["n_test_rows"] * (len(old) * (SPLIT["train"] + SPLIT["valid"])) / len(df)
+    assert comparison["n_excluded"] > 0.5 * expected, (comparison["n_excluded"], expected)
 
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="a challenger better on every metric is rejected by the log_loss guardrail: ANES "
+    "1996, v2 sees party identification: roc_auc +0.156 (95% interval +0.094 to +0.224, 165 "
+    "rows), log_loss 0.470 vs champion 0.551 (better), yet 'fails guardrail log_loss ... "
+    "change +0.0807 (95% interval -0.4261 to +0.3648)': the worse end of the paired "
+    "bootstrap interval of a heavy-tailed metric (a forest's near-0/1 probabilities) is "
+    "far beyond the 5 % tolerance on 165 rows, so on small test sets no challenger can "
+    "pass. components/gate.py _guardrail_check (worst = low; passed = worst >= -allowed). "
+    "Suggested: a guardrail blocks on evidence of "
+    "harm (the interval's better end still worse than the tolerance, or a one-sided test "
+    "of degradation), or clip probabilities in the bootstrap's log loss; and the gate "
+    "report should say the guardrail is undecided rather than failed",
+)
+def test_classification_better_challenger_on_a_superset_is_promoted(anes_gate):
+    v2 = anes_gate.v2
     gate = v2.summary["gate"]
     assert gate["compared_with"] == "champion", gate
+    assert gate["low"] > 0, gate
     assert gate["decision"] == "promote", gate
     assert v2.summary["production_version"] == v2.summary["version"]
     assert set(HIDDEN_VOTE) <= set(feature_names(v2))
