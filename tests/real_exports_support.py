@@ -95,14 +95,6 @@ def anes96() -> pd.DataFrame | None:
     return df
 
 
-def diabetes_binary() -> pd.DataFrame:
-    """scikit-learn's diabetes with a noisy binary target: progression above the median."""
-    df = diabetes()
-    y = df.pop("progression")
-    df["progressed"] = np.where(y > y.median(), "yes", "no")
-    return df
-
-
 # --------------------------------------------------------------------------- exports
 
 
@@ -230,14 +222,6 @@ def schema_roles(run: Run) -> dict[str, str]:
     if isinstance(cols, dict):
         return {name: c.get("role", "") for name, c in cols.items()}
     return {c["name"]: c.get("role", "") for c in cols}
-
-
-def validation_anomalies(run: Run) -> list[dict[str, Any]]:
-    """The anomalies the validation report of the run lists (JSON form, when stored)."""
-    path = run.summary.get("artifacts", {}).get("validation_report")
-    if path and Path(path).suffix == ".json":
-        return json.loads(Path(path).read_text()).get("anomalies", [])
-    return []
 
 
 def validation_report_text(run: Run) -> str:
