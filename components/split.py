@@ -1,9 +1,7 @@
 """Split stage: cut the validated dataset into train, valid and test.
 
-Exact duplicate rows stay, all copies of a row in the same split, so an identical
-row can never be trained on and then scored as "unseen", and the data keeps its
-weights (survey data with many repeated answers would lose its class balance per
-answer pattern if copies were dropped). The strategy follows
+Exact duplicate rows are dropped first (the first copy is kept), so an identical
+row can never be trained on and then scored as "unseen". The strategy follows
 from the schema, in this order of precedence:
 
 1. ``time_column`` set -> **temporal**: rows are ordered by time; the oldest go
@@ -83,7 +81,7 @@ def split_strategy(schema: Schema) -> str:
 
 
 def split_dataset(df: pd.DataFrame, schema: Schema, cfg: SplitConfig) -> Splits:
-    """Split ``df`` into train/valid/test as the schema says, copies of a row together."""
+    """Drop exact duplicates, then split ``df`` into train/valid/test as the schema says."""
     strategy = split_strategy(schema)
     target = schema["target"]
     needed = [target, schema.get("time_column"), schema.get("id_column")]
@@ -111,8 +109,6 @@ def split_dataset(df: pd.DataFrame, schema: Schema, cfg: SplitConfig) -> Splits:
         # read memory in order and lets a reader line the splits up with the source.
         parts = {name: np.sort(p) for name, p in parts.items()}
 
-    if n_duplicates:
-        parts = _with_copies(parts, hashes, duplicated)
     frames = {name: _rows(df, p) for name, p in parts.items()}
     if schema["task"] == "classification":
         _require_classes_in_train(frames, target, len(pos), cfg)
@@ -128,15 +124,6 @@ def split_dataset(df: pd.DataFrame, schema: Schema, cfg: SplitConfig) -> Splits:
     # The split checks itself: the row hashes are the ones duplicates were found with.
     _check_disjoint(splits, schema, {name: hashes[p] for name, p in parts.items()})
     return splits
-
-
-def _with_copies(parts: dict[str, np.ndarray], hashes: np.ndarray, duplicated: np.ndarray) -> dict[str, np.ndarray]:
-    """Each split with every later copy of its rows: the split was made on first
-    copies, and a copy follows its original (a copy of a dropped row is dropped)."""
-    copies = np.flatnonzero(duplicated)
-    copy_hashes = hashes[copies]
-    return {name: np.sort(np.concatenate([p, copies[np.isin(copy_hashes, hashes[p])]]))
-            for name, p in parts.items()}
 
 
 def _rows(df: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
@@ -264,7 +251,7 @@ def _require_non_empty(
         return
     counts = ", ".join(f"{name} {size}" for name, size in zip(SPLIT_NAMES, sizes, strict=True))
     raise SplitError(
-        f"cannot split {n} {unit} (distinct rows: {n_duplicates} duplicate rows go with their first copy) into "
+        f"cannot split {n} {unit} (after dropping {n_duplicates} duplicate rows) into "
         f"{_fractions(cfg)}: the {' and '.join(empty)} split would be empty ({counts}). "
         f"{hint}Provide more data or raise the fraction of the {' and '.join(empty)} split "
         f"(split.{empty[0]} in the config)."
@@ -496,9 +483,8 @@ def _summary(
         "stratified": stratified,
         "seed": cfg.seed,
         "fractions": {"train": cfg.train, "valid": cfg.valid, "test": cfg.test},
-        "rows": {"input": n_input, "duplicates_kept_together": n_duplicates, **rows},
-        # Copies of a row stay in their original's split (see the module doc).
-        "duplicates_kept_together": n_duplicates,
+        "rows": {"input": n_input, "duplicates_dropped": n_duplicates, **rows},
+        "duplicates_dropped": n_duplicates,
         "row_fractions": {name: (n / kept if kept else 0.0) for name, n in rows.items()},
         "class_balance": None,
         "target_mean": None,
