@@ -100,7 +100,10 @@ class Demo:
         its JSON (stdout) comes back."""
         cmd = self.command(*words)
         self.show(cmd)
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=COMMAND_TIMEOUT)
+        try:
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=COMMAND_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise DemoFailed(f"the command above did not finish within {COMMAND_TIMEOUT}s") from None
         if proc.returncode != 0:
             if proc.stdout.strip():
                 print(proc.stdout, file=sys.stderr)
@@ -259,8 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         loop(demo)
     except DemoFailed as exc:
+        demo.stop()
         print(f"\ndemo: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        demo.stop()
+        print("\ndemo: interrupted; no server is left running", file=sys.stderr)
+        return 130
     finally:
         demo.stop()
     demo.summary["seconds"] = round(time.monotonic() - t0, 1)
@@ -327,6 +335,7 @@ def loop(demo: Demo) -> None:
         raise DemoFailed(f"expected 200 and 400, got {status} and {bad_status}")
     say("")
     sent = demo.traffic(traffic1[features].iloc[1:], "live", "held-out customers of the training period")
+    say(f"  every answer is logged as Parquet under {shown(demo.logs / MODEL)}/ (in batches every 5 s, and on shutdown)")
     steps["serve"] = {"version": s1["production_version"], "port": demo.port, **sent,
                       "rejected_status": bad_status, "rejected_reasons": sorted(
                           {p["reason"] for p in bad_answer.get("problems", [])}),
@@ -346,9 +355,15 @@ def loop(demo: Demo) -> None:
                         "estimate": g2.get("estimate"), "low": g2.get("low"), "high": g2.get("high"),
                         "n_rows": g2.get("n_rows"), "production": s2["production_version"]}
     if s2["version"] != served:
-        say(f"\nWhatever the gate said, {s2['version']} can be watched on live traffic before it answers anyone:\n"
-            f"restart the server on {served} with {s2['version']} as its shadow. {served} answers; {s2['version']} "
-            "scores every request off\nthe request path; both answers are logged under the same request id.")
+        v2 = s2["version"]
+        if s2["production_version"] != served:
+            say(f"\nThe registry's production alias now names {v2}, but the running server still serves {served}:\n"
+                f"traffic moves only when a version is served. Before that, watch {v2} on live traffic.")
+        else:
+            say(f"\n{v2} stays out of production. It can still be watched on live traffic.")
+        say(f"Restart the server on {served} with {v2} as its shadow: {served} answers every request, {v2} scores it\n"
+            "too, off the request path, and both answers are logged under the same request id.\n"
+            f"(On a cluster, `kubeloop deploy {MODEL}@{v2} --canary-percent 10` sends it a share as a KServe canary.)")
         demo.stop()
         demo.serve(f"{MODEL}@{served}", "--shadow", s2["version"])
         demo.traffic(traffic2[features], "shadow", "newer customers")
@@ -361,7 +376,8 @@ def loop(demo: Demo) -> None:
     heading(4, "Customers change: drifted traffic reaches production")
     production = s2["production_version"]
     say(f"New customers (July 2026 on) pay more, call support more often and move to mobile and monthly\n"
-        f"contracts (kubeloop.datagen's drift={DRIFT}). They reach production ({production}).")
+        f"contracts (kubeloop.datagen's drift={DRIFT}). They reach production, which is {production}"
+        + (f" now: serve it\n({MODEL} alone means {MODEL}@production)." if production != served else "."))
     t = time.monotonic()
     demo.serve(MODEL)
     sent = demo.traffic(traffic3[features], "drifted", "drifted customers")
@@ -376,7 +392,8 @@ def loop(demo: Demo) -> None:
     heading(5, "Monitor: drift, the retraining policy, and the gate again")
     t = time.monotonic()
     drift_html = root / "drift.html"
-    say(f"Which columns of what production answered differ from what {production} was trained on?")
+    say(f"Which columns of the logged traffic differ from the data {production} was trained on? kubeloop drift\n"
+        "reads every answer in the log (all three rounds of traffic); the HTML report shows each column.")
     d = demo.run("drift", "--reference", f"model:{MODEL}@production", "--current", str(demo.logs / MODEL),
                  "--registry", str(registry), "--report", str(drift_html), "--json")
     steps["drift"] = {"drifted_columns": d["drifted_columns"], "n_columns": d["n_columns"],
@@ -387,13 +404,16 @@ def loop(demo: Demo) -> None:
         "# The demo retrains minutes after the last training; the default policy waits\n"
         "# 24 hours between retrains (monitoring.cooldown_hours).\n"
         "monitoring:\n  cooldown_hours: 0\n")
-    say(f"\nThe monitoring pipeline decides whether to retrain (its config, {shown(config)}, sets\n"
-        "monitoring.cooldown_hours: 0 so the demo need not wait a day), and if so trains on the newest data:")
+    say(f"\nkubeloop monitor looks only at what production ({production}) answered, compares it with the profile\n"
+        "stored with that version, and its policy retrains when a feature the model relies on drifted\n"
+        f"(its config, {shown(config)}, sets monitoring.cooldown_hours: 0 so the demo need not wait a\n"
+        "day). Retraining runs the whole training pipeline on the newest data, gate included:")
     t = time.monotonic()
     m = demo.run("monitor", "--model", MODEL, "--logs", str(demo.logs), "--retrain-data", str(data3),
                  "--registry", str(registry), "--config", str(config),
                  "--report-dir", str(root / "monitoring"), "--work-dir", str(root / ".kubeloop"), "--json")
     steps["monitor"] = {"retrain": m["retrain"], "retrained": m["retrained"],
+                        "drifted_columns": m["verdict"].get("drifted_columns") or [],
                         "reasons": m["verdict"].get("reasons"), "report": m["report"],
                         "seconds": round(time.monotonic() - t, 1)}
     reg = Registry(str(registry))
@@ -455,7 +475,8 @@ def final_summary(demo: Demo) -> None:
     lines += [
         f"4. drift     {drifted['requests']} requests ({drifted['rows']:,} rows) of drifted customers "
         f"to {drifted['version']}",
-        f"5. monitor   drifted: {', '.join(drift['drifted_columns']) or 'none'}",
+        f"5. monitor   drift in the whole log: {', '.join(drift['drifted_columns']) or 'none'}",
+        f"            in what {drifted['version']} answered: {', '.join(mon['drifted_columns']) or 'none'}",
         f"            policy: {'RETRAIN' if mon['retrain'] else 'no retraining'}"
         + (f" ({'; '.join(mon['reasons'])})" if mon.get("reasons") else ""),
     ]
