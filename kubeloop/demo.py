@@ -280,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def loop(demo: Demo) -> None:
     args, root, registry, steps = demo.args, demo.root, demo.registry, demo.summary["steps"]
+    if (registry / MODEL).exists() or demo.logs.exists():
+        # Another demo's registry would make this one's first model v4, not v1.
+        raise DemoFailed(f"{shown(root)} holds an earlier demo's registry or logs; remove it "
+                         f"(rm -rf {shlex.quote(shown(root))}) or choose another --dir")
     root.mkdir(parents=True, exist_ok=True)
     say(f"kubeloop demo in {shown(root) or '.'}: train, serve, retrain, drift, monitor, retrain.")
 

@@ -82,3 +82,13 @@ def test_demo_runs_the_whole_loop(tmp_path):
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(1)
         assert s.connect_ex(("127.0.0.1", serve["port"])) != 0
+
+
+def test_demo_refuses_a_directory_with_an_earlier_demo(tmp_path, capsys):
+    from kubeloop.demo import main
+
+    (tmp_path / "registry" / "churn").mkdir(parents=True)
+    assert main(["--dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "earlier demo" in err and str(tmp_path) in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["registry"]  # nothing written
