@@ -49,7 +49,7 @@ lock: ## Re-resolve requirements/*.txt after changing dependencies in pyproject.
 	$(BIN)/uv pip compile pyproject.toml requirements/build.in --extra test $(LOCK_FLAGS) -o requirements/lock-test.txt
 	@echo "Lock refreshed: run make test, then commit requirements/."
 
-demo: $(STAMP) ## Run the whole loop twice on generated sample data, no servers needed
+demo: $(STAMP) ## The whole loop on generated data: train, serve, shadow, drift, monitor, retrain (no servers to install)
 	$(BIN)/python -m kubeloop.demo --dir $(DEMO)
 
 test: $(STAMP) ## Run the test suite (unit, S3 contract on a loopback server, local pipelines)

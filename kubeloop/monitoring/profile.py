@@ -271,8 +271,13 @@ def permutation_importance(model: Any, df: Any, schema: dict[str, Any], *, max_r
     y = data[target]
     if schema.get("task") == "classification":
         y = y.astype(str)
+    from threadpoolctl import threadpool_limits
+
     try:
-        res = sk_perm(model, data[feats], y, n_repeats=3, random_state=seed, n_jobs=1)
+        # At most 2,000 rows: one thread each for OpenMP and BLAS, as train does for
+        # small fits; a gradient-boosting model's threads cost ~8x the work here.
+        with threadpool_limits(limits=1):
+            res = sk_perm(model, data[feats], y, n_repeats=3, random_state=seed, n_jobs=1)
     except Exception:  # a model that cannot be scored this way has no importance, not an error
         return None
     raw = np.clip(res.importances_mean, 0, None)
