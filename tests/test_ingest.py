@@ -485,3 +485,20 @@ def test_row_number_check_needs_a_whole_sequence():
     assert not _is_row_sequence(pd.Series([2, 3, 4]))
     assert not _is_row_sequence(pd.Series([0.0, 1.0, 2.0]))  # floats are measurements
     assert not _is_row_sequence(pd.Series([0]))
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        (b"a;b;c\n5,1;2;x\n4,9;3;y\n", [5.1, 4.9]),  # R's write.csv2: decimal comma
+        (b"a;b;c\n5.1;2;x\n4.9;3;y\n", [5.1, 4.9]),  # ';' with decimal points
+        (b"a,b,c\n5.1,2,x\n4.9,3,y\n", [5.1, 4.9]),  # plain CSV
+    ],
+    ids=["semicolon-decimal-comma", "semicolon-decimal-point", "comma"],
+)
+def test_decimal_marks_follow_the_export(tmp_path, text, expected):
+    path = tmp_path / "export.csv"
+    path.write_bytes(text)
+    df, _ = ingest(path)
+    assert df["a"].tolist() == expected
+    assert df["c"].tolist() == ["x", "y"]

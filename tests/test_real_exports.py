@@ -125,14 +125,6 @@ def test_ingest_of_an_excel_export_with_a_byte_order_mark(tmp_path):
     assert len(profile["dropped_columns"]) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="R's write.csv2 / European Excel exports (';' separator, decimal comma) are "
-    "read with the ';' but every decimal number becomes a categorical column ('5,1', "
-    "'4,9', ...), silently: components/ingest.py _read_csv/_coerce_strings never try a "
-    "decimal comma. Suggested: with ';' as delimiter, parse '1,5' as 1.5 (as R's "
-    "read.csv2 does) or refuse with an error naming the column",
-)
 def test_ingest_of_a_semicolon_decimal_comma_export(tmp_path):
     df = iris()
     path = tmp_path / "iris.csv"
