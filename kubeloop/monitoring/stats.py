@@ -403,28 +403,27 @@ def _num(x: Any) -> float | None:
 
 
 def sampling_noise(name: str, n_reference: int, n_current: int, cells: int) -> float:
-    """What ``name`` reaches from sampling alone, with no drift, about once in a
-    thousand comparisons of samples of these sizes (``cells``: PSI bins or categories).
+    """How far ``name`` typically strays from 0 from sampling alone, with no drift,
+    for samples of these sizes (``cells``: PSI bins or categories).
 
     On small samples the effect sizes are biased upwards: two samples of 1,000 rows
     of one skewed distribution give a normalised Wasserstein distance of 0.1 now and
     then. The threshold a column must clear is its configured value above this noise,
     which vanishes as the samples grow (large samples are where p-values alone cry
-    wolf, small ones are where effect sizes do).
+    wolf, small ones are where effect sizes do). The KS statistic needs no margin:
+    its own test already asks for more than its sampling noise.
     """
     if n_reference <= 0 or n_current <= 0:
         return 0.0
     h = 1.0 / n_reference + 1.0 / n_current
     dof = max(cells - 1, 1)
-    chi2_tail = dof + 3.0 * math.sqrt(2.0 * dof)  # a chi-square's mean plus three sd
+    chi2_typical = dof + math.sqrt(2.0 * dof)  # a chi-square's mean plus one sd
     if name == "psi":  # ~ chi-square(dof) * h under no drift
-        return chi2_tail * h
+        return chi2_typical * h
     if name == "jensen_shannon":  # the squared distance, in bits: ~ chi-square * h / (8 ln 2)
-        return chi2_tail * h / (8.0 * math.log(2.0))
-    if name == "wasserstein_norm":  # ~ sqrt(h) in units of the reference's sd; 3x for skewed columns
-        return 3.0 * math.sqrt(h)
-    if name == "ks_statistic":  # the two-sample KS critical value at alpha = 0.001
-        return 1.95 * math.sqrt(h)
+        return chi2_typical * h / (8.0 * math.log(2.0))
+    if name == "wasserstein_norm":  # ~ sqrt(h) in units of the reference's sd
+        return 1.5 * math.sqrt(h)
     return 0.0
 
 
