@@ -25,6 +25,7 @@ check, and never contain credentials.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import errno
 import hashlib
@@ -375,52 +376,58 @@ def _translate(exc: BaseException, settings: S3Settings, where: str) -> StorageE
 # --------------------------------------------------------------------------- stores
 
 
-class Store:
+class Store(abc.ABC):
     """Objects under one root URI, addressed by relative ``/``-separated keys."""
 
     root: str
 
+    @abc.abstractmethod
     def read_bytes(self, rel: str) -> bytes:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def write_bytes(self, rel: str, data: bytes) -> None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def upload_file(self, rel: str, local_path: str | os.PathLike[str]) -> None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def download_file(self, rel: str, local_path: str | os.PathLike[str]) -> None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def exists(self, rel: str) -> bool:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def list(self, prefix: str = "") -> list[str]:
         """Keys under ``prefix`` (a plain string prefix, as in S3), recursive, sorted."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def delete(self, rel: str) -> None:
         """Remove one object; removing a missing object is not an error."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def delete_prefix(self, prefix: str) -> int:
         """Remove every object under ``prefix``; returns how many."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def uri_of(self, rel: str) -> str:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def read_with_etag(self, rel: str) -> tuple[bytes, str]:
         """The content and a tag that changes whenever the content does."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def put_if_absent(self, rel: str, data: bytes) -> None:
         """Create the object; ConflictError if it already exists."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def put_if_match(self, rel: str, data: bytes, etag: str) -> None:
         """Replace the object if its tag is still ``etag``; ConflictError otherwise."""
-        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.root!r})"
