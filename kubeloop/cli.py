@@ -53,10 +53,6 @@ def _load_config(args: argparse.Namespace, **overrides: Any):
         raise CliError(str(exc)) from None
 
 
-def _fmt_progress(payload: dict[str, Any]) -> str:
-    return f"  {payload['stage']:<28} {payload.get('seconds', 0):>7.1f}s  {payload.get('result', '')}"
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = _load_config(
         args,
@@ -84,6 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # imports), and a bad flag, config or path should be refused at once.
     from kubeloop.local_run import PipelineFailed, run_pipeline
     from kubeloop.pipelines.training import build_training_pipeline
+    from kubeloop.progress import format_line
 
     _err(f"kubeloop run: {data} -> model '{cfg.model_name}' in {registry}")
     # One family at a time: each already uses every core here (see train.parallelism).
@@ -91,7 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def on_event(kind: str, payload: dict[str, Any]) -> None:
         if kind == "progress":
-            _err(_fmt_progress(payload))
+            _err(format_line(payload))
 
     from kubeloop.pipelines.training import run_config
 

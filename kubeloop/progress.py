@@ -87,6 +87,11 @@ def _peak_rss_mib() -> float | None:
     return round(kib / 1024, 1)
 
 
+def format_line(payload: dict[str, Any]) -> str:
+    """One progress event as the commands print it: stage, seconds, result."""
+    return f"  {payload['stage']:<28} {payload.get('seconds', 0):>7.1f}s  {payload.get('result', '')}"
+
+
 def parse_line(line: str) -> tuple[str, dict[str, Any]] | None:
     """``("progress"|"error", payload)`` for a marked line, else None."""
     text = line.strip()

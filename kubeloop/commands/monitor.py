@@ -92,6 +92,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     from kubeloop.local_run import PipelineFailed, run_pipeline
     from kubeloop.pipelines.monitoring import build_monitoring_pipeline
     from kubeloop.pipelines.training import run_config
+    from kubeloop.progress import format_line
 
     print(f"kubeloop monitor: {args.model} in {registry}, logs {logs}", file=sys.stderr)
     pipeline = build_monitoring_pipeline(cfg, parallelism=1)
@@ -100,8 +101,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     def on_event(kind: str, payload: dict[str, Any]) -> None:
         if kind == "progress":
             stages.append(payload)
-            print(f"  {payload['stage']:<28} {payload.get('seconds', 0):>7.1f}s  {payload.get('result', '')}",
-                  file=sys.stderr)
+            print(format_line(payload), file=sys.stderr)
 
     try:
         run = run_pipeline(
