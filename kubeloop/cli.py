@@ -1,7 +1,7 @@
 """The ``kubeloop`` command.
 
     kubeloop run --data URI --target COL [...]    train, gate and register, locally
-    kubeloop compile [--output FILE]              write the pipeline YAML for a KFP cluster
+    kubeloop compile [--pipeline training|monitoring] [-o FILE]  write a pipeline YAML for a KFP cluster
     kubeloop registry list|show|history|set-alias inspect and move model versions
 
 Exit codes: 0 done (whatever the gate decided), 2 bad input (data, config,
@@ -184,13 +184,14 @@ def _summary_table(s: dict[str, Any]) -> str:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from kubeloop.compile import compile_training_with_notes
+    from kubeloop.compile import compile_pipeline_with_notes
 
     cfg = _load_config(
         args, model_name=args.model_name, registry=args.registry, target=args.target,
         task=args.task, time_column=args.time_column, id_column=args.id_column,
     )
-    out, notes = compile_training_with_notes(cfg, args.output, image=args.image)
+    out, notes = compile_pipeline_with_notes(args.pipeline, cfg, args.output or f"{args.pipeline}-pipeline.yaml",
+                                             image=args.image)
     for note in notes:
         _err(f"default {note}")
     if not cfg.target:
@@ -282,8 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(r)
     r.set_defaults(func=cmd_run)
 
-    c = sub.add_parser("compile", help="write the training pipeline YAML")
-    c.add_argument("--output", "-o", default="training-pipeline.yaml")
+    c = sub.add_parser("compile", help="write the training (or monitoring) pipeline YAML")
+    c.add_argument("--pipeline", choices=["training", "monitoring"], default="training",
+                   help="which pipeline (default: training)")
+    c.add_argument("--output", "-o", help="the YAML file (default: PIPELINE-pipeline.yaml)")
     c.add_argument("--image", help="container image for every step")
     c.add_argument("--model-name", help="default of the model_name parameter")
     c.add_argument("--registry", help="default of the registry parameter: an s3:// URI (default: s3://models/registry)")

@@ -91,17 +91,38 @@ def compile_training(cfg: Config, output: str | Path, *, image: str | None = Non
 def compile_training_with_notes(
     cfg: Config, output: str | Path, *, image: str | None = None
 ) -> tuple[Path, list[str]]:
+    return compile_pipeline_with_notes("training", cfg, output, image=image)
+
+
+PIPELINES = ("training", "monitoring")
+
+
+def _builder(which: str):
+    if which == "training":
+        from kubeloop.pipelines.training import build_training_pipeline
+
+        return build_training_pipeline
+    if which == "monitoring":
+        from kubeloop.pipelines.monitoring import build_monitoring_pipeline
+
+        return build_monitoring_pipeline
+    raise CompileError(f"unknown pipeline {which!r}; choose one of {', '.join(PIPELINES)}")
+
+
+def compile_pipeline_with_notes(
+    which: str, cfg: Config, output: str | Path, *, image: str | None = None
+) -> tuple[Path, list[str]]:
+    """Write the ``training`` or ``monitoring`` pipeline for a cluster."""
     from kfp import compiler
 
-    from kubeloop.pipelines.training import build_training_pipeline
-
+    build = _builder(which)
     cfg, notes = cluster_config(Config.from_dict(cfg.to_params()), image=image)
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Written next to the output and renamed into place, so a failed compile never
     # leaves a half-written file where a deploy script expects a pipeline.
     tmp = out.with_name(f".{out.stem}.tmp.yaml")
-    compiler.Compiler().compile(build_training_pipeline(cfg, on_cluster=True), str(tmp))
+    compiler.Compiler().compile(build(cfg, on_cluster=True), str(tmp))
     docs = list(yaml.safe_load_all(tmp.read_text()))
     set_image(docs[0], cfg.image)
     text = yaml.safe_dump_all(docs, sort_keys=False)

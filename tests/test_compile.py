@@ -209,3 +209,23 @@ def test_the_compiled_yaml_itself_runs_through_the_local_runner(tmp_path, s3_end
     assert lineage["run_id"]  # the KFP run id, resolved by the runner
     assert lineage["config"]["target"] == "churned" and lineage["config"]["registry"] == registry
     assert lineage["config"]["image"] == Config().image  # the image the steps were compiled for
+
+
+def test_the_monitoring_pipeline_compiles_for_a_cluster_too(tmp_path):
+    c = _compile(tmp_path, "--pipeline", "monitoring", "--image", "registry.example/kubeloop:1")
+    spec = c["spec"]
+    assert spec["pipelineInfo"]["name"] == "kubeloop-monitoring"
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["registry"]["defaultValue"] == CLUSTER_REGISTRY
+    assert params["config"]["defaultValue"]["storage"]["endpoint_url"] == CLUSTER_ENDPOINT
+    images = {ex["container"]["image"] for ex in spec["deploymentSpec"]["executors"].values()}
+    assert images == {"registry.example/kubeloop:1"}
+    # The retraining branch is the training pipeline, compiled in.
+    assert any(name.startswith("comp-kubeloop-training") for name in spec["components"])
+
+
+def test_an_unknown_pipeline_is_refused(tmp_path):
+    from kubeloop.compile import CompileError, compile_pipeline_with_notes
+
+    with pytest.raises(CompileError, match="unknown pipeline"):
+        compile_pipeline_with_notes("nightly", Config(), tmp_path / "x.yaml")
