@@ -13,6 +13,19 @@ IMAGE_NAME   ?= ghcr.io/kubeloop/kubeloop
 VERSION      := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE        ?= $(IMAGE_NAME):$(VERSION)
 CODE_VERSION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+# The image build's base. PYTHON_IMAGE empty: the Dockerfile's pinned default, or,
+# when that cannot be pulled, BASE_IMAGE (made by `make base-image` from Debian packages).
+PYTHON_IMAGE ?=
+BASE_IMAGE   ?= kubeloop/python-base:3.11-bookworm
+DEBIAN_MIRROR ?= $(or $(shell sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n1),http://deb.debian.org/debian)
+# A tarball of the debootstrapped base: reused when it exists (set it to keep one).
+BASE_TARBALL ?=
+# A CA bundle for pip inside the build (TLS-re-signing proxies); a build secret, in no layer.
+CA_BUNDLE    ?=
+# BuildKit is needed for the CA secret; Debian's docker.io client has it built in,
+# newer clients need the buildx plugin (see README, air-gapped builds).
+DOCKER       ?= $(shell if docker buildx version >/dev/null 2>&1; then echo docker; \
+                  elif [ -x /usr/bin/docker ]; then echo /usr/bin/docker; else echo docker; fi)
 KIND_CLUSTER ?= kind
 MINIKUBE_FLAGS ?= --cpus=4 --memory=10g --disk-size=40g
 OVERLAY      ?= kind
@@ -23,7 +36,7 @@ UV_VERSION ?= 0.13.9
 LOCK_FLAGS := --python-version 3.11 --universal --generate-hashes --quiet
 
 .PHONY: help venv lock demo test test-fast lint compile bench bench-overhead bench-storage bench-gate bench-drift bench-serving clean \
-	image kind-up kind-load minikube-up minikube-load s3-env manifests apply cluster-data
+	image base-image test-image kind-up kind-load minikube-up minikube-load s3-env manifests apply cluster-data
 
 help: ## Show this help
 	@echo "kubeloop: ML lifecycle components for Kubeflow Pipelines"
@@ -45,7 +58,7 @@ venv: $(STAMP) ## Create .venv and install kubeloop with its test tools (exact v
 lock: ## Re-resolve requirements/*.txt after changing dependencies in pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
-	$(BIN)/uv pip compile pyproject.toml $(LOCK_FLAGS) -o requirements/lock.txt
+	$(BIN)/uv pip compile pyproject.toml requirements/build.in $(LOCK_FLAGS) -o requirements/lock.txt
 	$(BIN)/uv pip compile pyproject.toml requirements/build.in --extra test $(LOCK_FLAGS) -o requirements/lock-test.txt
 	@echo "Lock refreshed: run make test, then commit requirements/."
 
@@ -75,9 +88,47 @@ bench-storage: $(STAMP) ## Round trip of a 500 MB artifact through S3: throughpu
 bench-gate: $(STAMP) ## The gate's paired bootstrap and row fingerprints vs sklearn.metrics in a loop and hash_pandas_object
 	$(BIN)/python bench/bench_gate.py
 
-image: ## Build the project image with docker (IMAGE_NAME=..., tag = package version)
-	docker build --build-arg KUBELOOP_CODE_VERSION=$(CODE_VERSION) -t $(IMAGE) .
-	@echo "built $(IMAGE) (code $(CODE_VERSION))"
+image: ## Build the project image (IMAGE_NAME=..., CA_BUNDLE=FILE for pip behind a TLS proxy, PYTHON_IMAGE=base)
+	@set -euo pipefail; base="$(PYTHON_IMAGE)"; \
+	if [ -z "$$base" ]; then \
+	  default=$$(sed -n 's/^ARG PYTHON_IMAGE=//p' Dockerfile); \
+	  if $(DOCKER) image inspect "$$default" >/dev/null 2>&1 || $(DOCKER) pull -q "$$default" >/dev/null 2>&1; then \
+	    base=$$default; \
+	  else \
+	    echo "$$default cannot be pulled: building on $(BASE_IMAGE) (make base-image)" >&2; \
+	    $(DOCKER) image inspect "$(BASE_IMAGE)" >/dev/null 2>&1 || $(MAKE) --no-print-directory base-image; \
+	    base="$(BASE_IMAGE)"; \
+	  fi; \
+	fi; \
+	secret=(); if [ -n "$(CA_BUNDLE)" ]; then \
+	  test -r "$(CA_BUNDLE)" || { echo "CA_BUNDLE=$(CA_BUNDLE) is not a readable file" >&2; exit 2; }; \
+	  secret=(--secret "id=pip-ca,src=$(CA_BUNDLE)"); fi; \
+	DOCKER_BUILDKIT=1 $(DOCKER) build --network host --progress=plain "$${secret[@]}" --build-arg PYTHON_IMAGE="$$base" \
+	  --build-arg KUBELOOP_CODE_VERSION=$(CODE_VERSION) -t $(IMAGE) . ; \
+	echo "built $(IMAGE) on $$base (code $(CODE_VERSION)): $$($(DOCKER) image inspect -f '{{.Size}}' $(IMAGE) | awk '{printf "%.0f MB", $$1/1e6}')"
+
+base-image: ## Build the Python 3.11 Debian bookworm base from Debian packages with debootstrap (root; no registry)
+	@set -euo pipefail; \
+	command -v debootstrap >/dev/null || { echo "debootstrap is missing: apt-get install debootstrap" >&2; exit 2; }; \
+	tarball="$(BASE_TARBALL)"; keep=1; \
+	if [ -z "$$tarball" ]; then tarball=$$(mktemp --suffix=.tar); rm -f "$$tarball"; keep=0; fi; \
+	if [ ! -s "$$tarball" ]; then \
+	  root=$$(mktemp -d); trap 'rm -rf "$$root"' EXIT; \
+	  echo "debootstrap bookworm from $(DEBIAN_MIRROR) (about 2-4 minutes)" >&2; \
+	  debootstrap --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates \
+	    bookworm "$$root" "$(DEBIAN_MIRROR)" >/dev/null; \
+	  rm -rf "$$root"/var/lib/apt/lists/* "$$root"/var/cache/apt/* "$$root"/var/log/* \
+	    "$$root"/usr/share/doc/* "$$root"/usr/share/man/* "$$root"/usr/share/info/*; \
+	  tar -C "$$root" --numeric-owner -cf "$$tarball.part" . && mv "$$tarball.part" "$$tarball"; \
+	fi; \
+	$(DOCKER) import --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' "$$tarball" $(BASE_IMAGE) >/dev/null; \
+	[ "$$keep" = 1 ] || rm -f "$$tarball"; \
+	echo "built $(BASE_IMAGE): $$($(DOCKER) run --rm $(BASE_IMAGE) python --version)"
+
+test-image: $(STAMP) ## Test the built image as KServe and KFP run it (after make image; IMAGE=...)
+	@$(DOCKER) image inspect $(IMAGE) >/dev/null 2>&1 || { echo "$(IMAGE) is not built: run make image first" >&2; exit 2; }
+	KUBELOOP_TEST_IMAGE=$(IMAGE) KUBELOOP_DOCKER=$(DOCKER) $(BIN)/python -m pytest -q -p no:warnings tests/image
+	@echo "tested $(IMAGE): $$($(DOCKER) image inspect -f '{{.Size}}' $(IMAGE) | awk '{printf "%.0f MB", $$1/1e6}')"
 
 kind-up: ## Create a local kind cluster (KIND_CLUSTER=kind); downloads the node image
 	kind create cluster --name $(KIND_CLUSTER)
