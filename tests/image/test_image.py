@@ -166,30 +166,14 @@ def _compile(work: Path, which: str, registry: str, endpoint: str) -> Path:
 
 @pytest.fixture(scope="module")
 def docker_runner(work):
-    """KFP's local DockerRunner on the image, host network, credentials as env.
-
-    KFP's DockerRunner replaces the container environment with a task's own env
-    (our steps set their thread counts), where a pod gets both: the Secret's
-    variables and the task's. The handler is given both here, as the kubelet would.
-    """
+    """KFP's local DockerRunner on the image, host network, credentials as env."""
     from kfp import local
-    from kfp.local import docker_task_handler
 
-    original = docker_task_handler.DockerTaskHandler.__init__
-
-    def merged(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        self.env_vars = {**self.runner.container_run_args.get("environment", {}), **self.env_vars}
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr(docker_task_handler.DockerTaskHandler, "__init__", merged)
     root = work / "pipeline-root"
     root.mkdir()
     os.chmod(root, 0o777)
     local.init(runner=local.DockerRunner(network_mode="host", environment=_credentials()),
                pipeline_root=str(root))
-    yield
-    mp.undo()
 
 
 def _config(pipeline_yaml: Path, **extra: Any) -> dict[str, Any]:
