@@ -759,6 +759,13 @@ class S3Store(Store):
             errors = resp.get("Errors") or []
             if errors:
                 first = errors[0]
+                if all(e.get("Code") in _AUTH_CODES for e in errors):
+                    # A bulk delete answers 200 and refuses key by key.
+                    raise PermissionDenied(
+                        f"{self.uri_of(prefix)}: access denied by {self.settings.endpoint_url or 'AWS S3'} "
+                        f"deleting {len(errors)} objects ({first.get('Code')}); check that these keys "
+                        "may delete in this bucket"
+                    )
                 raise StorageError(
                     f"{self.uri_of(prefix)}: could not delete {len(errors)} objects "
                     f"(first: {first.get('Key')}: {first.get('Code')})"

@@ -55,7 +55,7 @@ def test_first_deployment_has_no_canary_and_matches_the_contract():
     # keys by reference to the Secret, never by value
     assert env["AWS_SECRET_ACCESS_KEY"] == {
         "name": "AWS_SECRET_ACCESS_KEY",
-        "valueFrom": {"secretKeyRef": {"name": "kubeloop-s3", "key": "AWS_SECRET_ACCESS_KEY"}}}
+        "valueFrom": {"secretKeyRef": {"name": "kubeloop-s3-predictor", "key": "AWS_SECRET_ACCESS_KEY"}}}
     assert "KUBELOOP_ROLE" not in env  # both revisions of a canary share one env
 
 

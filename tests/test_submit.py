@@ -179,7 +179,7 @@ def test_submit_creates_a_run_on_the_configured_image(kfp_server: FakeKfp, capsy
     assert _executor_images(run["pipeline_spec"]) == {IMAGE}
     # Steps get the S3 keys from the Secret by name; no key value travels with the run.
     platform = json.dumps(run["pipeline_spec"]["platform_spec"])
-    assert '"secretName": "kubeloop-s3"' in platform or '"secretNameParameter"' in platform
+    assert '"secretName": "kubeloop-s3-pipeline"' in platform or '"secretNameParameter"' in platform
     (experiment,) = kfp_server.posted("/experiments")
     assert experiment["display_name"] == "kubeloop"
     assert "Experiment details" in err  # the client's chatter went to stderr

@@ -1,0 +1,376 @@
+"""The MinIO users of manifests/base, enforced on a loopback S3 server.
+
+The bucket Job gives the pipeline and the predictor each a MinIO user with the
+policy of the same name from ``manifests/base/policies/`` (the ConfigMap
+``kubeloop-s3-policies``). Here the same files, taken from the rendered
+ConfigMap, are attached to IAM users of a moto server of its own with IAM
+enforcement on; every call goes over HTTP, signed with that user's keys:
+
+- a table of S3 calls (list, read, head, write, conditional write, multipart,
+  delete) per user and bucket, each either done or refused with
+  AccessDenied, and a refused write leaves the object as it was;
+- kubeloop's own code as each user: the pipeline registers and promotes a model,
+  reads datasets and prediction logs, and may not write to data/ or logs/; the
+  predictor loads a model (and a shadow) from models/ and logs its answers to
+  logs/, and may neither register a model nor overwrite the model file.
+
+Where moto and MinIO differ:
+- moto authorizes HEAD on a bucket as ``s3:HeadBucket``, where MinIO and AWS ask
+  for ``s3:ListBucket``; the policies grant both (MinIO accepts the first and
+  ignores it), so the same files hold on either server;
+- moto checks a bulk delete (DeleteObjects) against the bucket, where S3 and
+  MinIO check ``s3:DeleteObject`` on each key. No consumer makes bulk deletes
+  (the registry deletes one key at a time), so the table leaves them out; a
+  refused one is still checked to surface as PermissionDenied.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.cluster_support import render
+from tests.conftest import TEST_ACCESS_KEY, TEST_SECRET_KEY, MotoServer
+
+BUCKETS = ("models", "logs", "data")
+USERS = ("kubeloop-pipeline", "kubeloop-predictor")
+REGION = "us-east-1"
+# Stands in for MinIO's root user, which only the bucket Job holds: it seeds objects.
+ADMIN_POLICY = {"Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": ["s3:*", "iam:*"], "Resource": "*"}]}
+
+
+@dataclass(frozen=True)
+class Keys:
+    access_key_id: str
+    secret_access_key: str
+
+
+def _client(endpoint: str, keys: Keys, service: str = "s3") -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(service, endpoint_url=endpoint, region_name=REGION,
+                        aws_access_key_id=keys.access_key_id, aws_secret_access_key=keys.secret_access_key,
+                        config=Config(retries={"mode": "standard", "total_max_attempts": 1},
+                                      s3={"addressing_style": "path"}))
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory) -> dict[str, Any]:
+    """The rendered ConfigMap the Job mounts, and the Job itself."""
+    from tests.cluster_support import copy_manifests
+
+    objs = render(copy_manifests(tmp_path_factory.mktemp("manifests")) / "overlays" / "kind")
+    (configmap,) = [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "kubeloop-s3-policies"]
+    (job,) = [o for o in objs if o["kind"] == "Job" and o["metadata"]["name"] == "kubeloop-buckets"]
+    return {"policies": {name: json.loads(text) for name, text in configmap["data"].items()}, "job": job}
+
+
+@dataclass
+class Enforced:
+    server: MotoServer
+    admin: Keys
+    users: dict[str, Keys]
+
+    @property
+    def endpoint(self) -> str:
+        return self.server.endpoint
+
+    def s3(self, who: str) -> Any:
+        return _client(self.endpoint, self.admin if who == "admin" else self.users[who])
+
+
+@pytest.fixture(scope="module")
+def enforced(moto_factory, shipped) -> Enforced:
+    """A moto server of its own: the three buckets, an admin, and one IAM user per
+    shipped policy; then IAM is enforced on every request."""
+    server = moto_factory()
+    server.set_auth(False)
+    bootstrap = Keys(TEST_ACCESS_KEY, TEST_SECRET_KEY)
+    iam = _client(server.endpoint, bootstrap, "iam")
+
+    def user(name: str, document: dict[str, Any]) -> Keys:
+        iam.create_user(UserName=name)
+        arn = iam.create_policy(PolicyName=name, PolicyDocument=json.dumps(document))["Policy"]["Arn"]
+        iam.attach_user_policy(UserName=name, PolicyArn=arn)
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        return Keys(key["AccessKeyId"], key["SecretAccessKey"])
+
+    admin = user("admin", ADMIN_POLICY)
+    users = {f"{name.removesuffix('.json')}": user(name.removesuffix(".json"), doc)
+             for name, doc in shipped["policies"].items()}
+    s3 = _client(server.endpoint, bootstrap)
+    for bucket in BUCKETS:
+        s3.create_bucket(Bucket=bucket)
+    server.set_auth(True)
+    return Enforced(server, admin, users)
+
+
+# --- the shipped files are what the Job applies ---------------------------------------
+
+
+def test_the_job_creates_one_user_per_shipped_policy(shipped) -> None:
+    assert sorted(shipped["policies"]) == [f"{u}.json" for u in USERS]
+    spec = shipped["job"]["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    script = container["args"][0]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "policies")
+    volume = next(v for v in spec["volumes"] if v["name"] == "policies")
+    assert volume["configMap"]["name"] == "kubeloop-s3-policies" and mount["readOnly"] is True
+    assert f'"{mount["mountPath"]}/$1.json"' in script
+    for name in USERS:
+        assert re.search(rf"^\s*user {name} ", script, re.M), f"the Job does not create {name}"
+    assert 'mc admin policy create kubeloop "$1"' in script
+    assert 'mc admin policy attach kubeloop "$1" --user "$2"' in script
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e}
+    assert env == {
+        "ROOT_ACCESS_KEY_ID": "kubeloop-s3-root", "ROOT_SECRET_ACCESS_KEY": "kubeloop-s3-root",
+        "PIPELINE_ACCESS_KEY_ID": "kubeloop-s3-pipeline", "PIPELINE_SECRET_ACCESS_KEY": "kubeloop-s3-pipeline",
+        "PREDICTOR_ACCESS_KEY_ID": "kubeloop-s3-predictor", "PREDICTOR_SECRET_ACCESS_KEY": "kubeloop-s3-predictor",
+    }
+
+
+def test_policies_name_only_the_three_buckets_and_allow_nothing_administrative(shipped) -> None:
+    for name, doc in shipped["policies"].items():
+        for statement in doc["Statement"]:
+            assert statement["Effect"] == "Allow", name
+            actions = statement["Action"]
+            assert all(a.startswith("s3:") and "*" not in a for a in actions), (name, actions)
+            assert not any(a.startswith(("s3:PutBucket", "s3:DeleteBucket", "s3:CreateBucket", "s3:PutObjectAcl"))
+                           for a in actions), (name, actions)
+            for resource in statement["Resource"]:
+                bucket = resource.removeprefix("arn:aws:s3:::").split("/", 1)[0]
+                assert bucket in BUCKETS, (name, resource)
+
+
+# --- every call, as each user ----------------------------------------------------------
+
+# What each user may do, per bucket: the contract, written out independently of the
+# policy files (a looser policy fails the "refused" rows, a stricter one the rest).
+READ = {"list", "get", "head"}
+WRITE = {"put", "put_if_absent", "put_if_match", "multipart", "delete"}
+ALLOWED = {
+    ("kubeloop-pipeline", "data"): READ,
+    ("kubeloop-pipeline", "logs"): READ,
+    ("kubeloop-pipeline", "models"): READ | WRITE | {"abort_multipart"},
+    ("kubeloop-predictor", "data"): set(),
+    # Any PutObject, conditional or not, may replace a key: S3 policies cannot tell
+    # a new object from an overwrite. Log parts have random names, so none is reused.
+    ("kubeloop-predictor", "logs"): {"put", "put_if_absent", "put_if_match", "multipart"},
+    ("kubeloop-predictor", "models"): READ,
+}
+OPERATIONS = sorted(READ | WRITE | {"abort_multipart"})
+
+
+def _call(s3: Any, admin: Any, bucket: str, operation: str) -> None:
+    """One S3 call on ``bucket``; objects it needs are seeded by the admin first."""
+    key = f"policy-test/{operation}-{uuid.uuid4().hex[:8]}"
+    if operation in {"get", "head", "put_if_match", "delete"}:
+        etag = admin.put_object(Bucket=bucket, Key=key, Body=b"seed")["ETag"]
+    if operation == "list":
+        s3.list_objects_v2(Bucket=bucket, Prefix="policy-test/")
+    elif operation == "get":
+        s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    elif operation == "head":
+        s3.head_object(Bucket=bucket, Key=key)
+    elif operation == "put":
+        s3.put_object(Bucket=bucket, Key=key, Body=b"new")
+    elif operation == "put_if_absent":
+        s3.put_object(Bucket=bucket, Key=key, Body=b"new", IfNoneMatch="*")
+    elif operation == "put_if_match":
+        s3.put_object(Bucket=bucket, Key=key, Body=b"new", IfMatch=etag)
+    elif operation == "multipart":
+        upload = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        part = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=b"x" * 1024)
+        s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={
+            "Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
+    elif operation == "abort_multipart":
+        upload = admin.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload)
+    elif operation == "delete":
+        s3.delete_object(Bucket=bucket, Key=key)
+    else:  # pragma: no cover - the table and this function must agree
+        raise AssertionError(operation)
+
+
+@pytest.mark.parametrize("user", USERS)
+@pytest.mark.parametrize("bucket", BUCKETS)
+@pytest.mark.parametrize("operation", OPERATIONS)
+def test_each_call_is_done_or_refused_as_the_contract_says(enforced, user, bucket, operation) -> None:
+    from botocore.exceptions import ClientError
+
+    allowed = operation in ALLOWED[(user, bucket)]
+    try:
+        _call(enforced.s3(user), enforced.s3("admin"), bucket, operation)
+    except ClientError as exc:
+        code = exc.response["Error"]["Code"]
+        assert not allowed, f"{user} must be able to {operation} on {bucket}, got {code}"
+        # A HEAD answer has no body to carry the code: only its status says 403.
+        assert code == ("403" if operation == "head" else "AccessDenied"), code
+        assert exc.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    else:
+        assert allowed, f"{user} must not be able to {operation} on {bucket}"
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_no_user_may_create_delete_or_list_buckets(enforced, user) -> None:
+    from botocore.exceptions import ClientError
+
+    s3 = enforced.s3(user)
+    for call in (lambda: s3.create_bucket(Bucket=f"kubeloop-extra-{uuid.uuid4().hex[:6]}"),
+                 lambda: s3.delete_bucket(Bucket="data"),
+                 lambda: s3.list_buckets(),
+                 lambda: s3.put_bucket_policy(Bucket="models", Policy=json.dumps(ADMIN_POLICY))):
+        with pytest.raises(ClientError) as info:
+            call()
+        assert info.value.response["Error"]["Code"] == "AccessDenied"
+    assert set(BUCKETS) <= {b["Name"] for b in enforced.s3("admin").list_buckets()["Buckets"]}
+
+
+def test_unknown_keys_are_refused(enforced) -> None:
+    from botocore.exceptions import ClientError
+
+    with pytest.raises(ClientError) as info:
+        _client(enforced.endpoint, Keys("AKIAKUBELOOPNOSUCHKEY", "not-a-secret-0123456789")).list_objects_v2(
+            Bucket="models")
+    assert info.value.response["Error"]["Code"] in {"InvalidAccessKeyId", "AccessDenied"}
+
+
+def test_a_refused_write_leaves_the_model_as_it_was(enforced) -> None:
+    from botocore.exceptions import ClientError
+
+    admin, predictor = enforced.s3("admin"), enforced.s3("kubeloop-predictor")
+    key = f"policy-test/{uuid.uuid4().hex[:8]}/model.joblib"
+    admin.put_object(Bucket="models", Key=key, Body=b"the real model")
+    for call in (lambda: predictor.put_object(Bucket="models", Key=key, Body=b"planted"),
+                 lambda: predictor.delete_object(Bucket="models", Key=key)):
+        with pytest.raises(ClientError):
+            call()
+    assert admin.get_object(Bucket="models", Key=key)["Body"].read() == b"the real model"
+
+
+# --- kubeloop's own code, as each user ---------------------------------------------------
+
+
+@pytest.fixture
+def as_user(enforced, monkeypatch):
+    """Point kubeloop's storage at the enforcing server with one user's keys."""
+
+    def use(who: str) -> None:
+        keys = enforced.admin if who == "admin" else enforced.users[who]
+        monkeypatch.setenv("AWS_ENDPOINT_URL", enforced.endpoint)
+        monkeypatch.setenv("AWS_REGION", REGION)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", keys.access_key_id)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", keys.secret_access_key)
+
+    return use
+
+
+@pytest.fixture(scope="module")
+def model():
+    from tests.serving_support import trained
+
+    return trained("linear", "classification")
+
+
+def _registry_root() -> str:
+    return f"s3://models/registry-{uuid.uuid4().hex[:8]}"
+
+
+def test_pipeline_registers_and_promotes_the_predictor_may_not(as_user, model) -> None:
+    from kubeloop.registry import Registry
+    from kubeloop.storage import PermissionDenied
+    from tests.serving_support import register
+
+    root = _registry_root()
+    as_user("kubeloop-predictor")
+    with pytest.raises(PermissionDenied, match="access denied"):
+        register(Registry(root), model)
+    as_user("kubeloop-pipeline")
+    registry = Registry(root)
+    assert registry.list_versions("churn") == [], "the refused registration left nothing behind"
+    assert registry.store.list() == []
+    version = register(registry, model)
+    assert registry.get_alias("churn", "production") == version
+    # A second run, gated against the first: a new version, production moved by compare-and-swap.
+    second = register(registry, model)
+    assert second != version and registry.get_alias("churn", "production") == second
+    assert registry.get_alias("churn", "previous") == version
+
+
+def test_predictor_loads_from_models_and_logs_to_logs(as_user, model) -> None:
+    import pandas as pd
+
+    from kubeloop.registry import Registry
+    from kubeloop.serving.logs import read_logs
+    from kubeloop.serving.model import KubeloopModel
+    from kubeloop.storage import PermissionDenied, open_store
+    from tests.serving_support import register, rows_of
+
+    root = _registry_root()
+    as_user("kubeloop-pipeline")
+    registry = Registry(root)
+    version = register(registry, model)
+    model_dir = registry.model_uri("churn", version)
+    log_root = f"s3://logs/predictions-{uuid.uuid4().hex[:8]}"
+
+    as_user("kubeloop-predictor")
+    server = KubeloopModel("churn", model_dir, log_uri=log_root, shadow_uri=model_dir,
+                           log_options={"flush_seconds": 0.05})
+    assert server.load()
+    rows = rows_of(model.test.head(5), model.features)
+    answer = server.predict({"instances": rows})
+    assert len(answer["predictions"]) == 5
+    server.close()
+    # The predictor may not plant a model, nor read anyone's logs back.
+    store = open_store(model_dir)
+    with pytest.raises(PermissionDenied):
+        store.write_bytes("model.joblib", b"planted")
+    with pytest.raises(PermissionDenied):
+        open_store(log_root).list()
+
+    as_user("kubeloop-pipeline")
+    logs = read_logs(log_root, "churn")
+    assert isinstance(logs, pd.DataFrame)
+    assert sorted(logs["role"].unique()) == ["primary", "shadow"]
+    assert (logs["role"] == "primary").sum() == 5 and set(logs["version"]) == {version}
+    # The model the predictor tried to replace is untouched: it still loads, hash checked.
+    assert registry.load_model("churn", version) is not None
+
+
+def test_pipeline_reads_data_and_logs_and_writes_neither(as_user, tmp_path) -> None:
+    import pandas as pd
+
+    from kubeloop.monitoring.stream import iter_batches
+    from kubeloop.storage import PermissionDenied, local_copy, open_store
+
+    as_user("admin")
+    prefix = uuid.uuid4().hex[:8]
+    data = open_store(f"s3://data/{prefix}")
+    data.write_bytes("train.csv", b"a,b\n1,2\n3,4\n")
+    logs = open_store(f"s3://logs/{prefix}")
+    buf = io.BytesIO()
+    pd.DataFrame({"a": [1.0, 2.0, 3.0]}).to_parquet(buf, index=False)
+    logs.write_bytes("churn/date=2026-12-01/part-1.parquet", buf.getvalue())
+
+    as_user("kubeloop-pipeline")
+    with local_copy(f"s3://data/{prefix}/train.csv") as path:  # what ingest does
+        assert path.read_bytes() == b"a,b\n1,2\n3,4\n"
+    # Monitoring reads logs through pyarrow's S3 filesystem, not boto3.
+    rows = sum(b.num_rows for b in iter_batches(f"s3://logs/{prefix}/churn/", ["a"]))
+    assert rows == 3
+    for root in (f"s3://data/{prefix}", f"s3://logs/{prefix}"):
+        with pytest.raises(PermissionDenied):
+            open_store(root).write_bytes("planted.csv", b"x")
+        with pytest.raises(PermissionDenied):
+            open_store(root).delete_prefix("")
+    as_user("admin")
+    assert data.list() == ["train.csv"]
+
