@@ -374,3 +374,87 @@ def test_pipeline_reads_data_and_logs_and_writes_neither(as_user, tmp_path) -> N
     as_user("admin")
     assert data.list() == ["train.csv"]
 
+
+
+# --- the loop, as each user: train, serve, monitor ----------------------------------------
+
+
+def _kubeloop(args: list[str], cwd, keys: Keys, endpoint: str):
+    """The installed command in a subprocess holding only ``keys``."""
+    import os
+    import subprocess
+
+    from tests.helpers_cli import kubeloop_command
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "KUBELOOP_REGISTRY"}
+    env.update(AWS_ACCESS_KEY_ID=keys.access_key_id, AWS_SECRET_ACCESS_KEY=keys.secret_access_key,
+               AWS_REGION=REGION, AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+               AWS_EC2_METADATA_DISABLED="true")
+    return subprocess.run(kubeloop_command() + [*args, "--s3-endpoint", endpoint], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_the_loop_runs_with_each_user_holding_only_its_own_keys(enforced, as_user, tmp_path) -> None:
+    from kubeloop.components.monitor import monitor_step, publish
+    from kubeloop.config import Config
+    from kubeloop.datagen import make_churn
+    from kubeloop.registry import Registry
+    from kubeloop.serving.model import KubeloopModel
+    from kubeloop.storage import PermissionDenied, open_store
+    from tests.helpers_cli import FAST_CONFIG, MODEL, run_args
+    from tests.serving_support import rows_of
+
+    prefix = uuid.uuid4().hex[:8]
+    data, fresh = f"s3://data/{prefix}/churn.csv", f"s3://data/{prefix}/fresh.csv"
+    registry_uri, log_root = f"s3://models/{prefix}/registry", f"s3://logs/{prefix}/predictions"
+    as_user("admin")  # whoever owns the datasets puts them in
+    for uri, frame in ((data, make_churn(800, seed=0)), (fresh, make_churn(600, seed=9, drift=1.0))):
+        path = tmp_path / uri.rsplit("/", 1)[1]
+        frame.to_csv(path, index=False)
+        open_store(f"s3://data/{prefix}").upload_file(path.name, path)
+    config = tmp_path / "fast.yaml"
+    config.write_text(FAST_CONFIG)
+
+    # Training as the predictor is refused before anything is registered.
+    refused = _kubeloop(run_args(data, registry_uri, config, "--work-dir", str(tmp_path / "w0")), tmp_path,
+                        enforced.users["kubeloop-predictor"], enforced.endpoint)
+    assert refused.returncode == 2, refused.stderr
+    assert "access denied" in refused.stderr and "Traceback" not in refused.stderr
+    as_user("admin")
+    assert open_store(registry_uri).list() == []
+
+    # Training as the pipeline: reads data/, registers v1 in models/ and promotes it.
+    run = _kubeloop(run_args(data, registry_uri, config, "--work-dir", str(tmp_path / "w1")), tmp_path,
+                    enforced.users["kubeloop-pipeline"], enforced.endpoint)
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)
+    assert (summary["version"], summary["promoted"]) == ("v1", True)
+    for keys in enforced.users.values():
+        for value in (keys.access_key_id, keys.secret_access_key):
+            assert value not in run.stdout + run.stderr
+
+    # Serving as the predictor: the model from models/, every answer logged to logs/.
+    as_user("kubeloop-predictor")
+    registry = Registry(registry_uri)
+    server = KubeloopModel(MODEL, registry.model_uri(MODEL, registry.resolve(MODEL, "production")),
+                           log_uri=log_root, log_options={"flush_seconds": 0.05})
+    assert server.load()
+    meta = json.loads(registry.read_bytes(MODEL, "production", "model/kubeloop.json"))
+    features = [f["name"] for f in meta["features"]]
+    traffic = make_churn(200, seed=5)
+    for start in range(0, len(traffic), 20):
+        server.predict({"instances": rows_of(traffic.iloc[start:start + 20], features)})
+    server.close()
+
+    # Monitoring as the pipeline: logs/ and data/ read, the report kept in models/ only.
+    as_user("kubeloop-pipeline")
+    cfg = Config.from_dict({"monitoring": {"cooldown_hours": 0}})
+    out = monitor_step(model_name=MODEL, registry=registry_uri, logs_uri=log_root, cfg=cfg,
+                       out_dir=str(tmp_path / "report"), retrain_data_uri=fresh)
+    assert out["verdict"]["n_current"] == len(traffic)
+    publish(str(tmp_path / "report"), f"s3://models/{prefix}/reports/1")
+    with pytest.raises(PermissionDenied):
+        publish(str(tmp_path / "report"), f"s3://logs/{prefix}/reports/1")
+    verdict = json.loads(open_store(f"s3://models/{prefix}/reports/1").read_bytes("verdict.json"))
+    assert verdict["model"] == MODEL and verdict["version"] == "v1"
