@@ -137,6 +137,66 @@ def test_the_job_creates_one_user_per_shipped_policy(shipped) -> None:
     }
 
 
+
+def _run_job_script(shipped, tmp_path, env: dict[str, str]):
+    """The Job's script under /bin/sh, with `mc` a stand-in that records each call
+    (and what arrives on stdin) and succeeds: no MinIO can run here, so this checks
+    the script's own logic, the policy files' paths and where the secrets go."""
+    import os
+    import shutil
+    import subprocess
+
+    sh = shutil.which("sh")
+    if sh is None:
+        pytest.skip("no /bin/sh")
+    (container,) = shipped["job"]["spec"]["template"]["spec"]["containers"]
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    calls = tmp_path / "calls.log"
+    (bindir / "mc").write_text(
+        "#!/bin/sh\n"
+        f'printf "%s\\n" "$*" >> {calls}\n'
+        f'if [ "$1 $2 $3" = "admin user add" ]; then printf "stdin: %s\\n" "$(cat)" >> {calls}; fi\n'
+    )
+    (bindir / "mc").chmod(0o755)
+    fixed = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    proc = subprocess.run([sh, "-ec", container["args"][0]], env={"PATH": f"{bindir}:{os.environ['PATH']}",
+                          **fixed, **env}, capture_output=True, text=True, timeout=60)
+    return proc, calls.read_text().splitlines() if calls.exists() else []
+
+
+JOB_KEYS = {"ROOT_ACCESS_KEY_ID": "root-id", "ROOT_SECRET_ACCESS_KEY": "root-secret-123",
+            "PIPELINE_ACCESS_KEY_ID": "pipe-id", "PIPELINE_SECRET_ACCESS_KEY": "pipe-secret-123",
+            "PREDICTOR_ACCESS_KEY_ID": "pred-id", "PREDICTOR_SECRET_ACCESS_KEY": "pred-secret-123"}
+
+
+def test_job_script_creates_buckets_then_each_user_with_its_policy(shipped, tmp_path) -> None:
+    proc, calls = _run_job_script(shipped, tmp_path, JOB_KEYS)
+    assert proc.returncode == 0, proc.stderr
+    assert calls[0] == "alias set kubeloop http://minio.kubeloop.svc:9000 root-id root-secret-123"
+    assert calls[1:4] == [f"mb --ignore-existing kubeloop/{b}" for b in ("models", "logs", "data")]
+    assert calls[4:] == [
+        "admin policy create kubeloop kubeloop-pipeline /policies/kubeloop-pipeline.json",
+        "admin user add kubeloop pipe-id", "stdin: pipe-secret-123",
+        "admin policy attach kubeloop kubeloop-pipeline --user pipe-id",
+        "admin policy create kubeloop kubeloop-predictor /policies/kubeloop-predictor.json",
+        "admin user add kubeloop pred-id", "stdin: pred-secret-123",
+        "admin policy attach kubeloop kubeloop-predictor --user pred-id",
+    ]
+    # The mounted ConfigMap holds every file the script names.
+    named = {c.rsplit("/", 1)[1] for c in calls if c.startswith("admin policy create")}
+    assert named == set(shipped["policies"])
+
+
+@pytest.mark.parametrize("same", [("PIPELINE", "PREDICTOR"), ("PIPELINE", "ROOT"), ("PREDICTOR", "ROOT")])
+def test_job_script_refuses_two_identities_sharing_a_key(shipped, tmp_path, same) -> None:
+    keys = dict(JOB_KEYS, **{f"{same[0]}_ACCESS_KEY_ID": JOB_KEYS[f"{same[1]}_ACCESS_KEY_ID"]})
+    proc, calls = _run_job_script(shipped, tmp_path, keys)
+    assert proc.returncode == 1
+    assert "three different AWS_ACCESS_KEY_ID values" in proc.stderr
+    assert not any(c.startswith("admin") for c in calls), "no user is created or changed"
+
+
 def test_policies_name_only_the_three_buckets_and_allow_nothing_administrative(shipped) -> None:
     for name, doc in shipped["policies"].items():
         for statement in doc["Statement"]:
