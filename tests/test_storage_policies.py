@@ -208,6 +208,18 @@ def test_policies_name_only_the_three_buckets_and_allow_nothing_administrative(s
             for resource in statement["Resource"]:
                 bucket = resource.removeprefix("arn:aws:s3:::").split("/", 1)[0]
                 assert bucket in BUCKETS, (name, resource)
+            # MinIO refuses a policy whose statement gives an object action without an
+            # object resource (bucket/*), or a bucket action without a bucket one.
+            on_objects = {a in MINIO_OBJECT_ACTIONS for a in actions}
+            assert len(on_objects) == 1, (name, statement["Sid"], "mixes object and bucket actions")
+            objects = {"/" in r for r in statement["Resource"]}
+            assert objects == on_objects, (name, statement["Sid"])
+
+
+# The S3 actions MinIO's policy package (minio/pkg policy/action.go) types as
+# object actions, of those a policy here may use.
+MINIO_OBJECT_ACTIONS = {"s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject",
+                        "s3:ListMultipartUploadParts", "s3:PutObject"}
 
 
 # --- every call, as each user ----------------------------------------------------------
