@@ -98,6 +98,10 @@ minikube-load: ## Copy the image into minikube as dev.local/kubeloop:VERSION
 S3_IDENTITIES := root pipeline predictor
 
 s3-env: ## Write manifests/base/s3-{root,pipeline,predictor}.env with random MinIO/S3 keys (never overwrites one)
+	@# The one key file of earlier releases was MinIO's root user: it stays the root.
+	@if [ -e manifests/base/s3.env ] && [ ! -e manifests/base/s3-root.env ]; then \
+	  ( umask 077 && cp manifests/base/s3.env manifests/base/s3-root.env ) \
+	  && echo "manifests/base/s3-root.env: the root keys of manifests/base/s3.env (now unused)"; fi
 	@for who in $(S3_IDENTITIES); do f=manifests/base/s3-$$who.env; \
 	  if [ -e $$f ]; then echo "$$f exists; left as it is"; else \
 	  ( umask 077 && $(PYTHON) -c 'import secrets, sys; print(f"AWS_ACCESS_KEY_ID=kubeloop-{sys.argv[1]}-{secrets.token_hex(4)}\nAWS_SECRET_ACCESS_KEY={secrets.token_urlsafe(30)}")' $$who > $$f ) \

@@ -343,7 +343,8 @@ def _translate(exc: BaseException, settings: S3Settings, where: str) -> StorageE
             return PermissionDenied(
                 f"{where}: access denied by {endpoint} ({code or status}); check "
                 "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or on a cluster the Secret named "
-                "in storage.credentials_secret, and that these keys may use this bucket"
+                "in storage.credentials_secret (pipeline steps) or canary.credentials_secret "
+                "(the predictor), and that these keys may use this bucket"
             )
         if code in _NOT_FOUND_CODES or status == 404:
             return NotFound(f"{where}: no such object")

@@ -747,6 +747,22 @@ def test_make_s3_env_writes_random_keys_once(tmp_path: Path) -> None:
     assert targets["root"].read_text() == first["root"]
 
 
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_s3_env_keeps_an_earlier_single_key_file_as_the_root_keys(tmp_path: Path) -> None:
+    from tests.cluster_support import parse_env_file
+
+    base = tmp_path / "manifests" / "base"
+    base.mkdir(parents=True)
+    (base / "s3.env").write_text("AWS_ACCESS_KEY_ID=old-root\nAWS_SECRET_ACCESS_KEY=old-root-secret-123456789\n")
+    subprocess.run(["make", "-s", "-f", str(REPO / "Makefile"), "-C", str(tmp_path), "s3-env"],
+                   check=True, capture_output=True, timeout=60)
+    # MinIO keeps the root user it was started with; the two new users get new keys.
+    assert parse_env_file(base / env_file("root"))["AWS_ACCESS_KEY_ID"] == "old-root"
+    assert (base / env_file("root")).stat().st_mode & 0o077 == 0
+    for who in ("pipeline", "predictor"):
+        assert parse_env_file(base / env_file(who))["AWS_ACCESS_KEY_ID"].startswith(f"kubeloop-{who}-")
+
+
 def test_runbook_installs_the_kserve_release_of_the_pinned_sdk_and_uses_real_targets() -> None:
     readme = (REPO / "README.md").read_text()
     section = readme[readme.index("## On a cluster"):readme.index("## Benchmarks")]
