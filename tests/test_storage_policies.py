@@ -417,6 +417,34 @@ def test_predictor_loads_from_models_and_logs_to_logs(as_user, model) -> None:
     assert registry.load_model("churn", version) is not None
 
 
+def test_predictor_keys_fetch_a_model_folder_as_kserves_storage_initializer_does(enforced, as_user, model,
+                                                                                 tmp_path) -> None:
+    """The storage initializer's S3 calls (kserve_storage.Storage._download_s3 in
+    kserve/kserve: boto3's resource, ``bucket.objects.filter(Prefix=...)``, then
+    ``bucket.download_file`` per object) with the predictor's keys."""
+    import boto3
+    from botocore.config import Config
+
+    from kubeloop.registry import Registry
+    from kubeloop.storage import sha256_file
+    from tests.serving_support import register
+
+    as_user("kubeloop-pipeline")
+    registry = Registry(_registry_root())
+    version = register(registry, model)
+    _, _, rest = registry.serving_uri("churn", version).partition("s3://models/")
+    keys = enforced.users["kubeloop-predictor"]
+    s3 = boto3.resource("s3", endpoint_url=enforced.endpoint, region_name=REGION, config=Config(),
+                        aws_access_key_id=keys.access_key_id, aws_secret_access_key=keys.secret_access_key)
+    bucket = s3.Bucket("models")
+    found = [o.key for o in bucket.objects.filter(Prefix=rest) if not o.key.endswith("/") and o.size]
+    assert sorted(k.removeprefix(rest) for k in found) == ["kubeloop.json", "model.joblib"]
+    for key in found:
+        bucket.download_file(key, str(tmp_path / key.rsplit("/", 1)[1]))
+    meta = json.loads((tmp_path / "kubeloop.json").read_text())
+    assert sha256_file(tmp_path / "model.joblib") == meta["sha256"]
+
+
 def test_pipeline_reads_data_and_logs_and_writes_neither(as_user, tmp_path) -> None:
     import pandas as pd
 
