@@ -16,7 +16,7 @@ CODE_VERSION := $(shell git describe --always --dirty 2>/dev/null || echo unknow
 KIND_CLUSTER ?= kind
 MINIKUBE_FLAGS ?= --cpus=4 --memory=10g --disk-size=40g
 OVERLAY      ?= kind
-# MinIO as this machine sees it, through `kubectl port-forward -n kubeloop svc/minio 9000:9000`.
+# MinIO as this machine sees it, through `kubectl port-forward -n kubeloop-storage svc/minio 9000:9000`.
 S3_LOCAL     ?= http://localhost:9000
 # The lock tool's own version, so `make lock` resolves the same way everywhere.
 UV_VERSION ?= 0.13.9
@@ -114,8 +114,8 @@ manifests: s3-env ## Render the overlays into dist/manifests/ for review (nothin
 
 apply: s3-env ## Apply an overlay to the current kubectl context (OVERLAY=kind|minikube) and wait for the buckets
 	kubectl apply --server-side -k manifests/overlays/$(OVERLAY)
-	kubectl -n kubeloop rollout status deployment/minio --timeout=300s
-	kubectl -n kubeloop wait --for=condition=complete job/kubeloop-buckets --timeout=300s
+	kubectl -n kubeloop-storage rollout status deployment/minio --timeout=300s
+	kubectl -n kubeloop-storage wait --for=condition=complete job/kubeloop-buckets --timeout=300s
 
 cluster-data: $(STAMP) ## Upload two churn datasets (first, then later and drifted) to s3://data/churn/ via S3_LOCAL
 	@# Datasets are put in by whoever owns them; on this local MinIO that is its admin:

@@ -119,7 +119,7 @@ def test_every_object_names_its_namespace(rendered: dict[str, list[dict[str, Any
     for where, obj in _all(rendered, example):
         if obj["kind"] == "Namespace":
             continue
-        assert obj["metadata"].get("namespace") in {"kubeloop", "kubeflow"}, (where, key(obj))
+        assert obj["metadata"].get("namespace") in {"kubeloop", "kubeloop-storage", "kubeflow"}, (where, key(obj))
 
 
 def test_objects_per_namespace(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -128,7 +128,15 @@ def test_objects_per_namespace(rendered: dict[str, list[dict[str, Any]]]) -> Non
         # Only what pipeline pods need where KFP runs them; KFP itself is not copied.
         assert in_kubeflow == [("RoleBinding", "kubeloop-pipeline-runner"), ("Secret", "kubeloop-s3-pipeline"),
                                ("ServiceAccount", "kubeloop-pipeline")]
-        assert [o["metadata"]["name"] for o in objs if o["kind"] == "Namespace"] == ["kubeloop"]
+        assert [o["metadata"]["name"] for o in objs if o["kind"] == "Namespace"] == ["kubeloop", "kubeloop-storage"]
+        # MinIO and everything that holds its root keys, apart from where pipelines create objects.
+        in_storage = sorted(key(o)[::2] for o in objs if o["metadata"].get("namespace") == "kubeloop-storage")
+        assert in_storage == [("ConfigMap", "kubeloop-s3-policies"), ("Deployment", "minio"), ("Job", "kubeloop-buckets"),
+                              ("NetworkPolicy", "minio"), ("PersistentVolumeClaim", "minio-data"),
+                              ("Secret", "kubeloop-s3-pipeline"), ("Secret", "kubeloop-s3-predictor"),
+                              ("Secret", "kubeloop-s3-root"), ("Service", "minio")]
+        storage_ns = _one(objs, "Namespace", "kubeloop-storage")
+        assert storage_ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
 # --- schemas ------------------------------------------------------------------------
@@ -201,7 +209,7 @@ def test_serving_runtime_runs_the_project_predictor(rendered, overlay: str) -> N
     assert container["command"] == ["python", "-m", "kubeloop.serving"]
     assert {"--model_name={{.Name}}", "--model_dir=/mnt/models", "--http_port=8080"} <= set(container["args"])
     env = {e["name"]: e for e in container["env"]}
-    assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio.kubeloop.svc:9000"
+    assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio.kubeloop-storage.svc:9000"
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "kubeloop-s3-predictor", "key": name}
 
@@ -226,7 +234,7 @@ def test_example_inference_service_follows_the_contract(example) -> None:
 
 def test_service_accounts_and_s3_annotations(rendered) -> None:
     annotations = {
-        "serving.kserve.io/s3-endpoint": "minio.kubeloop.svc:9000",
+        "serving.kserve.io/s3-endpoint": "minio.kubeloop-storage.svc:9000",
         "serving.kserve.io/s3-usehttps": "0",
         "serving.kserve.io/s3-verifyssl": "0",
         "serving.kserve.io/s3-region": "us-east-1",
@@ -260,11 +268,12 @@ def test_minio_service_and_bucket_job(rendered) -> None:
         (rule,) = policy["spec"]["ingress"]
         (source,) = rule["from"]
         (expr,) = source["namespaceSelector"]["matchExpressions"]
-        assert expr["key"] == "kubernetes.io/metadata.name" and sorted(expr["values"]) == ["kubeflow", "kubeloop"]
+        assert expr["key"] == "kubernetes.io/metadata.name"
+        assert sorted(expr["values"]) == ["kubeflow", "kubeloop", "kubeloop-storage"]
         job = _one(objs, "Job", "kubeloop-buckets")
         (container,) = job["spec"]["template"]["spec"]["containers"]
         env = {e["name"]: e.get("value") for e in container["env"]}
-        assert env["S3_ENDPOINT"] == "http://minio.kubeloop.svc:9000"
+        assert env["S3_ENDPOINT"] == "http://minio.kubeloop-storage.svc:9000"
         assert env["BUCKETS"].split() == ["models", "logs", "data"]
         script = container["args"][0]
         assert 'mc mb --ignore-existing "kubeloop/$bucket"' in script
@@ -313,14 +322,17 @@ def test_env_files_are_git_ignored_and_the_example_holds_placeholders(who: str) 
 
 # Who holds which Secret: (namespace, Secret) -> the consumers allowed to reference it.
 SECRET_NAMESPACES = {
-    ("kubeloop", "kubeloop-s3-root"): "root",
-    ("kubeloop", "kubeloop-s3-pipeline"): "pipeline",  # the bucket Job's copy, to create the user
+    ("kubeloop-storage", "kubeloop-s3-root"): "root",
+    # The bucket Job's copies, to create the users.
+    ("kubeloop-storage", "kubeloop-s3-pipeline"): "pipeline",
+    ("kubeloop-storage", "kubeloop-s3-predictor"): "predictor",
     ("kubeloop", "kubeloop-s3-predictor"): "predictor",
     ("kubeflow", "kubeloop-s3-pipeline"): "pipeline",
 }
 CONSUMERS = {
-    ("Deployment", "kubeloop", "minio"): {"kubeloop-s3-root"},
-    ("Job", "kubeloop", "kubeloop-buckets"): {"kubeloop-s3-root", "kubeloop-s3-pipeline", "kubeloop-s3-predictor"},
+    ("Deployment", "kubeloop-storage", "minio"): {"kubeloop-s3-root"},
+    ("Job", "kubeloop-storage", "kubeloop-buckets"): {"kubeloop-s3-root", "kubeloop-s3-pipeline",
+                                                      "kubeloop-s3-predictor"},
     ("ServingRuntime", "kubeloop", "kubeloop"): {"kubeloop-s3-predictor"},
     ("ServiceAccount", "kubeloop", "kubeloop-predictor"): {"kubeloop-s3-predictor"},
 }
@@ -385,7 +397,11 @@ def test_minio_root_keys_serve_only_minio_and_the_job(rendered) -> None:
         assert env == {"MINIO_ROOT_USER": {"name": "kubeloop-s3-root", "key": "AWS_ACCESS_KEY_ID"},
                        "MINIO_ROOT_PASSWORD": {"name": "kubeloop-s3-root", "key": "AWS_SECRET_ACCESS_KEY"}}
         holders = {key(o) for o in objs if "kubeloop-s3-root" in _secret_refs(o)}
-        assert holders == {("Deployment", "kubeloop", "minio"), ("Job", "kubeloop", "kubeloop-buckets")}
+        assert holders == {("Deployment", "kubeloop-storage", "minio"), ("Job", "kubeloop-storage", "kubeloop-buckets")}
+        # Pipelines may create InferenceServices in `kubeloop`, whose pods could be given
+        # any Secret there: only the predictor's may be there.
+        assert {key(o)[2] for o in objs if o["kind"] == "Secret" and key(o)[1] == "kubeloop"} == {
+            "kubeloop-s3-predictor"}
 
 
 def test_compiled_pipelines_reference_only_the_pipeline_secret(tmp_path: Path, monkeypatch) -> None:
@@ -522,6 +538,10 @@ def test_rbac_grants_nothing_cluster_wide(rendered) -> None:
         (PIPELINE_SA, "get", "secrets", "", "kubeloop", False),
         (PIPELINE_SA, "list", "pods", "", "kubeloop", False),
         (PIPELINE_SA, "get", "secrets", "", "default", False),
+        (PIPELINE_SA, "get", "secrets", "", "kubeloop-storage", False),
+        (PIPELINE_SA, "create", "pods", "", "kubeloop-storage", False),
+        (PIPELINE_SA, "create", "jobs", "batch", "kubeloop-storage", False),
+        (PIPELINE_SA, "create", "inferenceservices", "serving.kserve.io", "kubeloop-storage", False),
         (PIPELINE_SA, "list", "namespaces", "", None, False),
         (PIPELINE_SA, "create", "clusterrolebindings", "rbac.authorization.k8s.io", None, False),
         # In its own namespace it has what every KFP run has, from KFP's Role.
@@ -530,6 +550,7 @@ def test_rbac_grants_nothing_cluster_wide(rendered) -> None:
         (PREDICTOR_SA, "get", "secrets", "", "kubeloop", False),
         (PREDICTOR_SA, "get", "inferenceservices", "serving.kserve.io", "kubeloop", False),
         (PREDICTOR_SA, "get", "configmaps", "", "kubeloop", False),
+        (PREDICTOR_SA, "get", "secrets", "", "kubeloop-storage", False),
     ],
 )
 def test_can_i(rendered, user, verb, resource, group, namespace, allowed) -> None:
@@ -680,7 +701,7 @@ def test_example_config_trains_the_example_inference_service(example) -> None:
     cfg = load_config(MANIFESTS / "examples" / "churn-config.yaml")
     isvc = _one(example, "InferenceService", cfg.model_name)
     assert isvc["spec"]["predictor"]["model"]["storageUri"].startswith(f"{cfg.registry}/{cfg.model_name}/versions/")
-    assert cfg.storage.endpoint_url == "http://minio.kubeloop.svc:9000"
+    assert cfg.storage.endpoint_url == "http://minio.kubeloop-storage.svc:9000"
     # The Secret the steps read exists where KFP runs them.
     assert cfg.storage.credentials_secret == "kubeloop-s3-pipeline"
 

@@ -173,7 +173,7 @@ JOB_KEYS = {"ROOT_ACCESS_KEY_ID": "root-id", "ROOT_SECRET_ACCESS_KEY": "root-sec
 def test_job_script_creates_buckets_then_each_user_with_its_policy(shipped, tmp_path) -> None:
     proc, calls = _run_job_script(shipped, tmp_path, JOB_KEYS)
     assert proc.returncode == 0, proc.stderr
-    assert calls[0] == "alias set kubeloop http://minio.kubeloop.svc:9000 root-id root-secret-123"
+    assert calls[0] == "alias set kubeloop http://minio.kubeloop-storage.svc:9000 root-id root-secret-123"
     assert calls[1:4] == [f"mb --ignore-existing kubeloop/{b}" for b in ("models", "logs", "data")]
     assert calls[4:] == [
         "admin policy create kubeloop kubeloop-pipeline /policies/kubeloop-pipeline.json",

@@ -172,7 +172,7 @@ def test_submit_creates_a_run_on_the_configured_image(kfp_server: FakeKfp, capsy
     assert params["data_uri"] == "s3://data/churn.csv"
     assert params["model_name"] == "churn"
     assert params["registry"] == "s3://models/registry"
-    assert params["config"]["storage"]["endpoint_url"] == "http://minio.kubeloop.svc:9000"
+    assert params["config"]["storage"]["endpoint_url"] == "http://minio.kubeloop-storage.svc:9000"
     # A run parameter of its own, never inside config (one source per value).
     assert params["target"] == "churned" and "target" not in params["config"]
     assert params["deploy"] is False
