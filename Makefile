@@ -28,7 +28,7 @@ LOCK_FLAGS := --python-version 3.11 --universal --generate-hashes --quiet
 help: ## Show this help
 	@echo "kubeloop: ML lifecycle components for Kubeflow Pipelines"
 	@echo
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo
 	@echo "Quick start: make demo, then make test."
 

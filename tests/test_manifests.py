@@ -738,6 +738,17 @@ def test_runbook_patches_keep_the_inference_service_valid(example) -> None:
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_help_lists_every_documented_target() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    documented = re.findall(r"^([A-Za-z0-9_-]+):.*## \S", makefile, re.M)
+    shown = subprocess.run(["make", "-s", "-C", str(REPO), "help"], capture_output=True, text=True, check=True,
+                           timeout=60).stdout
+    assert "s3-env" in documented
+    for target in documented:
+        assert f"make {target} " in shown, f"make help does not list {target}"
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_s3_env_writes_random_keys_once(tmp_path: Path) -> None:
     from tests.cluster_support import parse_env_file
 
