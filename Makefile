@@ -29,7 +29,7 @@ DOCKER       ?= $(shell if docker buildx version >/dev/null 2>&1; then echo dock
 KIND_CLUSTER ?= kind
 MINIKUBE_FLAGS ?= --cpus=4 --memory=10g --disk-size=40g
 OVERLAY      ?= kind
-# MinIO as this machine sees it, through `kubectl port-forward -n kubeloop svc/minio 9000:9000`.
+# MinIO as this machine sees it, through `kubectl port-forward -n kubeloop-storage svc/minio 9000:9000`.
 S3_LOCAL     ?= http://localhost:9000
 # The lock tool's own version, so `make lock` resolves the same way everywhere.
 UV_VERSION ?= 0.13.9
@@ -41,7 +41,7 @@ LOCK_FLAGS := --python-version 3.11 --universal --generate-hashes --quiet
 help: ## Show this help
 	@echo "kubeloop: ML lifecycle components for Kubeflow Pipelines"
 	@echo
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo
 	@echo "Quick start: make demo, then make test."
 
@@ -144,10 +144,19 @@ minikube-load: ## Copy the image into minikube as dev.local/kubeloop:VERSION
 	docker tag $(IMAGE) dev.local/kubeloop:$(VERSION)
 	minikube image load dev.local/kubeloop:$(VERSION)
 
-s3-env: ## Write manifests/base/s3.env with random MinIO/S3 keys (never overwrites it)
-	@if [ -e manifests/base/s3.env ]; then echo "manifests/base/s3.env exists; left as it is"; else \
-	  umask 077 && $(PYTHON) -c 'import secrets; print(f"AWS_ACCESS_KEY_ID=kubeloop-{secrets.token_hex(4)}\nAWS_SECRET_ACCESS_KEY={secrets.token_urlsafe(30)}")' > manifests/base/s3.env \
-	  && echo "wrote manifests/base/s3.env (git-ignored)"; fi
+# One key file per S3 identity (see manifests/base/kustomization.yaml): MinIO's
+# root user, the pipeline steps' user and the predictor's user.
+S3_IDENTITIES := root pipeline predictor
+
+s3-env: ## Write manifests/base/s3-{root,pipeline,predictor}.env with random MinIO/S3 keys (never overwrites one)
+	@# The one key file of earlier releases was MinIO's root user: it stays the root.
+	@if [ -e manifests/base/s3.env ] && [ ! -e manifests/base/s3-root.env ]; then \
+	  ( umask 077 && cp manifests/base/s3.env manifests/base/s3-root.env ) \
+	  && echo "manifests/base/s3-root.env: the root keys of manifests/base/s3.env (now unused)"; fi
+	@for who in $(S3_IDENTITIES); do f=manifests/base/s3-$$who.env; \
+	  if [ -e $$f ]; then echo "$$f exists; left as it is"; else \
+	  ( umask 077 && $(PYTHON) -c 'import secrets, sys; print(f"AWS_ACCESS_KEY_ID=kubeloop-{sys.argv[1]}-{secrets.token_hex(4)}\nAWS_SECRET_ACCESS_KEY={secrets.token_urlsafe(30)}")' $$who > $$f ) \
+	  && echo "wrote $$f (git-ignored)"; fi; done
 
 manifests: s3-env ## Render the overlays into dist/manifests/ for review (nothing is applied)
 	@mkdir -p dist/manifests
@@ -156,12 +165,14 @@ manifests: s3-env ## Render the overlays into dist/manifests/ for review (nothin
 
 apply: s3-env ## Apply an overlay to the current kubectl context (OVERLAY=kind|minikube) and wait for the buckets
 	kubectl apply --server-side -k manifests/overlays/$(OVERLAY)
-	kubectl -n kubeloop rollout status deployment/minio --timeout=300s
-	kubectl -n kubeloop wait --for=condition=complete job/kubeloop-buckets --timeout=300s
+	kubectl -n kubeloop-storage rollout status deployment/minio --timeout=300s
+	kubectl -n kubeloop-storage wait --for=condition=complete job/kubeloop-buckets --timeout=300s
 
 cluster-data: $(STAMP) ## Upload two churn datasets (first, then later and drifted) to s3://data/churn/ via S3_LOCAL
-	@test -e manifests/base/s3.env || { echo "manifests/base/s3.env is missing: run make s3-env and apply the manifests first"; exit 2; }
-	set -a && . manifests/base/s3.env && set +a && AWS_ENDPOINT_URL=$(S3_LOCAL) AWS_REGION=us-east-1 \
+	@# Datasets are put in by whoever owns them; on this local MinIO that is its admin:
+	@# the pipeline's and the predictor's keys may not write to s3://data.
+	@test -e manifests/base/s3-root.env || { echo "manifests/base/s3-root.env is missing: run make s3-env and apply the manifests first"; exit 2; }
+	set -a && . manifests/base/s3-root.env && set +a && AWS_ENDPOINT_URL=$(S3_LOCAL) AWS_REGION=us-east-1 \
 	$(BIN)/python -c 'import sys, tempfile, pandas as pd; from kubeloop.datagen import make_churn; from kubeloop.storage import open_store; \
 	first = make_churn(6000, seed=7, start="2024-07-01"); later = make_churn(3000, seed=8, start="2025-10-01", drift=0.3); \
 	d = tempfile.mkdtemp(); first.to_csv(d + "/a.csv", index=False); pd.concat([first, later], ignore_index=True).to_parquet(d + "/b.parquet", index=False); \

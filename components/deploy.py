@@ -28,7 +28,9 @@ Two steps, each a step function with its own tests and a KFP adapter of a few li
 
 In the pipeline both run on the ``kubeloop-pipeline`` service account (RBAC in
 namespace ``kubeloop``: get, list, watch, create, patch InferenceServices) and
-get the S3 keys from the credentials Secret like the other steps. Locally, with
+get the S3 keys from the credentials Secret like the other steps; the
+InferenceServices they write give the predictor its own Secret
+(``canary.credentials_secret``), never the pipeline's. Locally, with
 no cluster, they are off by default; ``dry_run`` returns what would be sent.
 """
 

@@ -21,7 +21,7 @@ _SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID"
 
 # The project's manifests (manifests/base) install MinIO here, with this bucket.
 CLUSTER_REGISTRY = "s3://models/registry"
-CLUSTER_ENDPOINT = "http://minio.kubeloop.svc:9000"
+CLUSTER_ENDPOINT = "http://minio.kubeloop-storage.svc:9000"
 CLUSTER_REGION = "us-east-1"
 LOCAL_REGISTRY_DEFAULT = Config().registry
 

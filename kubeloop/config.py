@@ -177,8 +177,9 @@ class StorageConfig(_Section):
     region: str | None = None
     # MinIO wants path-style addressing (http://host:9000/bucket/key).
     path_style: bool = True
-    # On a cluster, the Kubernetes Secret whose AWS_* keys the pipeline steps get as env.
-    credentials_secret: str = "kubeloop-s3"
+    # On a cluster, the Kubernetes Secret whose AWS_* keys the pipeline steps get as
+    # env: the pipeline's own MinIO user (manifests/base), never the predictor's or root.
+    credentials_secret: str = "kubeloop-s3-pipeline"
     max_attempts: int = Field(5, ge=1, le=20)
     connect_timeout: float = Field(5.0, gt=0)
     read_timeout: float = Field(30.0, gt=0)
@@ -248,6 +249,10 @@ class CanaryConfig(_Section):
     memory_limit: str | None = "2Gi"
     # Prediction-log root the predictor writes to and analysis reads (unset: no logs).
     log_uri: str | None = None
+    # The Secret (namespace above) whose AWS_* keys the predictor writes its logs and
+    # reads a shadow model with: the predictor's own MinIO user, which may not write
+    # models/. Not storage.credentials_secret: that is the pipeline's.
+    credentials_secret: str | None = "kubeloop-s3-predictor"
     wait_timeout_seconds: float = Field(300.0, gt=0)
     # -- analysis
     # Scored rows each version needs before anything but "hold" is decided.

@@ -343,7 +343,8 @@ def _translate(exc: BaseException, settings: S3Settings, where: str) -> StorageE
             return PermissionDenied(
                 f"{where}: access denied by {endpoint} ({code or status}); check "
                 "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or on a cluster the Secret named "
-                "in storage.credentials_secret, and that these keys may use this bucket"
+                "in storage.credentials_secret (pipeline steps) or canary.credentials_secret "
+                "(the predictor), and that these keys may use this bucket"
             )
         if code in _NOT_FOUND_CODES or status == 404:
             return NotFound(f"{where}: no such object")
@@ -759,6 +760,13 @@ class S3Store(Store):
             errors = resp.get("Errors") or []
             if errors:
                 first = errors[0]
+                if all(e.get("Code") in _AUTH_CODES for e in errors):
+                    # A bulk delete answers 200 and refuses key by key.
+                    raise PermissionDenied(
+                        f"{self.uri_of(prefix)}: access denied by {self.settings.endpoint_url or 'AWS S3'} "
+                        f"deleting {len(errors)} objects ({first.get('Code')}); check that these keys "
+                        "may delete in this bucket"
+                    )
                 raise StorageError(
                     f"{self.uri_of(prefix)}: could not delete {len(errors)} objects "
                     f"(first: {first.get('Key')}: {first.get('Code')})"

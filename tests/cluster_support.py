@@ -27,10 +27,11 @@ MANIFESTS = REPO / "manifests"
 OVERLAYS = ("kind", "minikube")
 OVERLAY_IMAGES = {"kind": "kind.local/kubeloop", "minikube": "dev.local/kubeloop"}
 
-# What s3.env holds while the tests render: values that must end up only inside
-# the generated Secrets (base64), never anywhere else in the output.
-SENTINEL_KEY_ID = "kl-test-key-id-5f0c"
-SENTINEL_SECRET = "kl-test-secret-9d2e4b7a1c"
+# What the key files hold while the tests render: values that must end up only
+# inside the generated Secrets (base64), never anywhere else in the output. One
+# pair per S3 identity, so a test can tell which Secret reached which consumer.
+S3_IDENTITIES = ("root", "pipeline", "predictor")
+SENTINELS = {who: (f"kl-test-{who}-key-5f0c", f"kl-test-{who}-secret-9d2e4b7a1c") for who in S3_IDENTITIES}
 
 KSERVE_KINDS = {"ServingRuntime", "ClusterServingRuntime", "InferenceService"}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod", "ReplicaSet"}
@@ -40,13 +41,16 @@ def kubectl() -> str | None:
     return shutil.which("kubectl")
 
 
+def env_file(who: str) -> str:
+    return f"s3-{who}.env"
+
+
 def copy_manifests(dest: Path) -> Path:
-    """A copy of manifests/ with an s3.env of sentinel values (the real one is git-ignored)."""
+    """A copy of manifests/ with key files of sentinel values (the real ones are git-ignored)."""
     target = dest / "manifests"
-    shutil.copytree(MANIFESTS, target, ignore=shutil.ignore_patterns("s3.env"))
-    (target / "base" / "s3.env").write_text(
-        f"AWS_ACCESS_KEY_ID={SENTINEL_KEY_ID}\nAWS_SECRET_ACCESS_KEY={SENTINEL_SECRET}\n"
-    )
+    shutil.copytree(MANIFESTS, target, ignore=shutil.ignore_patterns("*.env"))
+    for who, (key_id, secret) in SENTINELS.items():
+        (target / "base" / env_file(who)).write_text(f"AWS_ACCESS_KEY_ID={key_id}\nAWS_SECRET_ACCESS_KEY={secret}\n")
     return target
 
 
@@ -65,7 +69,8 @@ def render_kubectl(directory: Path) -> list[dict[str, Any]]:
 # --- the small renderer -------------------------------------------------------------
 
 _SUPPORTED_FIELDS = {
-    "apiVersion", "kind", "resources", "labels", "generatorOptions", "secretGenerator", "images", "patches",
+    "apiVersion", "kind", "resources", "labels", "generatorOptions", "secretGenerator", "configMapGenerator",
+    "images", "patches",
 }
 
 
@@ -112,6 +117,18 @@ def render_python(directory: Path) -> list[dict[str, Any]]:
             "apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": "Opaque",
             "data": {key: base64.b64encode(v.encode()).decode() for key, v in data.items()},
         })
+
+    for gen in k.get("configMapGenerator", []):
+        if not options.get("disableNameSuffixHash"):
+            raise UnsupportedKustomization(f"{kfile}: name suffix hashes are not supported")
+        extra = sorted(set(gen) - {"name", "namespace", "files"})
+        if extra:
+            raise UnsupportedKustomization(f"{kfile}: configMapGenerator fields {extra} are not supported")
+        if any("=" in f for f in gen.get("files", [])):
+            raise UnsupportedKustomization(f"{kfile}: configMapGenerator keys other than the file name are not supported")
+        meta = {"name": gen["name"], **({"namespace": gen["namespace"]} if gen.get("namespace") else {})}
+        objects.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
+                        "data": {Path(f).name: (directory / f).read_text() for f in gen.get("files", [])}})
 
     for label in k.get("labels", []):
         if label.get("includeSelectors") or label.get("includeTemplates"):

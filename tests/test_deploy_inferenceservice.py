@@ -36,7 +36,7 @@ def env_of(model_spec):
 
 def test_first_deployment_has_no_canary_and_matches_the_contract():
     obj = build_inference_service(target("v1"), ServingSettings(log_uri="s3://logs/predictions",
-                                                                 s3_endpoint="http://minio.kubeloop.svc:9000"))
+                                                                 s3_endpoint="http://minio.kubeloop-storage.svc:9000"))
     check_isvc(obj)
     assert obj["apiVersion"] == "serving.kserve.io/v1beta1" and obj["kind"] == "InferenceService"
     meta = obj["metadata"]
@@ -51,11 +51,11 @@ def test_first_deployment_has_no_canary_and_matches_the_contract():
     assert pred["model"]["storageUri"] == f"{REG}/churn/versions/v1/model/"
     env = env_of(pred["model"])
     assert env["KUBELOOP_LOG_URI"]["value"] == "s3://logs/predictions"
-    assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio.kubeloop.svc:9000"
+    assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio.kubeloop-storage.svc:9000"
     # keys by reference to the Secret, never by value
     assert env["AWS_SECRET_ACCESS_KEY"] == {
         "name": "AWS_SECRET_ACCESS_KEY",
-        "valueFrom": {"secretKeyRef": {"name": "kubeloop-s3", "key": "AWS_SECRET_ACCESS_KEY"}}}
+        "valueFrom": {"secretKeyRef": {"name": "kubeloop-s3-predictor", "key": "AWS_SECRET_ACCESS_KEY"}}}
     assert "KUBELOOP_ROLE" not in env  # both revisions of a canary share one env
 
 

@@ -29,12 +29,13 @@ from tests.cluster_support import (
     OVERLAY_IMAGES,
     OVERLAYS,
     REPO,
-    SENTINEL_KEY_ID,
-    SENTINEL_SECRET,
+    S3_IDENTITIES,
+    SENTINELS,
     WORKLOAD_KINDS,
     UnsupportedKustomization,
     can_i,
     copy_manifests,
+    env_file,
     key,
     kubectl,
     render,
@@ -106,9 +107,10 @@ def test_test_renderer_refuses_what_it_does_not_know(tmp_path: Path) -> None:
         render_python(tmp_path)
 
 
-def test_missing_env_file_is_an_error_not_an_empty_secret(tmp_path: Path) -> None:
+@pytest.mark.parametrize("who", S3_IDENTITIES)
+def test_missing_env_file_is_an_error_not_an_empty_secret(tmp_path: Path, who: str) -> None:
     target = copy_manifests(tmp_path)
-    (target / "base" / "s3.env").unlink()
+    (target / "base" / env_file(who)).unlink()
     with pytest.raises((FileNotFoundError, AssertionError)):
         render(target / "overlays" / "kind")
 
@@ -117,16 +119,24 @@ def test_every_object_names_its_namespace(rendered: dict[str, list[dict[str, Any
     for where, obj in _all(rendered, example):
         if obj["kind"] == "Namespace":
             continue
-        assert obj["metadata"].get("namespace") in {"kubeloop", "kubeflow"}, (where, key(obj))
+        assert obj["metadata"].get("namespace") in {"kubeloop", "kubeloop-storage", "kubeflow"}, (where, key(obj))
 
 
 def test_objects_per_namespace(rendered: dict[str, list[dict[str, Any]]]) -> None:
     for objs in rendered.values():
         in_kubeflow = sorted(key(o)[::2] for o in objs if o["metadata"].get("namespace") == "kubeflow")
         # Only what pipeline pods need where KFP runs them; KFP itself is not copied.
-        assert in_kubeflow == [("RoleBinding", "kubeloop-pipeline-runner"), ("Secret", "kubeloop-s3"),
+        assert in_kubeflow == [("RoleBinding", "kubeloop-pipeline-runner"), ("Secret", "kubeloop-s3-pipeline"),
                                ("ServiceAccount", "kubeloop-pipeline")]
-        assert [o["metadata"]["name"] for o in objs if o["kind"] == "Namespace"] == ["kubeloop"]
+        assert [o["metadata"]["name"] for o in objs if o["kind"] == "Namespace"] == ["kubeloop", "kubeloop-storage"]
+        # MinIO and everything that holds its root keys, apart from where pipelines create objects.
+        in_storage = sorted(key(o)[::2] for o in objs if o["metadata"].get("namespace") == "kubeloop-storage")
+        assert in_storage == [("ConfigMap", "kubeloop-s3-policies"), ("Deployment", "minio"), ("Job", "kubeloop-buckets"),
+                              ("NetworkPolicy", "minio"), ("PersistentVolumeClaim", "minio-data"),
+                              ("Secret", "kubeloop-s3-pipeline"), ("Secret", "kubeloop-s3-predictor"),
+                              ("Secret", "kubeloop-s3-root"), ("Service", "minio")]
+        storage_ns = _one(objs, "Namespace", "kubeloop-storage")
+        assert storage_ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
 # --- schemas ------------------------------------------------------------------------
@@ -199,9 +209,9 @@ def test_serving_runtime_runs_the_project_predictor(rendered, overlay: str) -> N
     assert container["command"] == ["python", "-m", "kubeloop.serving"]
     assert {"--model_name={{.Name}}", "--model_dir=/mnt/models", "--http_port=8080"} <= set(container["args"])
     env = {e["name"]: e for e in container["env"]}
-    assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio.kubeloop.svc:9000"
+    assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio.kubeloop-storage.svc:9000"
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "kubeloop-s3", "key": name}
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "kubeloop-s3-predictor", "key": name}
 
 
 def test_example_inference_service_follows_the_contract(example) -> None:
@@ -224,7 +234,7 @@ def test_example_inference_service_follows_the_contract(example) -> None:
 
 def test_service_accounts_and_s3_annotations(rendered) -> None:
     annotations = {
-        "serving.kserve.io/s3-endpoint": "minio.kubeloop.svc:9000",
+        "serving.kserve.io/s3-endpoint": "minio.kubeloop-storage.svc:9000",
         "serving.kserve.io/s3-usehttps": "0",
         "serving.kserve.io/s3-verifyssl": "0",
         "serving.kserve.io/s3-region": "us-east-1",
@@ -233,11 +243,14 @@ def test_service_accounts_and_s3_annotations(rendered) -> None:
         predictor = _one(objs, "ServiceAccount", "kubeloop-predictor")
         assert predictor["metadata"]["namespace"] == "kubeloop"
         assert predictor["metadata"]["annotations"] == annotations
-        assert predictor["secrets"] == [{"name": "kubeloop-s3"}]
+        assert predictor["secrets"] == [{"name": "kubeloop-s3-predictor"}]
         assert predictor["automountServiceAccountToken"] is False
         # KServe's storage initializer reads the endpoint from the Secret's annotations.
-        secret = next(o for o in objs if key(o) == ("Secret", "kubeloop", "kubeloop-s3"))
+        secret = next(o for o in objs if key(o) == ("Secret", "kubeloop", "kubeloop-s3-predictor"))
         assert secret["metadata"]["annotations"] == annotations
+        # Only the predictor's Secret is for KServe: no other carries its annotations.
+        for other in (o for o in objs if o["kind"] == "Secret" and o is not secret):
+            assert not other["metadata"].get("annotations"), key(other)
         assert _one(objs, "ServiceAccount", "kubeloop-pipeline")["metadata"]["namespace"] == "kubeflow"
 
 
@@ -255,11 +268,12 @@ def test_minio_service_and_bucket_job(rendered) -> None:
         (rule,) = policy["spec"]["ingress"]
         (source,) = rule["from"]
         (expr,) = source["namespaceSelector"]["matchExpressions"]
-        assert expr["key"] == "kubernetes.io/metadata.name" and sorted(expr["values"]) == ["kubeflow", "kubeloop"]
+        assert expr["key"] == "kubernetes.io/metadata.name"
+        assert sorted(expr["values"]) == ["kubeflow", "kubeloop", "kubeloop-storage"]
         job = _one(objs, "Job", "kubeloop-buckets")
         (container,) = job["spec"]["template"]["spec"]["containers"]
         env = {e["name"]: e.get("value") for e in container["env"]}
-        assert env["S3_ENDPOINT"] == "http://minio.kubeloop.svc:9000"
+        assert env["S3_ENDPOINT"] == "http://minio.kubeloop-storage.svc:9000"
         assert env["BUCKETS"].split() == ["models", "logs", "data"]
         script = container["args"][0]
         assert 'mc mb --ignore-existing "kubeloop/$bucket"' in script
@@ -290,12 +304,15 @@ def test_no_committed_object_carries_a_secret() -> None:
             for gen in obj.get("secretGenerator", []) if obj.get("kind") == "Kustomization" else []:
                 assert not gen.get("literals"), f"{path}: a literal in a secretGenerator is a committed secret"
     tracked = subprocess.run(["git", "ls-files", "manifests"], cwd=REPO, capture_output=True, text=True, check=True)
-    assert "manifests/base/s3.env\n" not in tracked.stdout + "\n"
+    for who in S3_IDENTITIES:
+        assert f"manifests/base/{env_file(who)}\n" not in tracked.stdout + "\n"
 
 
-def test_env_file_is_git_ignored_and_the_example_holds_placeholders() -> None:
-    ignored = subprocess.run(["git", "check-ignore", "-q", "manifests/base/s3.env"], cwd=REPO, check=False)
-    assert ignored.returncode == 0, "manifests/base/s3.env must be git-ignored"
+@pytest.mark.parametrize("who", S3_IDENTITIES)
+def test_env_files_are_git_ignored_and_the_example_holds_placeholders(who: str) -> None:
+    path = f"manifests/base/{env_file(who)}"
+    ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO, check=False)
+    assert ignored.returncode == 0, f"{path} must be git-ignored"
     from tests.cluster_support import parse_env_file
 
     example = parse_env_file(MANIFESTS / "base" / "s3.env.example")
@@ -303,17 +320,117 @@ def test_env_file_is_git_ignored_and_the_example_holds_placeholders() -> None:
     assert all("replace" in v for v in example.values())
 
 
+# Who holds which Secret: (namespace, Secret) -> the consumers allowed to reference it.
+SECRET_NAMESPACES = {
+    ("kubeloop-storage", "kubeloop-s3-root"): "root",
+    # The bucket Job's copies, to create the users.
+    ("kubeloop-storage", "kubeloop-s3-pipeline"): "pipeline",
+    ("kubeloop-storage", "kubeloop-s3-predictor"): "predictor",
+    ("kubeloop", "kubeloop-s3-predictor"): "predictor",
+    ("kubeflow", "kubeloop-s3-pipeline"): "pipeline",
+}
+CONSUMERS = {
+    ("Deployment", "kubeloop-storage", "minio"): {"kubeloop-s3-root"},
+    ("Job", "kubeloop-storage", "kubeloop-buckets"): {"kubeloop-s3-root", "kubeloop-s3-pipeline",
+                                                      "kubeloop-s3-predictor"},
+    ("ServingRuntime", "kubeloop", "kubeloop"): {"kubeloop-s3-predictor"},
+    ("ServiceAccount", "kubeloop", "kubeloop-predictor"): {"kubeloop-s3-predictor"},
+}
+
+
+def _secret_refs(node: Any) -> set[str]:
+    """Every Secret an object names: env secretKeyRef, envFrom, volumes, a ServiceAccount's secrets."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "secretKeyRef" or k == "secretRef":
+                found.add(v["name"])
+            elif k == "secret" and isinstance(v, dict) and "secretName" in v:
+                found.add(v["secretName"])
+            else:
+                found |= _secret_refs(v)
+    elif isinstance(node, list):
+        for item in node:
+            found |= _secret_refs(item)
+    return found
+
+
 def test_keys_reach_only_the_generated_secrets(manifests_copy: Path, rendered) -> None:
     for objs in rendered.values():
-        secrets = [o for o in objs if o["kind"] == "Secret"]
-        assert sorted(o["metadata"]["namespace"] for o in secrets) == ["kubeflow", "kubeloop"]
-        for s in secrets:
+        secrets = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in objs if o["kind"] == "Secret"}
+        assert set(secrets) == set(SECRET_NAMESPACES)
+        for where, s in secrets.items():
             decoded = {k: base64.b64decode(v).decode() for k, v in s["data"].items()}
-            assert decoded == {"AWS_ACCESS_KEY_ID": SENTINEL_KEY_ID, "AWS_SECRET_ACCESS_KEY": SENTINEL_SECRET}
+            key_id, secret = SENTINELS[SECRET_NAMESPACES[where]]
+            assert decoded == {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret}, where
         others = yaml.safe_dump_all([o for o in objs if o["kind"] != "Secret"])
-        for value in (SENTINEL_KEY_ID, SENTINEL_SECRET):
-            assert value not in others
-            assert base64.b64encode(value.encode()).decode() not in others
+        for key_id, secret in SENTINELS.values():
+            for value in (key_id, secret):
+                assert value not in others
+                assert base64.b64encode(value.encode()).decode() not in others
+
+
+def test_each_consumer_references_only_its_own_secret(rendered, example) -> None:
+    for where, obj in _all(rendered, example):
+        refs = _secret_refs(obj) | {s["name"] for s in obj.get("secrets", [])}
+        if obj["kind"] == "Secret":
+            continue
+        assert refs == CONSUMERS.get(key(obj), set()), (where, key(obj), refs)
+        # A reference resolves in the object's own namespace: each must exist there.
+        for name in refs:
+            assert (obj["metadata"]["namespace"], name) in SECRET_NAMESPACES, (where, key(obj), name)
+
+
+def test_secret_reference_check_sees_a_shared_key(rendered) -> None:
+    # The check above must fail where the predictor is handed the root keys.
+    runtime = copy.deepcopy(_one(rendered["kind"], "ServingRuntime", "kubeloop"))
+    runtime["spec"]["containers"][0]["env"].append(
+        {"name": "X", "valueFrom": {"secretKeyRef": {"name": "kubeloop-s3-root", "key": "AWS_ACCESS_KEY_ID"}}})
+    assert _secret_refs(runtime) != CONSUMERS[key(runtime)]
+
+
+def test_minio_root_keys_serve_only_minio_and_the_job(rendered) -> None:
+    for objs in rendered.values():
+        minio = _one(objs, "Deployment", "minio")
+        env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in minio["spec"]["template"]["spec"]["containers"][0]["env"]
+               if "valueFrom" in e}
+        assert env == {"MINIO_ROOT_USER": {"name": "kubeloop-s3-root", "key": "AWS_ACCESS_KEY_ID"},
+                       "MINIO_ROOT_PASSWORD": {"name": "kubeloop-s3-root", "key": "AWS_SECRET_ACCESS_KEY"}}
+        holders = {key(o) for o in objs if "kubeloop-s3-root" in _secret_refs(o)}
+        assert holders == {("Deployment", "kubeloop-storage", "minio"), ("Job", "kubeloop-storage", "kubeloop-buckets")}
+        # Pipelines may create InferenceServices in `kubeloop`, whose pods could be given
+        # any Secret there: only the predictor's may be there.
+        assert {key(o)[2] for o in objs if o["kind"] == "Secret" and key(o)[1] == "kubeloop"} == {
+            "kubeloop-s3-predictor"}
+
+
+def test_compiled_pipelines_reference_only_the_pipeline_secret(tmp_path: Path, monkeypatch) -> None:
+    import json
+
+    from kubeloop.cli import main
+    from kubeloop.config import Config, load_config
+    from kubeloop.deploy.inferenceservice import settings_from_config
+    from kubeloop.pipelines.monitoring import compile_monitoring
+
+    # Keys of this environment must never reach the YAML.
+    key_id, secret = SENTINELS["pipeline"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    config = MANIFESTS / "examples" / "churn-config.yaml"
+    training = tmp_path / "training.yaml"
+    assert main(["compile", "--config", str(config), "--output", str(training)]) == 0
+    monitoring = Path(compile_monitoring(load_config(config), str(tmp_path / "monitoring.yaml")))
+    for path in (training, monitoring):
+        text = path.read_text()
+        docs = list(yaml.safe_load_all(text))
+        platform = json.dumps(docs[1])
+        names = set(re.findall(r'"secretName": "([^"]+)"', platform))
+        assert names == {"kubeloop-s3-pipeline"}, (path.name, names)
+        for value in (key_id, secret):
+            assert value not in text and base64.b64encode(value.encode()).decode() not in text
+    # What the pipeline's deploy step gives a predictor: the predictor's Secret, not its own.
+    for cfg in (Config(), load_config(config)):
+        assert settings_from_config(cfg).credentials_secret == "kubeloop-s3-predictor"
 
 
 # --- workloads: limits, non-root, read-only root --------------------------------------
@@ -421,6 +538,10 @@ def test_rbac_grants_nothing_cluster_wide(rendered) -> None:
         (PIPELINE_SA, "get", "secrets", "", "kubeloop", False),
         (PIPELINE_SA, "list", "pods", "", "kubeloop", False),
         (PIPELINE_SA, "get", "secrets", "", "default", False),
+        (PIPELINE_SA, "get", "secrets", "", "kubeloop-storage", False),
+        (PIPELINE_SA, "create", "pods", "", "kubeloop-storage", False),
+        (PIPELINE_SA, "create", "jobs", "batch", "kubeloop-storage", False),
+        (PIPELINE_SA, "create", "inferenceservices", "serving.kserve.io", "kubeloop-storage", False),
         (PIPELINE_SA, "list", "namespaces", "", None, False),
         (PIPELINE_SA, "create", "clusterrolebindings", "rbac.authorization.k8s.io", None, False),
         # In its own namespace it has what every KFP run has, from KFP's Role.
@@ -429,6 +550,7 @@ def test_rbac_grants_nothing_cluster_wide(rendered) -> None:
         (PREDICTOR_SA, "get", "secrets", "", "kubeloop", False),
         (PREDICTOR_SA, "get", "inferenceservices", "serving.kserve.io", "kubeloop", False),
         (PREDICTOR_SA, "get", "configmaps", "", "kubeloop", False),
+        (PREDICTOR_SA, "get", "secrets", "", "kubeloop-storage", False),
     ],
 )
 def test_can_i(rendered, user, verb, resource, group, namespace, allowed) -> None:
@@ -579,9 +701,9 @@ def test_example_config_trains_the_example_inference_service(example) -> None:
     cfg = load_config(MANIFESTS / "examples" / "churn-config.yaml")
     isvc = _one(example, "InferenceService", cfg.model_name)
     assert isvc["spec"]["predictor"]["model"]["storageUri"].startswith(f"{cfg.registry}/{cfg.model_name}/versions/")
-    assert cfg.storage.endpoint_url == "http://minio.kubeloop.svc:9000"
+    assert cfg.storage.endpoint_url == "http://minio.kubeloop-storage.svc:9000"
     # The Secret the steps read exists where KFP runs them.
-    assert cfg.storage.credentials_secret == "kubeloop-s3"
+    assert cfg.storage.credentials_secret == "kubeloop-s3-pipeline"
 
 
 def _merge_patch(target: Any, patch: Any) -> Any:
@@ -616,28 +738,61 @@ def test_runbook_patches_keep_the_inference_service_valid(example) -> None:
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_help_lists_every_documented_target() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    documented = re.findall(r"^([A-Za-z0-9_-]+):.*## \S", makefile, re.M)
+    shown = subprocess.run(["make", "-s", "-C", str(REPO), "help"], capture_output=True, text=True, check=True,
+                           timeout=60).stdout
+    assert "s3-env" in documented
+    for target in documented:
+        assert f"make {target} " in shown, f"make help does not list {target}"
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_s3_env_writes_random_keys_once(tmp_path: Path) -> None:
     from tests.cluster_support import parse_env_file
 
-    (tmp_path / "manifests" / "base").mkdir(parents=True)
-    target = tmp_path / "manifests" / "base" / "s3.env"
+    base = tmp_path / "manifests" / "base"
+    base.mkdir(parents=True)
+    targets = {who: base / env_file(who) for who in S3_IDENTITIES}
 
     def make() -> None:
         subprocess.run(["make", "-s", "-f", str(REPO / "Makefile"), "-C", str(tmp_path), "s3-env"],
                        check=True, capture_output=True, timeout=60)
 
     make()
-    first = target.read_text()
-    keys = parse_env_file(target)
-    assert set(keys) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
-    # MinIO's minimums for a root user and password.
-    assert len(keys["AWS_ACCESS_KEY_ID"]) >= 3 and len(keys["AWS_SECRET_ACCESS_KEY"]) >= 20
-    assert target.stat().st_mode & 0o077 == 0, "readable by its owner only"
+    first = {who: t.read_text() for who, t in targets.items()}
+    keys = {who: parse_env_file(t) for who, t in targets.items()}
+    for who, pair in keys.items():
+        assert set(pair) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+        # MinIO's minimums for a user (and the root user) and its secret.
+        assert len(pair["AWS_ACCESS_KEY_ID"]) >= 3 and len(pair["AWS_SECRET_ACCESS_KEY"]) >= 20
+        assert targets[who].stat().st_mode & 0o077 == 0, "readable by its owner only"
+    # Three identities, three users: no key id or secret is shared.
+    for field in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert len({pair[field] for pair in keys.values()}) == len(S3_IDENTITIES)
     make()
-    assert target.read_text() == first, "an existing s3.env is never overwritten"
-    target.unlink()
+    assert {who: t.read_text() for who, t in targets.items()} == first, "an existing key file is never overwritten"
+    targets["predictor"].unlink()
     make()
-    assert parse_env_file(target)["AWS_SECRET_ACCESS_KEY"] != keys["AWS_SECRET_ACCESS_KEY"]
+    assert parse_env_file(targets["predictor"])["AWS_SECRET_ACCESS_KEY"] != keys["predictor"]["AWS_SECRET_ACCESS_KEY"]
+    assert targets["root"].read_text() == first["root"]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_s3_env_keeps_an_earlier_single_key_file_as_the_root_keys(tmp_path: Path) -> None:
+    from tests.cluster_support import parse_env_file
+
+    base = tmp_path / "manifests" / "base"
+    base.mkdir(parents=True)
+    (base / "s3.env").write_text("AWS_ACCESS_KEY_ID=old-root\nAWS_SECRET_ACCESS_KEY=old-root-secret-123456789\n")
+    subprocess.run(["make", "-s", "-f", str(REPO / "Makefile"), "-C", str(tmp_path), "s3-env"],
+                   check=True, capture_output=True, timeout=60)
+    # MinIO keeps the root user it was started with; the two new users get new keys.
+    assert parse_env_file(base / env_file("root"))["AWS_ACCESS_KEY_ID"] == "old-root"
+    assert (base / env_file("root")).stat().st_mode & 0o077 == 0
+    for who in ("pipeline", "predictor"):
+        assert parse_env_file(base / env_file(who))["AWS_ACCESS_KEY_ID"].startswith(f"kubeloop-{who}-")
 
 
 def test_runbook_installs_the_kserve_release_of_the_pinned_sdk_and_uses_real_targets() -> None:

@@ -66,7 +66,7 @@ def test_compile_time_keys_set_in_a_run_warn_and_keep_the_compiled_value():
     cfg, warnings = resolve_settings(run_cfg, target="y", compiled=compiled)
     assert cfg.image == "reg.example/kubeloop:1"
     assert cfg.train.parallelism == 3
-    assert cfg.storage.credentials_secret == "kubeloop-s3"
+    assert cfg.storage.credentials_secret == "kubeloop-s3-pipeline"
     # Run-time keys next to them still apply.
     assert cfg.train.search_iterations == 2 and cfg.storage.region == "eu-west-1"
     joined = "\n".join(warnings)

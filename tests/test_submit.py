@@ -172,14 +172,14 @@ def test_submit_creates_a_run_on_the_configured_image(kfp_server: FakeKfp, capsy
     assert params["data_uri"] == "s3://data/churn.csv"
     assert params["model_name"] == "churn"
     assert params["registry"] == "s3://models/registry"
-    assert params["config"]["storage"]["endpoint_url"] == "http://minio.kubeloop.svc:9000"
+    assert params["config"]["storage"]["endpoint_url"] == "http://minio.kubeloop-storage.svc:9000"
     # A run parameter of its own, never inside config (one source per value).
     assert params["target"] == "churned" and "target" not in params["config"]
     assert params["deploy"] is False
     assert _executor_images(run["pipeline_spec"]) == {IMAGE}
     # Steps get the S3 keys from the Secret by name; no key value travels with the run.
     platform = json.dumps(run["pipeline_spec"]["platform_spec"])
-    assert '"secretName": "kubeloop-s3"' in platform or '"secretNameParameter"' in platform
+    assert '"secretName": "kubeloop-s3-pipeline"' in platform or '"secretNameParameter"' in platform
     (experiment,) = kfp_server.posted("/experiments")
     assert experiment["display_name"] == "kubeloop"
     assert "Experiment details" in err  # the client's chatter went to stderr

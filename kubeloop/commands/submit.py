@@ -32,7 +32,7 @@ DEFAULT_EXPERIMENT = "kubeloop"
 DEFAULT_SERVICE_ACCOUNT = "kubeloop-pipeline"
 # What pipeline pods use when the config names no storage: the in-cluster MinIO
 # of manifests/ and the registry bucket the bucket Job creates.
-CLUSTER_S3_ENDPOINT = "http://minio.kubeloop.svc:9000"
+CLUSTER_S3_ENDPOINT = "http://minio.kubeloop-storage.svc:9000"
 CLUSTER_REGISTRY = "s3://models/registry"
 PIPELINES = ("training", "monitoring")
 

@@ -155,8 +155,9 @@ class ServingSettings:
     s3_endpoint: str | None = None
     s3_region: str | None = None
     # The Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY the predictor
-    # needs to write logs to (or read a shadow model from) S3.
-    credentials_secret: str | None = "kubeloop-s3"
+    # needs to write logs to (or read a shadow model from) S3: the predictor's
+    # own keys (canary.credentials_secret), never the pipeline's.
+    credentials_secret: str | None = "kubeloop-s3-predictor"
 
     def __post_init__(self) -> None:
         if self.mode not in DEPLOYMENT_MODES:
@@ -196,7 +197,7 @@ def settings_from_config(cfg: Config, **overrides: Any) -> ServingSettings:
         log_uri=c.log_uri,
         s3_endpoint=cfg.storage.endpoint_url,
         s3_region=cfg.storage.region,
-        credentials_secret=cfg.storage.credentials_secret,
+        credentials_secret=c.credentials_secret,
     )
     values.update({k: v for k, v in overrides.items() if v is not None})
     return ServingSettings(**values)
