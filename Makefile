@@ -79,8 +79,8 @@ compile: $(STAMP) ## Write the pipeline YAML into dist/ (IMAGE=... to choose the
 
 bench: bench-overhead bench-serving bench-drift bench-gate ## Every benchmark, each a ratio against the stock alternative in the same run
 
-bench-overhead: $(STAMP) ## Framework overhead: `kubeloop run` vs a plain script on 1M rows x 20 columns
-	$(BIN)/python bench/bench_overhead.py
+bench-overhead: $(STAMP) ## Framework overhead: `kubeloop run` vs a plain script on 1M rows x 20 columns, quiet and beside a busy process
+	$(BIN)/python bench/bench_overhead.py --busy
 
 bench-storage: $(STAMP) ## Round trip of a 500 MB artifact through S3: throughput and peak memory
 	$(BIN)/python bench/bench_storage.py

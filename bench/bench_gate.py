@@ -115,9 +115,11 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=20_000, help="test rows of the bootstrap")
     ap.add_argument("--replicates", type=int, default=1000)
     ap.add_argument("--fingerprint-rows", type=int, default=1_000_000)
+    ap.add_argument("--large-rows", type=int, default=150_000,
+                    help="test rows of the sampled bootstrap (above gate.bootstrap_max_rows)")
     args = ap.parse_args()
     bench_paired(args.rows, args.replicates)
-    bench_large(150_000)
+    bench_large(args.large_rows)
     bench_fingerprints(args.fingerprint_rows)
 
 

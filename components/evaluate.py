@@ -694,6 +694,8 @@ class Champion:
     rows: FingerprintSet | None = None
     error: str | None = None
     note: str | None = None
+    # The positive label its schema was registered with (None: not binary, or unknown).
+    positive_label: Any = None
 
 
 @dataclass
@@ -999,7 +1001,15 @@ def load_champion(registry: Any, model_name: str, alias: str = "production") -> 
         )
     except FingerprintError as exc:
         note = f"{version}'s row fingerprints cannot be read ({exc}); not used"
-    return Champion(version, model=model, rows=rows, note=note)
+    return Champion(version, model=model, rows=rows, note=note,
+                    positive_label=_registered_positive(registry, model_name, version))
+
+
+def _registered_positive(registry: Any, model_name: str, version: str) -> Any:
+    try:
+        return (registry.read_json(model_name, version, "schema.json") or {}).get("positive_label")
+    except Exception:  # noqa: BLE001 (the label is a note for the gate, never a reason to fail)
+        return None
 
 
 def evaluate_step(
@@ -1031,6 +1041,11 @@ def evaluate_step(
     doc = ev.to_dict()
     if champion.error:
         doc["champion_error"] = champion.error
+    if champion.positive_label is not None:
+        # Both models are scored for the challenger's positive label on the same rows;
+        # the gate says so when the champion was registered under another one.
+        doc["champion_positive_label"] = champion.positive_label
+        doc["positive_label"] = schema.get("positive_label")
     if champion.note and doc.get("champion_comparison") is not None:
         # The registry's reason (no file, altered file) is more specific than "no set".
         doc["champion_comparison"]["note"] = champion.note

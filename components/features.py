@@ -21,17 +21,19 @@ with the model, so serving runs exactly the code training ran. Steps:
       rare levels pooled into one "infrequent" code beyond ``max_categories``),
       NaN for missing or unseen values. Training treats every ``cat__`` column as
       categorical.
-    - ``dt__<col>_<part>``: datetime parts (``DateParts``), median-imputed.
+    - ``dt__<col>_<part>``: datetime parts (``DateParts``), standardized then
+      median-imputed like the numeric columns.
 
     Text, id and ignored columns are not used, nor is a row number (``row_number_columns``:
     the unnamed first column pandas and R write, or an index-like name holding
     0..n-1 / 1..n), which in a sorted export would leak the order of the rows.
 
-    The time column gives only its recurring parts (month, day, day of week, hour)
-    by default: its year or days since 1970 lie, under a time split, beyond every
-    training value, so a model could only extrapolate from them. With
-    ``features.absolute_time`` they are added. A numeric time column holding epoch
-    seconds/milliseconds is read as times the same way; one holding a year (or
+    Every datetime column gives only its recurring parts (month, day, day of week,
+    hour) by default: its year or days since 1970 lie, for rows scored later (and
+    under a time split for the test rows), beyond every training value, so a model
+    could only extrapolate from them. With ``features.absolute_time`` they are added
+    (``dropped_absolute_parts`` names what each column loses without it). A numeric
+    time column holding epoch seconds/milliseconds is read as times the same way; one holding a year (or
     numbers of no known unit) is used, as a number, only with ``absolute_time``.
 ``float32``
     Casts the output to float32 (half the memory of float64 for the models).
@@ -252,9 +254,9 @@ class DateParts(TransformerMixin, BaseEstimator):
     a time of day, and days since 1970-01-01 for the columns in ``days_since_epoch``.
     Columns in ``recurring_only`` get no year: only the parts that recur.
 
-    scikit-learn has no datetime encoder. The split key (the time column) gets only
-    the recurring parts unless absolute time is asked for: under a temporal split its
-    test values lie beyond anything the model saw, and only calendar parts generalise.
+    scikit-learn has no datetime encoder. Datetime columns get only the recurring
+    parts unless absolute time is asked for: rows scored later (under a temporal split,
+    the test rows) lie beyond anything the model saw, and only calendar parts generalise.
     """
 
     _NS_PER_DAY = 86_400 * 10**9
@@ -428,6 +430,21 @@ def _used_columns(
     }
 
 
+ABSOLUTE_PARTS = ("year", "days_since_epoch")
+
+
+def dropped_absolute_parts(schema: Schema, *, absolute_time: bool = False) -> dict[str, list[str]]:
+    """Datetime feature columns other than the time column, each with the absolute parts
+    (year, days since 1970) it does not give without ``features.absolute_time``; the
+    time column never gave them, so only these changed when the rule became general."""
+    if absolute_time:
+        return {}
+    time_col = schema.get("time_column")
+    return {
+        c: list(ABSOLUTE_PARTS) for c in columns_of_kind(schema, "datetime") if c != time_col
+    }
+
+
 def build_feature_transformer(
     schema: Schema,
     *,
@@ -438,8 +455,8 @@ def build_feature_transformer(
 ) -> Pipeline:
     """The unfitted preprocessing pipeline for ``schema`` (pandas float32 output).
 
-    ``absolute_time`` adds the time column's year and days since 1970 (or a numeric
-    time column itself); ``time_unit`` is what a numeric time column holds
+    ``absolute_time`` adds every datetime column's year and days since 1970 (and a
+    numeric time column itself); ``time_unit`` is what a numeric time column holds
     (``numeric_time_unit``); ``row_numbers`` are columns left out as row numbers
     (``row_number_columns`` finds them; the schema's own profile is always checked).
     """
@@ -488,13 +505,17 @@ def build_feature_transformer(
         )
         transformers.append(("cat", encoder, categorical))
     if datetimes:
-        absolute = [c for c in datetimes if c != time_col or absolute_time]
+        absolute = list(datetimes) if absolute_time else []
         parts = DateParts(
             days_since_epoch=tuple(absolute),
             recurring_only=tuple(c for c in datetimes if c not in absolute),
         )
+        # Scaled like the numeric columns: a linear model fitted by lbfgs on raw parts
+        # (days since 1970 near 20,000 beside standardized numbers) stops with every
+        # coefficient at zero. Trees split the same on scaled values.
         impute = SimpleImputer(strategy=_median, keep_empty_features=True)
-        transformers.append(("dt", Pipeline([("parts", parts), ("impute", impute)]), datetimes))
+        steps = [("parts", parts), ("scale", StandardScaler()), ("impute", impute)]
+        transformers.append(("dt", Pipeline(steps), datetimes))
 
     epoch = time_col in datetimes and schema["columns"][time_col].get("kind") == "numeric"
     check = InputCheck(
@@ -563,6 +584,7 @@ def feature_summary(fitted: Pipeline, schema: Schema) -> dict[str, Any]:
         "n_output_columns": len(outputs),
         "row_number_columns": [c for c in feature_columns(schema) if c not in check.columns],
         "time_column": _time_summary(fitted, schema),
+        "dropped_absolute_parts": _dropped_parts(fitted, schema),
         "missing_indicators": [],
         "categories": {},
         "infrequent_categories": {},
@@ -582,6 +604,15 @@ def feature_summary(fitted: Pipeline, schema: Schema) -> dict[str, Any]:
             summary["categories"][str(name)] = [v for v in kept if v not in pooled]
             summary["infrequent_categories"][str(name)] = rare
     return summary
+
+
+def _dropped_parts(fitted: Pipeline, schema: Schema) -> dict[str, list[str]]:
+    columns: ColumnTransformer = fitted.named_steps["columns"]
+    if "dt" not in columns.named_transformers_:
+        return {}
+    parts: DateParts = columns.named_transformers_["dt"].named_steps["parts"]
+    absolute = set(parts.days_since_epoch)
+    return {c: parts_ for c, parts_ in dropped_absolute_parts(schema).items() if c not in absolute}
 
 
 def _time_summary(fitted: Pipeline, schema: Schema) -> dict[str, Any] | None:

@@ -330,13 +330,32 @@ def _decision(
 
 def decide_from_evaluation(evaluation: dict[str, Any], policy: GateConfig) -> GateDecision:
     """``decide`` on the document the evaluate step writes (``evaluation.json``)."""
-    return decide(
+    decision = decide(
         task=evaluation["task"],
         policy=policy,
         champion=evaluation.get("champion_comparison"),
         baseline=evaluation.get("baseline_comparison"),
         champion_version=evaluation.get("champion_version"),
         champion_error=evaluation.get("champion_error"),
+    )
+    note = positive_label_note(evaluation)
+    if note:
+        decision.notes.append(note)
+    return decision
+
+
+def positive_label_note(evaluation: dict[str, Any]) -> str | None:
+    """A champion registered with another positive label (the minority rule of earlier
+    releases) is compared on the challenger's class: the evaluate step scores both
+    models on the same test rows for the same label, and the decision says so."""
+    theirs, ours = evaluation.get("champion_positive_label"), evaluation.get("positive_label")
+    if theirs is None or ours is None or str(theirs) == str(ours):
+        return None
+    version = evaluation.get("champion_version") or "the champion"
+    return (
+        f"{version} was registered with positive label {theirs!r}; both models were scored "
+        f"for {ours!r} on the same test rows, so the comparison is of the same class "
+        f"(its registered metrics, for {theirs!r}, are not comparable with this run's)"
     )
 
 

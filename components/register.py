@@ -81,6 +81,9 @@ def lineage(
             "params": candidate.get("params"),
             "valid_score": candidate.get("valid_score"),
             "metric": candidate.get("metric"),
+            "warnings": candidate.get("warnings") or [],
+            "vs_baseline": candidate.get("vs_baseline"),
+            "learning_note": candidate.get("learning_note"),
         },
         "config": config,
         "seeds": {"split": (config.get("split") or {}).get("seed"),
@@ -127,6 +130,18 @@ def _disparity_rows(disparity: dict[str, Any], metric: str | None) -> list[str]:
         if d.get("note"):
             notes.append(f"- `{col}`: {d['note']}")
     return rows + ([""] + notes if notes else [])
+
+
+def _training_notes(cand: dict[str, Any]) -> list[str]:
+    from kubeloop.components.train import candidate_notes
+
+    notes = [cand["learning_note"]] if cand.get("learning_note") else []
+    return notes + candidate_notes(cand)
+
+
+def _candidate_lines(cand: dict[str, Any]) -> list[str]:
+    # A model that did not learn, or whose fit warned, says so where it is described.
+    return [f"- **Note**: {note}" for note in _training_notes(cand)]
 
 
 def model_card(
@@ -181,6 +196,7 @@ def model_card(
         "",
         f"- Family: {cand.get('family')}, chosen on validation {cand.get('metric')} = {_f(cand.get('valid_score'))}",
         f"- Parameters: `{cand.get('params')}`",
+        *_candidate_lines(cand),
         "",
         "## Metrics (held-out test set)",
         "",
@@ -376,6 +392,8 @@ def register_run(
         "version": info.version,
         "task": schema["task"],
         "family": candidate.get("family"),
+        # A model that learnt nothing, or whose fit warned, is said so in the summary.
+        "training_notes": _training_notes(candidate),
         "metrics": evaluation["metrics"],
         "baseline_metrics": evaluation.get("baseline_metrics"),
         "champion_metrics": evaluation.get("champion_metrics"),

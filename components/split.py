@@ -1,8 +1,11 @@
 """Split stage: cut the validated dataset into train, valid and test.
 
 Exact duplicate rows are dropped first (the first copy is kept), so an identical
-row can never be trained on and then scored as "unseen". The strategy follows
-from the schema, in this order of precedence:
+row can never be trained on and then scored as "unseen". Where repeated rows are
+real observations (survey answers on small scales, repeated measurements),
+``split.duplicates: keep`` assigns every row on its own, copies included: dropping
+them would remove the frequencies a model learns from. The strategy follows from
+the schema, in this order of precedence:
 
 1. ``time_column`` set -> **temporal**: rows are ordered by time; the oldest go
    to train, then valid, the newest to test. The cuts are at the configured row
@@ -93,9 +96,15 @@ def split_dataset(df: pd.DataFrame, schema: Schema, cfg: SplitConfig) -> Splits:
         )
 
     hashes = _row_hashes(df)
-    duplicated = _duplicated(hashes)
-    n_duplicates = int(duplicated.sum())
-    pos = np.flatnonzero(~duplicated)
+    keep = cfg.duplicates == "keep"
+    if keep:
+        # Repeated rows are observations (survey answers, repeated measurements): every
+        # row is assigned on its own, so copies may sit in different splits.
+        n_duplicates, pos = 0, np.arange(len(df))
+    else:
+        duplicated = _duplicated(hashes)
+        n_duplicates = int(duplicated.sum())
+        pos = np.flatnonzero(~duplicated)
     n_newer = 0
     if strategy in TEMPORAL_STRATEGIES:
         parts, stratified = _temporal(df, pos, schema, cfg, n_duplicates), False
@@ -120,9 +129,15 @@ def split_dataset(df: pd.DataFrame, schema: Schema, cfg: SplitConfig) -> Splits:
             f"the test period or later ({schema['time_column']!r}); they were dropped so that no "
             "training row is newer than the test period"
         )
+    summary["duplicates"] = cfg.duplicates
+    if keep:
+        summary["rows"]["duplicates_kept"] = int(_duplicated(hashes).sum())
     splits = Splits(**frames, summary=summary, source_rows=parts)
-    # The split checks itself: the row hashes are the ones duplicates were found with.
-    _check_disjoint(splits, schema, {name: hashes[p] for name, p in parts.items()})
+    # The split checks itself: the row hashes are the ones duplicates were found with;
+    # with duplicates kept, identical rows may be shared, and only positions are checked.
+    _check_disjoint(
+        splits, schema, {name: hashes[p] for name, p in parts.items()}, identical_rows=not keep
+    )
     return splits
 
 
@@ -160,11 +175,19 @@ def _duplicated_rows(df: pd.DataFrame) -> np.ndarray:
 def assert_disjoint(splits: Splits, schema: Schema) -> None:
     """Raise ``SplitError`` if a row, an identical row, an id or (temporal) a time range
     is shared by two splits, or (with an id and a time column) a train or valid row
-    is as new as the test period."""
-    _check_disjoint(splits, schema, None)
+    is as new as the test period. Identical rows may be shared when the split kept
+    duplicates (``split.duplicates: keep``)."""
+    keep = splits.summary.get("duplicates") == "keep"
+    _check_disjoint(splits, schema, None, identical_rows=not keep)
 
 
-def _check_disjoint(splits: Splits, schema: Schema, hashes: dict[str, np.ndarray] | None) -> None:
+def _check_disjoint(
+    splits: Splits,
+    schema: Schema,
+    hashes: dict[str, np.ndarray] | None,
+    *,
+    identical_rows: bool = True,
+) -> None:
     frames = splits.frames()
     problems: list[str] = []
     pairs = [("train", "valid"), ("train", "test"), ("valid", "test")]
@@ -178,12 +201,13 @@ def _check_disjoint(splits: Splits, schema: Schema, hashes: dict[str, np.ndarray
                     f"(positions {shared[:5].tolist()})"
                 )
 
-    if hashes is None:
-        hashes = {n: _row_hashes(f) for n, f in frames.items()}
-    for a, b in pairs:
-        shared = np.intersect1d(hashes[a], hashes[b])
-        if shared.size:
-            problems.append(f"{shared.size} identical row(s) are in both {a} and {b}")
+    if identical_rows:
+        if hashes is None:
+            hashes = {n: _row_hashes(f) for n, f in frames.items()}
+        for a, b in pairs:
+            shared = np.intersect1d(hashes[a], hashes[b])
+            if shared.size:
+                problems.append(f"{shared.size} identical row(s) are in both {a} and {b}")
 
     id_col = schema.get("id_column")
     if id_col:

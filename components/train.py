@@ -890,6 +890,77 @@ def model_inputs(
     return pd.DataFrame(X, columns=columns, index=inputs.index, copy=False), labelled[target].to_numpy()
 
 
+# The validation bootstrap that says whether a candidate beat the baseline: a few
+# hundred paired replicates on at most 20,000 rows cost well under a second.
+NOISE_REPLICATES = 300
+NOISE_CONFIDENCE = 0.95
+
+
+def _outputs(model: Any, X: pd.DataFrame, task: str, labels: Sequence[Any]) -> np.ndarray:
+    with _threads(X):
+        if task == "classification":
+            proba = np.asarray(model.predict_proba(X), dtype=np.float64)
+            return _proba_over(proba, list(model.classes_), labels)
+        return np.asarray(model.predict(X), dtype=np.float64)
+
+
+def compare_with_baseline(
+    head: Any,
+    X_train: pd.DataFrame,
+    y_train: np.ndarray,
+    X_valid: pd.DataFrame,
+    y_valid: np.ndarray,
+    *,
+    task: str,
+    metric: str,
+    positive_label: Any = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """How much ``head`` beats the trivial baseline on the validation rows, paired and
+    bootstrapped (``kubeloop.paired``): ``within_noise`` when the lower end of the
+    improvement's interval is not above 0, i.e. the candidate did not show it learnt
+    anything the class priors (or the mean) do not already give."""
+    from kubeloop.components.evaluate import _resolve_positive
+    from kubeloop.paired import paired_bootstrap
+
+    baseline = fit_baseline(X_train, y_train, task=task)
+    labels = list(np.unique(y_train)) if task == "classification" else []
+    positive = None
+    if task == "classification":
+        y = pd.Index(labels).get_indexer(y_valid)
+        if (y < 0).any():
+            raise TrainError("y_valid has labels that are not in y_train")
+        positive = _resolve_positive(positive_label, labels)
+    else:
+        y = np.asarray(y_valid, dtype=np.float64)
+    estimate = paired_bootstrap(
+        task, y, _outputs(head, X_valid, task, labels), _outputs(baseline, X_valid, task, labels),
+        [metric], positive=positive, confidence=NOISE_CONFIDENCE, n_bootstrap=NOISE_REPLICATES,
+        seed=seed,
+    )[metric]
+    low = estimate.low
+    return _plain(
+        {
+            "metric": metric,
+            "baseline_score": estimate.reference,
+            "estimate": estimate.estimate,
+            "low": low,
+            "high": estimate.high,
+            "confidence": NOISE_CONFIDENCE,
+            "n_rows": estimate.n_rows,
+            # An undefined interval (one class in validation) cannot show learning.
+            "within_noise": low is None or low <= 0.0,
+        }
+    )
+
+
+def _try_compare_with_baseline(result: CandidateResult, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    try:
+        return compare_with_baseline(result.estimator, *args, **kwargs)
+    except Exception as exc:  # the candidate stands; only the judgement is missing
+        return {"metric": result.metric, "within_noise": None, "error": _short(exc)}
+
+
 def train_candidate(
     family: str,
     train_df: pd.DataFrame,
@@ -907,29 +978,104 @@ def train_candidate(
     common = dict(task=schema["task"], metric=metric, positive_label=schema.get("positive_label"))
     if family == BASELINE:
         result = baseline_candidate(X_tr, y_tr, X_va, y_va, **common)
+        return compose_model(transformer, result.estimator), candidate_to_dict(result)
+    result = search_family(family, X_tr, y_tr, X_va, y_va, cfg=cfg, **common)
+    record = candidate_to_dict(result)
+    record["vs_baseline"] = _try_compare_with_baseline(
+        result, X_tr, y_tr, X_va, y_va, seed=cfg.seed, **common
+    )
+    return compose_model(transformer, result.estimator), record
+
+
+def within_noise(record: dict[str, Any]) -> bool:
+    """The candidate's validation score is within noise of the baseline's."""
+    return bool((record.get("vs_baseline") or {}).get("within_noise"))
+
+
+def candidate_notes(record: dict[str, Any]) -> list[str]:
+    """What a user must know about a candidate that may not have learnt: a score within
+    noise of the baseline, and the warnings of its final fit (convergence first)."""
+    notes = []
+    vs = record.get("vs_baseline") or {}
+    if vs.get("within_noise"):
+        notes.append(
+            f"within noise of the baseline: {vs.get('metric')} {_fmt(record.get('valid_score'))} "
+            f"against {_fmt(vs.get('baseline_score'))}, improvement {_fmt(vs.get('estimate'))} "
+            f"({vs.get('confidence', NOISE_CONFIDENCE):.0%} interval {_fmt(vs.get('low'))} to "
+            f"{_fmt(vs.get('high'))})"
+        )
+    notes += [f"fit warned: {w}" for w in record.get("warnings") or []]
+    return notes
+
+
+def _fmt(value: Any) -> str:
+    number = _usable_score(value)
+    return "n/a" if number is None else f"{number:.4f}"
+
+
+def _advice(family: str, record: dict[str, Any]) -> str:
+    warned = " ".join(record.get("warnings") or [])
+    tips = []
+    if "ConvergenceWarning" in warned:
+        tips.append("its solver did not converge: look for unscaled or near-constant columns")
+    if family == "linear":
+        tips.append("a tree family (train.families: [linear, hist_gradient_boosting]) for "
+                    "interactions and thresholds a linear model cannot express")
     else:
-        result = search_family(family, X_tr, y_tr, X_va, y_va, cfg=cfg, **common)
-    return compose_model(transformer, result.estimator), candidate_to_dict(result)
+        tips.append("another family (train.families) or a larger search (train.search_iterations)")
+    tips.append("check that the features carry signal about the target (the validation report "
+                "lists the columns used and left out)")
+    return "; ".join(tips)
+
+
+def learning_note(results: Iterable[dict[str, Any]], families: Sequence[str] | None = None) -> str | None:
+    """Why the run has no model that learnt anything, or None when one did: every
+    candidate's validation score is within noise of the baseline. Names the families
+    and what to try; with a single allowed family, that family."""
+    candidates = [r for r in results if r.get("family") != BASELINE]
+    if not candidates or not all(within_noise(r) for r in candidates):
+        return None
+    names = [str(r.get("family")) for r in candidates]
+    allowed = list(families) if families else names
+    head = (
+        f"the only allowed family, {names[0]}, learnt nothing"
+        if len(allowed) == 1
+        else f"no family learnt anything ({', '.join(names)})"
+    )
+    detail = "; ".join(
+        f"{r.get('family')}: {candidate_notes(r)[0]}" for r in candidates
+    )
+    tips = "; ".join(f"for {r.get('family')} try {_advice(str(r.get('family')), r)}" for r in candidates[:1])
+    return f"{head}: {detail}. To try: {tips}."
 
 
 def leaderboard_markdown(results: Iterable[dict[str, Any]], metric: str, *, chosen: str) -> str:
-    """The candidates ranked on validation, for the KFP UI and the registry."""
+    """The candidates ranked on validation, for the KFP UI and the registry; a
+    candidate within noise of the baseline or whose fit warned says so."""
+    items = list(results)
     lines = [
         f"# Candidates on the validation split ({metric})",
         "",
-        "| rank | family | " + metric + " | settings tried | search s | final fit s | best settings |",
-        "|---:|---|---:|---:|---:|---:|---|",
+        "| rank | family | " + metric + " | settings tried | search s | final fit s | best settings "
+        "| notes |",
+        "|---:|---|---:|---:|---:|---:|---|---|",
     ]
-    for rank, item in enumerate(leaderboard(results, metric), start=1):
+    for rank, item in enumerate(leaderboard(items, metric), start=1):
         value = _usable_score(item.get("valid_score"))
         shown = "n/a" if value is None else f"{value:.4f}"
         mark = " **(chosen)**" if item.get("family") == chosen else ""
+        if within_noise(item):
+            mark += " (within noise of the baseline)"
         params = ", ".join(f"{k}={v}" for k, v in sorted((item.get("params") or {}).items()))
+        notes = "; ".join(candidate_notes(item)).replace("|", "\\|") or "-"
         lines.append(
             f"| {rank} | {item.get('family')}{mark} | {shown} | {len(item.get('search') or [])} "
             f"| {float(item.get('search_seconds') or 0):.1f} | {float(item.get('fit_seconds') or 0):.1f} "
-            f"| {params or '-'} |"
+            f"| {params or '-'} | {notes} |"
         )
+    note = learning_note(items)
+    if note:
+        lines += ["", f"**No candidate learnt anything**: {note}"]
     return "\n".join(lines) + "\n"
 
 
@@ -1029,7 +1175,7 @@ def select_op(
     import os
     import shutil
 
-    from kubeloop.components.train import leaderboard_markdown, select_best
+    from kubeloop.components.train import leaderboard_markdown, learning_note, select_best
     from kubeloop.config import Config
     from kubeloop.metric_names import primary_metric
     from kubeloop.progress import stage
@@ -1041,9 +1187,17 @@ def select_op(
         records = [json.loads(open(os.path.join(c.path, "candidate.json")).read()) for c in candidates]
         index = select_best(records, metric)
         chosen = records[index]
+        note = learning_note(records, cfg.train.families)
         shutil.copytree(candidates[index].path, best.path, dirs_exist_ok=True)
+        if note:
+            # The chosen record travels to the model card and the run summary.
+            chosen["learning_note"] = note
+            with open(os.path.join(best.path, "candidate.json"), "w") as f:
+                json.dump(chosen, f, indent=2, allow_nan=False)
         with open(leaderboard.path, "w") as f:
             f.write(leaderboard_markdown(records, metric, chosen=chosen["family"]))
         best.metadata.update({"family": chosen["family"], "valid_score": chosen["valid_score"]})
         st.result = f"{chosen['family']} (valid {metric} {chosen['valid_score']:.4f})"
+        if note:
+            st.result += f"; WARNING: {note}"
         st.details = {"family": chosen["family"]}

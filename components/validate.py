@@ -482,6 +482,51 @@ def _minority(counts: dict[Any, int]) -> Any:
     return min(reversed(labels), key=lambda label: counts[label])
 
 
+# The words that name the positive class of a binary target, as scikit-learn (pos_label=1)
+# and most users read them; compared case-insensitively.
+POSITIVE_WORDS = ("1", "true", "yes", "y", "positive", "pos")
+
+
+def _names_positive(label: Any, other: Any) -> bool:
+    if isinstance(label, bool):
+        return label
+    if isinstance(label, (int, float)):
+        # 1 is positive beside 0 or -1; among other codes (1 and 2) 1 names no class.
+        return float(label) == 1.0 and isinstance(other, (int, float)) and float(other) in (0.0, -1.0)
+    return str(label).strip().lower() in POSITIVE_WORDS
+
+
+def conventional_positive(labels: list[Any]) -> Any | None:
+    """The label of a binary target that names the positive class (``POSITIVE_WORDS``),
+    or None when neither or both do."""
+    if len(labels) != 2:
+        return None
+    a, b = labels
+    named = [x for x, other in ((a, b), (b, a)) if _names_positive(x, other)]
+    return named[0] if len(named) == 1 else None
+
+
+def choose_positive(counts: dict[Any, int], given: Any = None) -> tuple[Any, str]:
+    """The positive label of a binary target and why: ``given`` (the config's
+    ``positive_label``) when it is a label, else the conventional one, else the minority."""
+    labels = list(counts)
+    chosen = _match_label(given, labels)
+    if chosen is not None:
+        return chosen, "set by positive_label in the configuration"
+    conventional = conventional_positive(labels)
+    if conventional is not None:
+        return conventional, (
+            f"{conventional!s} names the positive class ({', '.join(POSITIVE_WORDS)}, any case); "
+            "set positive_label to choose the other"
+        )
+    minority = _minority(counts)
+    total = sum(counts.values())
+    return minority, (
+        f"the minority class ({counts[minority]} of {total} rows): neither label is one of "
+        f"{', '.join(POSITIVE_WORDS)}; set positive_label to choose the other"
+    )
+
+
 # --- schema ------------------------------------------------------------------------
 
 
@@ -532,6 +577,7 @@ def _build_schema(
     time_column: str | None,
     id_column: str | None,
     positive_label: Any,
+    positive_reason: str | None = None,
 ) -> Schema:
     columns: dict[str, Any] = {}
     for name, p in profiles.items():
@@ -539,19 +585,21 @@ def _build_schema(
         columns[name] = _column_entry(p, role, reason)
     labels: list[Any] | None = None
     positive: Any = None
+    reason: str | None = None
     if task == "classification":
         counts = _class_counts(df[target])
         labels = list(counts)
         if len(labels) == 2:
-            positive = _match_label(positive_label, labels)
-            if positive is None:
-                positive = _minority(counts)
+            positive, reason = choose_positive(counts, positive_label)
+            if positive_reason is not None:
+                reason = positive_reason
     return {
         "schema_version": SCHEMA_VERSION,
         "target": target,
         "task": task,
         "labels": labels,
         "positive_label": positive,
+        "positive_label_reason": reason,
         "time_column": time_column,
         "id_column": id_column,
         "n_rows": len(df),
@@ -1360,10 +1408,26 @@ def validate(
         labels = list(_class_counts(df[target]))
         positive, label_problems = _resolve_positive(target, labels, positive_label, reference)
         found += label_problems
+    kept = None
+    if positive is not None and positive_label is None and reference is not None:
+        kept = _kept_positive_reason(positive, list(_class_counts(df[target])))
     clean_time = time_column if time_column in df.columns else None
     clean_id = id_column if id_column in df.columns else None
-    schema = _build_schema(df, profiles, target, resolved, clean_time, clean_id, positive)
+    schema = _build_schema(df, profiles, target, resolved, clean_time, clean_id, positive, kept)
     return ValidationResult(schema, found, resolved)
+
+
+def _kept_positive_reason(positive: Any, labels: list[Any]) -> str:
+    # Metrics compare with the production model's only for the same class, so its label
+    # stays, even one chosen under the earlier minority rule.
+    reason = "kept from the production model, whose metrics are for this class"
+    conventional = conventional_positive(labels)
+    if conventional is not None and _label_key(conventional) != _label_key(positive):
+        reason += (
+            f" (the conventional choice would be {conventional!s}: set positive_label to it "
+            "with a new model name to change)"
+        )
+    return reason
 
 
 def _resolve_positive(
@@ -1472,7 +1536,9 @@ def report_markdown(anomalies: list[Anomaly], schema: Schema | None, *, dataset_
         if schema.get("labels") is not None:
             summary += f" Labels: {_cell(', '.join(map(str, schema['labels'][:20])))}."
         if schema.get("positive_label") is not None:
-            summary += f" Positive label: {_cell(schema['positive_label'])}."
+            summary += f" Positive label: {_cell(schema['positive_label'])}"
+            reason = schema.get("positive_label_reason")
+            summary += f" ({_cell(reason)})." if reason else "."
     lines += [summary, "", "## Anomalies", ""]
     if anomalies:
         lines += ["| severity | check | column | problem |", "|---|---|---|---|"]
@@ -1558,9 +1624,32 @@ def validate_step(
         # Ingest dropped it before anything could learn from it; the report says so.
         result.anomalies.append(Anomaly(ROW_NUMBER_DROPPED, d["column"] or None, WARNING,
                                         f"column dropped at ingest: {d['reason']}"))
+    if result.schema is not None:
+        result.anomalies += absolute_time_notes(result.schema, absolute_time=cfg.features.absolute_time)
     if not result.blocking:
         cfg.check_gate_metrics(result.schema["task"])
     return ValidateOutcome(result, champion)
+
+
+ABSOLUTE_TIME_DROPPED = "absolute_time_dropped"
+_PART_NAMES = {"year": "year", "days_since_epoch": "days since 1970"}
+
+
+def absolute_time_notes(schema: Schema, *, absolute_time: bool) -> list[Anomaly]:
+    """A warning for each datetime column whose absolute parts (year, days since 1970)
+    are not features without ``features.absolute_time``: earlier releases used them."""
+    from kubeloop.components.features import dropped_absolute_parts
+
+    return [
+        Anomaly(
+            ABSOLUTE_TIME_DROPPED, column, WARNING,
+            f"datetime column {column!r} gives only its recurring parts (month, day, day of "
+            f"week, hour): its {' and '.join(_PART_NAMES.get(p, p) for p in parts)} are not "
+            "features, since rows scored later lie beyond every training value; set "
+            "features.absolute_time: true to use them",
+        )
+        for column, parts in dropped_absolute_parts(schema, absolute_time=absolute_time).items()
+    ]
 
 
 def blocked_message(report: dict[str, Any]) -> str:

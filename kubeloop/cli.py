@@ -165,6 +165,7 @@ def _summary_table(s: dict[str, Any]) -> str:
         f"model      {s['model']} {s['version']} ({s['task']}, {s.get('family', '?')})",
         f"gate       {gate['decision'].upper()}: {gate['reason']}",
         f"production {s.get('production_version') or '(none)'}",
+        *[f"WARNING    {note}" for note in s.get("training_notes") or []],
         "",
         f"{'metric':<18} {'this run':>10} {'champion ' + (s.get('champion_version') or '-'):>13} {'baseline':>10}",
     ]

@@ -41,6 +41,11 @@ class SplitConfig(_Section):
     valid: float = Field(0.15, gt=0, lt=1)
     test: float = Field(0.15, gt=0, lt=1)
     seed: int = 42
+    # drop: exact duplicate rows are dropped before splitting, so no copy of a training
+    # row is scored as unseen. keep: every row is assigned on its own, copies included,
+    # for data whose repeated rows are real observations (survey answers, repeated
+    # measurements), where dropping them removes the frequencies a model learns from.
+    duplicates: Literal["drop", "keep"] = "drop"
 
     @model_validator(mode="after")
     def _fractions_sum_to_one(self) -> SplitConfig:

@@ -13,7 +13,9 @@ that is a bug.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -52,11 +54,14 @@ def _is_user_error(exc: BaseException) -> bool:
 
 @contextmanager
 def stage(name: str) -> Iterator[Stage]:
-    """Time a pipeline step and report its outcome in one line."""
+    """Time a pipeline step and report its outcome in one line. A local run's thread
+    budget (``KUBELOOP_THREADS``, see ``kubeloop.local_run``) bounds the step's
+    OpenMP and BLAS pools through threadpoolctl, on top of the variables they read."""
     st = Stage(name)
     t0 = time.perf_counter()
     try:
-        yield st
+        with _thread_budget():
+            yield st
     except Exception as exc:
         if not _is_user_error(exc):
             raise
@@ -74,6 +79,15 @@ def stage(name: str) -> Iterator[Stage]:
             **st.details,
         },
     )
+
+
+def _thread_budget() -> contextlib.AbstractContextManager[Any]:
+    threads = os.environ.get("KUBELOOP_THREADS", "")
+    if not threads.isdigit() or int(threads) < 1:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=int(threads))
 
 
 def _peak_rss_mib() -> float | None:

@@ -21,7 +21,8 @@ declares CPU and memory from ``resources``, its thread pools follow its CPU
 limit, steps that are safe to repeat retry with backoff, and steps that touch
 storage get the S3 keys as environment variables from the Kubernetes Secret
 named in ``storage.credentials_secret``: no credential is ever a pipeline
-parameter or part of the compiled YAML.
+parameter or part of the compiled YAML. Run locally, each step's thread pools get
+its share of this machine's cores instead (``local_thread_budgets``).
 """
 
 import inspect
@@ -39,7 +40,8 @@ from kubeloop.components.settings import RUN_PARAMETERS, compile_time_values, se
 from kubeloop.components.split import split_op
 from kubeloop.components.train import baseline_op, select_op, train_op
 from kubeloop.components.validate import blocked_op, validate_op
-from kubeloop.config import Config, StepResources
+from kubeloop.config import Config, ResourcesConfig, StepResources
+from kubeloop.local_run import machine_cores, thread_budget, thread_environment
 
 PIPELINE_NAME = "kubeloop-training"
 
@@ -69,6 +71,22 @@ def run_config(cfg: Config) -> dict[str, Any]:
     return params
 
 
+def local_thread_budgets(cfg: Config, parallelism: int) -> dict[str, int]:
+    """Threads per step on this machine: ``train`` for the model families (``parallelism``
+    of them, at most one per family, run at once), ``default`` for every other step (one
+    at a time). A ``resources.train`` CPU limit other than the default is the families'
+    budget instead, as it sizes their pools on a cluster."""
+    cores = machine_cores()
+    at_once = max(1, min(parallelism, len(cfg.train.families)))
+    limit = cfg.resources.train
+    given = limit.cpu_limit != ResourcesConfig().train.cpu_limit
+    return {
+        "train": thread_budget(cores=cores, concurrent_steps=at_once,
+                               cpu_limit=limit.cpu_limit_cores() if given else None),
+        "default": thread_budget(cores=cores),
+    }
+
+
 def build_training_pipeline(
     config: Config | None = None, *, parallelism: int | None = None, on_cluster: bool = False
 ) -> Any:
@@ -86,8 +104,16 @@ def build_training_pipeline(
     sizes = cfg.resources
     default_config = run_config(cfg)
 
+    local_threads = local_thread_budgets(cfg, parallelism)
+
     def step(task: Any, resources: StepResources | None = None, *, storage: bool = False,
-             retry: bool = True, cache: bool = True) -> Any:
+             retry: bool = True, cache: bool = True, parallel: bool = False) -> Any:
+        if not on_cluster:
+            # Locally nothing else sizes the pools: each step gets its share of the cores
+            # (``parallel``: one of the model families that train at once).
+            threads = local_threads["train" if parallel else "default"]
+            for var, value in thread_environment(threads).items():
+                task.set_env_variable(var, value)
         if not cache:
             # Result depends on more than the inputs (the data behind a URI, the
             # registry's production model): never served from cache.
@@ -167,7 +193,7 @@ def _train_evaluate_register(step, settings, ingest, validate, *, data_uri, para
     )
     baseline = step(baseline_op(**common))
     with dsl.ParallelFor(settings.outputs["families"], parallelism=parallelism) as family:
-        candidate = step(train_op(family=family, **common), train_size)
+        candidate = step(train_op(family=family, **common), train_size, parallel=True)
 
     select = step(select_op(candidates=dsl.Collected(candidate.outputs["model"]), schema=schema, config=cfgp))
     evaluate = step(evaluate_op(

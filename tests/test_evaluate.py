@@ -1014,14 +1014,18 @@ def registry(tmp_path):
     return Registry(str(tmp_path / "registry"))
 
 
-def _register(registry, model, *, rows: bytes | None = None, raw: bytes | None = None):
+def _register(registry, model, *, rows: bytes | None = None, raw: bytes | None = None,
+              schema: dict | None = None):
     import io
+    import json
 
     import joblib
 
     buf = io.BytesIO()
     joblib.dump(model, buf)
     files = {"model/model.joblib": raw if raw is not None else buf.getvalue()}
+    if schema is not None:
+        files["schema.json"] = json.dumps(schema).encode()
     if rows is not None:
         from kubeloop.fingerprints import REGISTRY_FILE
 
@@ -1050,6 +1054,16 @@ def test_load_champion_with_fingerprints(registry, churn):
         got.model.predict_proba(test.drop(columns=["churned", "gender"])),
         model.predict_proba(test.drop(columns=["churned", "gender"])),
     )
+
+
+def test_load_champion_reads_its_registered_positive_label(registry, churn):
+    from kubeloop.components.evaluate import load_champion
+
+    _, _, model, _ = churn
+    _register(registry, model, schema={**_schema(), "positive_label": "no"})
+    assert load_champion(registry, "churn").positive_label == "no"
+    _register(registry, model)  # a version without a schema: nothing recorded
+    assert load_champion(registry, "churn").positive_label is None
 
 
 def test_load_champion_registered_without_fingerprints_says_so(registry, churn):

@@ -90,12 +90,9 @@ def test_output_is_float32_with_names_by_prefix(fitted, train):
     assert by_prefix["num__"] == ["num__age", "num__missingindicator_spend", "num__spend"]
     assert by_prefix["cat__"] == ["cat__is_member", "cat__plan", "cat__region"]
     assert by_prefix["dt__"] == sorted(
-        # The time column: only the parts that recur.
+        # Every datetime column, the time column too: only the parts that recur.
         [f"dt__signup_at_{p}" for p in ("month", "day", "dayofweek")]
-        + [
-            f"dt__last_login_{p}"
-            for p in ("year", "month", "day", "dayofweek", "hour", "days_since_epoch")
-        ]
+        + [f"dt__last_login_{p}" for p in ("month", "day", "dayofweek", "hour")]
     )
     assert sum(map(len, by_prefix.values())) == out.shape[1]
     # Text, id and target are not features; numeric missing values are all imputed.
@@ -236,11 +233,14 @@ def test_date_parts_are_right_for_known_dates():
         "time_column": None,
         "columns": {"when": {"kind": "datetime", "role": "feature"}},
     }
-    out = fit_features(pd.DataFrame({"when": stamps}), schema).transform(
+    fitted = fit_features(pd.DataFrame({"when": stamps}), schema, absolute_time=True)
+    # The parts themselves; the pipeline's output is them standardized.
+    step = fitted.named_steps["columns"].named_transformers_["dt"]
+    out = step.named_steps["parts"].transform(fitted.named_steps["check"].transform(
         pd.DataFrame({"when": stamps})
-    )
+    )[["when"]])
     for row, (text, year, month, day, weekday, hour) in zip(
-        out.itertuples(index=False), DATES, strict=True
+        np.asarray(out).tolist(), DATES, strict=True
     ):
         parsed = dt.datetime.fromisoformat(text)
         epoch_days = (parsed - dt.datetime(1970, 1, 1)).total_seconds() / 86_400
@@ -256,12 +256,38 @@ def test_time_column_gets_no_absolute_time_and_no_hour_without_time_of_day(fitte
     assert "dt__last_login_hour" in names
 
 
-def test_absolute_time_of_the_time_column_only_when_asked(train):
-    fitted = fit_features(train, SCHEMA, absolute_time=True)
-    names = [str(c) for c in fitted.get_feature_names_out()]
-    assert {"dt__signup_at_year", "dt__signup_at_days_since_epoch"} <= set(names)
-    out = fitted.transform(train)
-    assert (out["dt__signup_at_year"] == train["signup_at"].dt.year).all()
+def test_absolute_time_of_every_datetime_column_only_when_asked(train, fitted):
+    absolute = fit_features(train, SCHEMA, absolute_time=True)
+    names = [str(c) for c in absolute.get_feature_names_out()]
+    for column in ("signup_at", "last_login"):
+        assert {f"dt__{column}_year", f"dt__{column}_days_since_epoch"} <= set(names)
+    out = absolute.transform(train)
+    # Standardized like a numeric column: days since 1970 keep their order and spread.
+    days = (train["signup_at"] - pd.Timestamp("1970-01-01")).dt.days
+    assert np.corrcoef(out["dt__signup_at_days_since_epoch"], days)[0, 1] > 0.999
+    assert abs(float(out["dt__signup_at_days_since_epoch"].mean())) < 0.01
+    # Not asked for: the summary says which columns lost which parts (the time column
+    # never had them).
+    assert feature_summary(fitted, SCHEMA)["dropped_absolute_parts"] == {
+        "last_login": ["year", "days_since_epoch"]
+    }
+    assert feature_summary(absolute, SCHEMA)["dropped_absolute_parts"] == {}
+
+
+def test_datetime_parts_reach_the_model_standardized(fitted, train):
+    out = fitted.transform(train).filter(like="dt__")
+    assert (out.abs().mean() < 1.5).all()
+    assert np.allclose(out.mean(), 0.0, atol=0.1)
+    # Constant parts (signup_at holds no time of day, so no hour) are not added at all.
+    assert not out.isna().any().any()
+
+
+def raw_date_parts(fitted, out: pd.DataFrame) -> pd.DataFrame:
+    """The ``dt__`` output columns before standardization (the parts themselves)."""
+    step = fitted.named_steps["columns"].named_transformers_["dt"]
+    names = [c for c in out.columns if c.startswith("dt__")]
+    raw = step.named_steps["scale"].inverse_transform(out[names].to_numpy(dtype="float64"))
+    return pd.DataFrame(np.round(raw, 6), columns=names)
 
 
 def _time_schema(kind: str = "numeric") -> dict:
@@ -298,7 +324,8 @@ def test_an_epoch_time_column_gives_its_recurring_parts(unit, scale):
     names = [str(c) for c in fitted.get_feature_names_out()]
     assert names == ["num__x"] + [f"dt__t_{p}" for p in ("month", "day", "dayofweek", "hour")]
     out = fitted.transform(frame)
-    assert out["dt__t_month"].tolist() == [2, 7, 1] and out["dt__t_hour"].tolist() == [13, 6, 0]
+    parts = raw_date_parts(fitted, out)
+    assert parts["dt__t_month"].tolist() == [2, 7, 1] and parts["dt__t_hour"].tolist() == [13, 6, 0]
     assert feature_summary(fitted, _time_schema())["time_column"]["epoch_unit"] == unit
     # Serving sends the same numbers, also as text.
     again = fitted.transform(frame.assign(t=[str(v) for v in epoch]))

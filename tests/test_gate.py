@@ -496,3 +496,33 @@ def test_no_rows_left_is_too_few_rows_not_a_missing_metric():
     empty = {"n_rows": 0, "n_excluded": 700, "paired": {"roc_auc": pe("roc_auc", None, None, n=0)}}
     d = decide(task="classification", champion=empty, baseline=BASE, policy=GateConfig())
     assert d.decision == REJECT and "too few rows" in d.reason and "700" in d.reason
+
+
+@pytest.mark.parametrize(
+    "theirs,ours,noted",
+    [
+        ("no", "yes", True),  # registered under the minority rule, now the conventional label
+        ("yes", "yes", False),
+        (None, "yes", False),  # a champion with no recorded label: nothing to say
+        (1, "1", False),  # the same label, as the schema and the config spell it
+    ],
+)
+def test_a_champion_with_another_positive_label_is_compared_on_the_same_class(theirs, ours, noted):
+    from kubeloop.components.gate import positive_label_note
+
+    ev = {
+        "task": "classification",
+        "champion_comparison": champ(),
+        "baseline_comparison": BASE,
+        "champion_version": "v2",
+        "champion_positive_label": theirs,
+        "positive_label": ours,
+    }
+    d = decide_from_evaluation(ev, GateConfig())
+    note = positive_label_note(ev)
+    assert (note is not None) is noted
+    if noted:
+        assert note in d.notes and "v2 was registered with positive label 'no'" in note
+        assert "scored for 'yes' on the same test rows" in note
+    else:
+        assert not any("positive label" in n for n in d.notes)

@@ -400,21 +400,13 @@ def test_fingerprints_match_the_same_rows_exported_by_r_and_by_pandas(tmp_path):
     assert found.all(), f"{int((~found).sum())} of {len(df)} rows not recognised"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="components/split.py split_dataset drops exact duplicate rows (features AND "
-    "target) before splitting. On survey data whose answers sit on small scales (the Fair "
-    "survey: 18 % duplicates) this removes the frequencies the model learns from: ROC-AUC "
-    "0.42 on test, below chance, against ~0.62-0.68 on a plain stratified split. Keeping "
-    "every copy in its original's split scores lower still (0.37): with discrete answers "
-    "each copy group carries one label, so train and test see opposite labels for the same "
-    "answers. Repeated answer patterns are data here, not leakage; the split needs a mode "
-    "that assigns rows independently (and a self-check by position, not by row hash)",
-)
 def test_split_keeps_the_signal_of_data_with_repeated_rows():
-    """A forest trained on the split's train rows must not score below chance on its test
-    rows: the data (60 % of the Fair survey without ``rate_marriage``, the file of the
-    run the reason quotes) has a real signal (ROC-AUC ~0.68 on a plain stratified split)."""
+    """With ``split.duplicates: keep`` a forest trained on the split's train rows must not
+    score below chance on its test rows: the data (60 % of the Fair survey without
+    ``rate_marriage``, 18 % repeated answer patterns) has a real signal (ROC-AUC ~0.68 on
+    a plain stratified split). Dropping the repeats (the default) scored 0.42 here, and
+    keeping each copy in its original's split 0.37: with discrete answers each copy group
+    carries one label, so train and test saw opposite labels for the same answers."""
     df = fair()
     if df is None:
         pytest.skip("statsmodels (which ships the Fair survey) is not installed")
@@ -427,7 +419,9 @@ def test_split_keeps_the_signal_of_data_with_repeated_rows():
     df = df.sample(frac=0.6, random_state=0).drop(columns=["rate_marriage"])
     schema = validate(df, target="had_affair", task="classification",
                       cfg=ValidationConfig(max_duplicate_fraction=0.5)).schema
-    splits = split_dataset(df, schema, SplitConfig())
+    splits = split_dataset(df, schema, SplitConfig(duplicates="keep"))
+    assert sum(map(len, splits.frames().values())) == len(df)  # every copy is a row
+    assert splits.summary["rows"]["duplicates_kept"] > 0.1 * len(df)
     forest = RandomForestClassifier(200, random_state=0, n_jobs=1)
     forest.fit(splits.train.drop(columns=["had_affair"]), splits.train["had_affair"] == "yes")
     proba = forest.predict_proba(splits.test.drop(columns=["had_affair"]))[:, 1]

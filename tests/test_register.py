@@ -260,6 +260,21 @@ def test_card_gate_and_model_sections(clf):
         assert f"'{key}': {value}" in model
 
 
+def test_card_says_when_the_model_did_not_learn_or_its_fit_warned(clf):
+    assert "**Note**" not in section(card_of(clf), "Model")
+    model = {
+        **clf.lineage_doc["model"],
+        "warnings": ["ConvergenceWarning: lbfgs failed to converge after 500 iteration(s)"],
+        "vs_baseline": {"metric": "roc_auc", "within_noise": True, "baseline_score": 0.5,
+                        "estimate": 0.002, "low": -0.01, "high": 0.014, "confidence": 0.95},
+        "learning_note": "the only allowed family, linear, learnt nothing: ...",
+    }
+    text = section(card_of(clf, lineage_doc={**clf.lineage_doc, "model": model}), "Model")
+    assert "**Note**: the only allowed family, linear, learnt nothing" in text
+    assert "within noise of the baseline: roc_auc" in text
+    assert "fit warned: ConvergenceWarning: lbfgs failed to converge" in text
+
+
 def test_card_slices_are_worst_first(clf, reg_case):
     for case, worst_is_low in ((clf, True), (reg_case, False)):
         header, *rows = table(section(card_of(case), "Slices"))
@@ -358,7 +373,8 @@ def test_lineage_records_data_model_environment_and_code(clf):
     }
     assert lin["split"] == clf.split_summary
     assert lin["model"] == {"family": "hist_gradient_boosting", "params": CANDIDATE_PARAMS,
-                            "valid_score": 0.8123, "metric": "roc_auc"}
+                            "valid_score": 0.8123, "metric": "roc_auc", "warnings": [],
+                            "vs_baseline": None, "learning_note": None}
     assert lin["config"] == clf.cfg.to_dict()
     packages = lin["packages"]
     assert packages["python"] == platform.python_version()

@@ -177,6 +177,41 @@ def test_duplicates_are_dropped_before_splitting():
     assert np.isin(np.concatenate(list(splits.source_rows.values())), np.arange(1_000)).all()
 
 
+def test_duplicates_kept_are_rows_assigned_on_their_own():
+    df = make_frame(n=1_000)
+    copies = df.sample(n=150, random_state=7)
+    with_dups = pd.concat([df, copies, copies.iloc[:50]], ignore_index=True)
+    splits = split_dataset(with_dups, make_schema(), SplitConfig(duplicates="keep"))
+
+    assert splits.summary["duplicates_dropped"] == 0
+    assert splits.summary["rows"]["duplicates_kept"] == 200
+    assert splits.summary["duplicates"] == "keep"
+    # Every input row is in exactly one split, copies included.
+    positions = np.concatenate(list(splits.source_rows.values()))
+    assert np.array_equal(np.sort(positions), np.arange(1_200))
+    # Assigned independently: some copies land in another split than their original.
+    where = {p: name for name, rows in splits.source_rows.items() for p in rows}
+    apart = sum(where[1_000 + i] != where[int(j)] for i, j in enumerate(copies.index))
+    assert apart > 0
+    # The strategy still holds: stratified on the target.
+    shares = {n: f["y"].value_counts(normalize=True) for n, f in splits.frames().items()}
+    for share in shares.values():
+        assert share.sub(shares["train"]).abs().max() < 0.05
+    # Identical rows may be shared, rows may not: the check goes by position.
+    assert_disjoint(splits, make_schema())
+    assert_disjoint_positions = Splits(
+        **splits.frames(), summary=splits.summary,
+        source_rows={**splits.source_rows, "test": splits.source_rows["train"][:3]},
+    )
+    with pytest.raises(SplitError, match="input row"):
+        assert_disjoint(assert_disjoint_positions, make_schema())
+
+
+def test_unknown_duplicates_mode_is_a_config_error():
+    with pytest.raises(ValueError, match="duplicates"):
+        SplitConfig(duplicates="merge")
+
+
 @pytest.mark.parametrize(
     "time,ids", [(None, None), ("when", None), (None, "customer"), ("when", "customer")]
 )

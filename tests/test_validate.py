@@ -200,7 +200,7 @@ def test_table_covers_every_code():
     codes = {v for k, v in vars(mod).items() if k.isupper() and isinstance(v, str) and v.islower() and "_" in v}
     codes -= {BLOCKING, WARNING}
     # Added by validate_step from ingest's profile, not by validate(): tested below.
-    codes -= {mod.ROW_NUMBER_DROPPED}
+    codes -= {mod.ROW_NUMBER_DROPPED, mod.ABSOLUTE_TIME_DROPPED}
     assert codes <= {c[4] for c in CASES}
 
 
@@ -443,7 +443,19 @@ def test_schema_contents():
     [
         (["a"] * 10 + ["b"] * 30, None, ["a", "b"], "a"),
         (["a"] * 10 + ["b"] * 30, "b", ["a", "b"], "b"),
-        ([1] * 30 + [0] * 10, None, [0, 1], 0),
+        ([1] * 30 + [0] * 10, None, [0, 1], 1),  # 1 is the conventional positive
+        ([1] * 10 + [0] * 30, None, [0, 1], 1),
+        ([1] * 30 + [2] * 10, None, [1, 2], 2),  # 1 beside 2 names nothing: the minority
+        ([-1] * 30 + [1] * 10, None, [-1, 1], 1),
+        (["yes"] * 30 + ["no"] * 10, None, ["no", "yes"], "yes"),  # the majority, still
+        (["No"] * 30 + ["Yes"] * 10, None, ["No", "Yes"], "Yes"),
+        (["N"] * 5 + ["Y"] * 35, None, ["N", "Y"], "Y"),
+        (["TRUE"] * 30 + ["FALSE"] * 10, None, ["FALSE", "TRUE"], "TRUE"),
+        (["pos"] * 30 + ["neg"] * 10, None, ["neg", "pos"], "pos"),
+        (["Positive"] * 30 + ["Negative"] * 10, None, ["Negative", "Positive"], "Positive"),
+        (["yes"] * 30 + ["y"] * 10, None, ["y", "yes"], "y"),  # both name it: the minority
+        (["yes"] * 30 + ["no"] * 10, "no", ["no", "yes"], "no"),  # the config overrides
+        ([True] * 30 + [False] * 10, None, [False, True], True),
         ([1] * 30 + [0] * 10, "1", [0, 1], 1),  # configs carry labels as text
         ([1.0] * 30 + [0.0] * 10, "1", [0.0, 1.0], 1.0),
         ([True] * 20 + [False] * 20, None, [False, True], True),  # a tie goes to the later label
@@ -546,7 +558,63 @@ def test_validation_failed_lists_blocking_anomalies_one_per_line():
         validate(base().head(20), cfg=CFG, **KW).raise_if_blocking()
 
 
+@pytest.mark.parametrize(
+    "y,given,words",
+    [
+        (["yes"] * 30 + ["no"] * 10, None, "yes names the positive class"),
+        (["a"] * 30 + ["b"] * 10, None, "the minority class (10 of 40 rows)"),
+        (["yes"] * 30 + ["no"] * 10, "no", "set by positive_label"),
+    ],
+)
+def test_the_report_says_which_positive_label_and_why(y, given, words):
+    df = pd.DataFrame({"y": y, "x": range(len(y))})
+    result = validate(df, target="y", task="classification", cfg=CFG, positive_label=given)
+    assert words in result.schema["positive_label_reason"]
+    report = report_markdown(result.anomalies, result.schema, dataset_name="d")
+    assert f"Positive label: {result.schema['positive_label']} (" in report and words in report
+
+
+def test_a_champion_under_the_minority_rule_keeps_its_positive_label_and_says_so():
+    # Registered when the minority was the positive class: "no" for a mostly-yes target.
+    df = pd.DataFrame({"y": ["yes"] * 75 + ["no"] * 25, "x": range(100)})
+    reference = infer_schema(df, target="y", task="classification", cfg=CFG)
+    reference["positive_label"] = "no"
+    result = validate(df, target="y", task="classification", cfg=CFG, reference=reference)
+    assert result.schema["positive_label"] == "no" and not result.blocking
+    reason = result.schema["positive_label_reason"]
+    assert "kept from the production model" in reason and "conventional choice would be yes" in reason
+    # Asking for the conventional one with the same model name is refused, clearly.
+    changed = validate(df, target="y", task="classification", cfg=CFG, reference=reference,
+                       positive_label="yes")
+    assert changed.blocking
+    assert any("cannot be compared" in a.message for a in changed.anomalies)
+
+
 # ----------------------------------------------------------------- the step
+
+
+def test_validate_step_says_which_datetime_columns_lost_absolute_time(tmp_path):
+    from kubeloop.components.validate import ABSOLUTE_TIME_DROPPED, validate_step
+    from kubeloop.config import Config
+    from kubeloop.registry import Registry
+
+    df = _churn_frame()
+    dates = [c for c in df.columns if pd.api.types.is_datetime64_any_dtype(df[c])]
+    assert dates  # the demo table has a sign-up date
+    cfg = Config(target="churned", model_name="churn", registry=str(tmp_path / "reg"))
+    outcome = validate_step(df, cfg, registry=Registry(cfg.registry))
+    notes = {a.column: a for a in outcome.result.anomalies if a.code == ABSOLUTE_TIME_DROPPED}
+    assert set(notes) == set(dates)
+    note = notes[dates[0]]
+    assert not note.blocking and "year and days since 1970" in note.message
+    assert "features.absolute_time" in note.message
+    asked = cfg.with_overrides(features={"absolute_time": True})
+    outcome = validate_step(df, asked, registry=Registry(cfg.registry))
+    assert not [a for a in outcome.result.anomalies if a.code == ABSOLUTE_TIME_DROPPED]
+    # The time column never had them: nothing changed for it.
+    timed = cfg.with_overrides(time_column=dates[0])
+    outcome = validate_step(df, timed, registry=Registry(cfg.registry))
+    assert dates[0] not in {a.column for a in outcome.result.anomalies if a.code == ABSOLUTE_TIME_DROPPED}
 
 
 def _churn_frame(n: int = 200) -> pd.DataFrame:
