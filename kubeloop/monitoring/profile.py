@@ -13,7 +13,7 @@ Shape (JSON, no NaN)::
                       "points": [...], "weights": [...], "exact": true,
                       "bins": {"edges": [...], "counts": [...]}},
         "<categorical>": {"kind": "categorical", "n": .., "missing": .., "missing_rate": ..,
-                          "counts": {"basic": 3100, ...}, "other": 0}
+                          "counts": {"basic": 3100, ...}, "other": 0, "levels": 4}
       },
       "prediction": {... one entry as above, or null},
       "metrics": {"roc_auc": 0.91, ...} or null,
@@ -131,6 +131,8 @@ def categorical_entry(counts: dict[str, float], *, missing: int, max_categories:
         "missing_rate": missing / (n + missing) if n + missing else 0.0,
         "counts": {k: _int_if_whole(c) for k, c in kept.items()},
         "other": _int_if_whole(other),
+        # the true number of levels, stored ones and pooled ones
+        "levels": len(counts),
     }
 
 

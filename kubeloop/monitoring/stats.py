@@ -244,7 +244,11 @@ def numeric_stats(entry: dict[str, Any], acc: NumericAccumulator) -> dict[str, A
     points = np.asarray(entry["points"], dtype=np.float64)
     weights = np.asarray(entry["weights"], dtype=np.float64)
     n_ref = int(entry["n"])
-    out: dict[str, Any] = {"kind": "numeric", "n_reference": n_ref, "n_current": int(acc.n)}
+    # A sampled reference is a sample of its size: the test and the noise margins
+    # count what was compared, not the rows it stands for.
+    n_ref_compared = int(entry.get("sample") or n_ref)
+    out: dict[str, Any] = {"kind": "numeric", "n_reference": n_ref, "n_current": int(acc.n),
+                           "n_reference_compared": n_ref_compared}
     out.update(_missing(entry, acc.missing, acc.total))
     out["current"] = {k: _num(v) for k, v in acc.moments().items()}
     out["reference"] = {k: _num(entry.get(k)) for k in ("mean", "std", "min", "max")}
@@ -265,7 +269,7 @@ def numeric_stats(entry: dict[str, Any], acc: NumericAccumulator) -> dict[str, A
         wd, w_err = float(wasserstein_distance(ref_values, cur_values)), 0.0
     else:
         d = ks_from_counts(weights, acc)
-        p = ks_pvalue(d, n_ref, int(round(acc.n)))
+        p = ks_pvalue(d, n_ref_compared, int(round(acc.n)))
         wd, w_err = wasserstein_from_counts(points, weights, acc)
     # PSI bins: (-inf, e1], (e1, e2], ..., (e_last, inf); every edge is a reference point.
     edges = np.asarray(entry["bins"]["edges"], dtype=np.float64)
@@ -310,34 +314,73 @@ def _scale(entry: dict[str, Any]) -> float:
 # --------------------------------------------------------------------------- categorical statistics
 
 
+# A level is tested on its own when the current sample expects at least this many
+# rows of it (the rule of thumb under which Pearson's chi-square holds); rarer
+# levels, the levels a profile pooled and levels the reference never had share
+# one "(other)" cell. The choice uses the reference's shares only, so it does
+# not look at the current data it tests.
+MIN_EXPECTED = 5.0
+OTHER = "(other)"
+
+
+def reference_levels(entry: dict[str, Any]) -> int:
+    """The reference's true number of levels (profiles before ``levels`` was
+    stored: the stored ones, plus one for the pooled rest)."""
+    if entry.get("levels") is not None:
+        return int(entry["levels"])
+    return len(entry.get("counts") or {}) + (1 if float(entry.get("other") or 0.0) > 0 else 0)
+
+
+def pooled_table(ref: dict[str, float], other: float, cur: dict[str, float]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(cells, reference counts, current counts) of the table the test compares."""
+    n_ref, n_cur = sum(ref.values()) + other, sum(cur.values())
+    keep = [k for k, v in sorted(ref.items(), key=lambda kv: (-kv[1], kv[0]))
+            if n_ref > 0 and v / n_ref * n_cur >= MIN_EXPECTED]
+    r = [ref[k] for k in keep]
+    c = [cur.get(k, 0.0) for k in keep]
+    r_other = n_ref - sum(r)
+    c_other = n_cur - sum(c)
+    if r_other > 0 or c_other > 0:
+        keep = [*keep, OTHER]
+        r.append(r_other)
+        c.append(c_other)
+    return keep, np.asarray(r, float), np.asarray(c, float)
+
+
 def categorical_stats(entry: dict[str, Any], acc: CategoricalAccumulator) -> dict[str, Any]:
     ref = {str(k): float(v) for k, v in (entry.get("counts") or {}).items()}
     other = float(entry.get("other") or 0.0)
     cur = dict(acc.counts)
-    if other > 0:
-        # Categories the profile pooled: current ones it never listed go to the pool.
-        pooled = sum(v for k, v in cur.items() if k not in ref)
-        cur = {k: v for k, v in cur.items() if k in ref}
-        ref["(other)"] = other
-        cur["(other)"] = pooled
-    cats = sorted(set(ref) | set(cur), key=lambda c: (-ref.get(c, 0.0), -cur.get(c, 0.0), c))
-    r = np.array([ref.get(c, 0.0) for c in cats])
-    c = np.array([cur.get(c, 0.0) for c in cats])
-    out: dict[str, Any] = {"kind": "categorical", "n_reference": int(r.sum()), "n_current": int(c.sum())}
+    n_ref, n_cur = sum(ref.values()) + other, sum(cur.values())
+    out: dict[str, Any] = {"kind": "categorical", "n_reference": int(n_ref), "n_current": int(n_cur),
+                           "levels_reference": reference_levels(entry)}
     out.update(_missing(entry, acc.missing, acc.total))
-    if r.sum() <= 0 or c.sum() <= 0:
+    if n_ref <= 0 or n_cur <= 0:
         out.update(chi2_statistic=None, chi2_pvalue=None, psi=None, jensen_shannon=None, unseen_rate=None)
         return out
+    cells, r, c = pooled_table(ref, other, cur)
     chi2, p = chi2_homogeneity(r, c)
-    unseen = float(c[r == 0].sum() / c.sum())
+    # Unseen: current levels the reference never had. Once a profile pooled its rare
+    # levels, an unlisted level may be one of them, so none counts as unseen.
+    unseen_names = [] if other > 0 else sorted((k for k in cur if k not in ref), key=lambda k: (-cur[k], k))
+    unseen = float(sum(cur[k] for k in unseen_names) / n_cur)
+    # The report's table: every stored level (and the pooled rest), most frequent first.
+    shown = dict(ref)
+    shown_cur = {k: v for k, v in cur.items() if k in ref or other <= 0}
+    if other > 0:
+        shown[OTHER] = other
+        shown_cur[OTHER] = n_cur - sum(shown_cur.values())
+    names = sorted(set(shown) | set(shown_cur), key=lambda k: (-shown.get(k, 0.0), -shown_cur.get(k, 0.0), k))
     out.update(
         chi2_statistic=chi2,
         chi2_pvalue=p,
+        cells=len(cells),
         psi=psi(r, c),
         jensen_shannon=jensen_shannon(r, c),
         unseen_rate=unseen,
-        unseen_categories=[cat for cat, rv, cv in zip(cats, r, c, strict=True) if rv == 0 and cv > 0][:20],
-        categories={"names": cats[:50], "reference": r[:50].tolist(), "current": c[:50].tolist()},
+        unseen_categories=unseen_names[:20],
+        categories={"names": names[:50], "reference": [shown.get(k, 0.0) for k in names[:50]],
+                    "current": [shown_cur.get(k, 0.0) for k in names[:50]]},
     )
     return out
 
@@ -402,16 +445,22 @@ def _num(x: Any) -> float | None:
 # --------------------------------------------------------------------------- the verdict
 
 
+# The Kolmogorov distribution's mean plus one standard deviation: how far
+# sqrt(n m / (n + m)) * D typically strays from 0 with no drift.
+KS_TYPICAL = 0.8687 + 0.2603
+
+
 def sampling_noise(name: str, n_reference: int, n_current: int, cells: int) -> float:
     """How far ``name`` typically strays from 0 from sampling alone, with no drift,
-    for samples of these sizes (``cells``: PSI bins or categories).
+    for samples of these sizes (``cells``: PSI bins or categories compared).
 
     On small samples the effect sizes are biased upwards: two samples of 1,000 rows
     of one skewed distribution give a normalised Wasserstein distance of 0.1 now and
     then. The threshold a column must clear is its configured value above this noise,
     which vanishes as the samples grow (large samples are where p-values alone cry
-    wolf, small ones are where effect sizes do). The KS statistic needs no margin:
-    its own test already asks for more than its sampling noise.
+    wolf, small ones are where effect sizes do). Every statistic gets its typical
+    value under no drift: a chi-square's mean plus one sd for PSI and
+    Jensen-Shannon, the Kolmogorov distribution's for KS.
     """
     if n_reference <= 0 or n_current <= 0:
         return 0.0
@@ -424,19 +473,32 @@ def sampling_noise(name: str, n_reference: int, n_current: int, cells: int) -> f
         return chi2_typical * h / (8.0 * math.log(2.0))
     if name == "wasserstein_norm":  # ~ sqrt(h) in units of the reference's sd
         return 1.5 * math.sqrt(h)
+    if name == "ks_statistic":  # ~ Kolmogorov * sqrt(h)
+        return KS_TYPICAL * math.sqrt(h)
     return 0.0
 
 
-def decide(stats: dict[str, Any], cfg: Any) -> tuple[bool, list[str]]:
+def column_pvalues(stats: dict[str, Any]) -> tuple[float | None, float | None]:
+    """(p-value of the distribution test, p-value of the missing-rate test) of a column."""
+    p = stats.get("ks_pvalue") if stats.get("kind") == "numeric" else stats.get("chi2_pvalue")
+    return p, stats.get("missing_pvalue")
+
+
+def decide(stats: dict[str, Any], cfg: Any, *, rejected: tuple[bool, bool] | None = None) -> tuple[bool, list[str]]:
     """Drifted or not, and why: an effect size at or above its threshold plus the
-    sampling noise of samples this size (``sampling_noise``), confirmed by the test's
-    p-value (``cfg`` is a ``MonitoringConfig``)."""
+    sampling noise of samples this size (``sampling_noise``), confirmed by the test
+    (``cfg`` is a ``MonitoringConfig``).
+
+    ``rejected``: whether the distribution and missing-rate tests were rejected by
+    the run's multiple-testing correction (``compare``); alone, a column's test
+    rejects at ``cfg.false_alarm_rate``."""
     reasons: list[str] = []
-    n_ref, n_cur = int(stats.get("n_reference") or 0), int(stats.get("n_current") or 0)
+    n_ref = int(stats.get("n_reference_compared") or stats.get("n_reference") or 0)
+    n_cur = int(stats.get("n_current") or 0)
     if stats["kind"] == "numeric":
         cells = len((stats.get("bins") or {}).get("reference") or []) or cfg.psi_bins
     else:
-        cells = len((stats.get("categories") or {}).get("names") or []) or 2
+        cells = int(stats.get("cells") or 0) or len((stats.get("categories") or {}).get("names") or []) or 2
 
     def over(name: str, threshold: float) -> bool:
         value = stats.get(name)
@@ -453,34 +515,64 @@ def decide(stats: dict[str, Any], cfg: Any) -> tuple[bool, list[str]]:
             ("wasserstein_norm", cfg.wasserstein_threshold),
             ("ks_statistic", cfg.ks_threshold),
         ]
-        p = stats.get("ks_pvalue")
     else:
         effects = [("psi", cfg.psi_threshold), ("jensen_shannon", cfg.js_threshold), ("unseen_rate", cfg.unseen_threshold)]
-        p = stats.get("chi2_pvalue")
-    significant = p is not None and p < cfg.p_value
+    p, mp = column_pvalues(stats)
+    level = min(cfg.p_value, cfg.false_alarm_rate)
+    if rejected is None:
+        rejected = (p is not None and p < level, mp is not None and mp < level)
+    # The per-column guard still applies: no alarm from a test above p_value.
+    significant = rejected[0] and p is not None and p < cfg.p_value
     for name, threshold in effects:
         if over(name, threshold) and significant:
             reasons.append(f"{name} {stats[name]:.3g} >= {threshold:g}")
     change = stats.get("missing_rate_change") or 0.0
-    mp = stats.get("missing_pvalue")
-    if abs(change) >= cfg.missing_rate_threshold and mp is not None and mp < cfg.p_value:
+    if abs(change) >= cfg.missing_rate_threshold and rejected[1] and mp is not None and mp < cfg.p_value:
         reasons.append(f"missing rate {stats['missing_rate_reference']:.3g} -> {stats['missing_rate_current']:.3g}")
     return bool(reasons), reasons
 
 
+def column_stats(entry: dict[str, Any], acc: Any) -> dict[str, Any]:
+    return numeric_stats(entry, acc) if entry["kind"] == "numeric" else categorical_stats(entry, acc)
+
+
 def column_drift(entry: dict[str, Any], acc: Any, cfg: Any) -> dict[str, Any]:
-    stats = numeric_stats(entry, acc) if entry["kind"] == "numeric" else categorical_stats(entry, acc)
+    """One column on its own (its tests at ``cfg.false_alarm_rate``)."""
+    stats = column_stats(entry, acc)
     drifted, reasons = decide(stats, cfg)
     stats["drifted"] = drifted
     stats["reasons"] = reasons
     return stats
 
 
+def benjamini_hochberg(pvalues: list[float | None], rate: float) -> list[bool]:
+    """Which tests the Benjamini-Hochberg procedure rejects at ``rate`` (None: no
+    test, never rejected). With no drift anywhere every rejection is false, so the
+    chance of any alarm in a run is at most ``rate`` (independent or positively
+    dependent tests)."""
+    present = [i for i, p in enumerate(pvalues) if p is not None and math.isfinite(p)]
+    out = [False] * len(pvalues)
+    if not present:
+        return out
+    from scipy.stats import false_discovery_control
+
+    adjusted = false_discovery_control(np.clip([pvalues[i] for i in present], 0.0, 1.0), method="bh")
+    for i, q in zip(present, adjusted, strict=True):
+        out[i] = bool(q <= rate)
+    return out
+
+
 def compare(profile: dict[str, Any], accs: dict[str, Any], cfg: Any, *, columns_seen: set[str] | None = None,
             n_current: int | None = None) -> dict[str, Any]:
     """The drift report of every profiled column (and the prediction, when the
-    accumulators hold ``"__prediction__"``)."""
+    accumulators hold ``"__prediction__"``).
+
+    Every test of the run (each column's distribution and missing-rate tests, and
+    the prediction's) is one family, corrected with Benjamini-Hochberg at
+    ``cfg.false_alarm_rate``: with nothing drifted, at most that share of runs
+    report any drift, however many columns there are."""
     columns: dict[str, Any] = {}
+    tested: dict[str, dict[str, Any]] = {}
     for name, entry in profile["columns"].items():
         if columns_seen is not None and name not in columns_seen:
             columns[name] = {"kind": entry["kind"], "drifted": True, "absent": True,
@@ -491,14 +583,19 @@ def compare(profile: dict[str, Any], accs: dict[str, Any], cfg: Any, *, columns_
             columns[name] = {"kind": "numeric", "drifted": False, "reasons": [],
                              "note": "no reference values (all missing)"}
             continue
-        columns[name] = column_drift(entry, acc, cfg)
+        columns[name] = tested[name] = column_stats(entry, acc)
+    prediction = None
+    if "__prediction__" in accs and profile.get("prediction"):
+        prediction = column_stats(profile["prediction"], accs["__prediction__"])
+    family = [*tested.values(), *([prediction] if prediction is not None else [])]
+    pvalues = [p for stats in family for p in column_pvalues(stats)]
+    rejected = benjamini_hochberg(pvalues, cfg.false_alarm_rate)
+    for i, stats in enumerate(family):
+        stats["drifted"], stats["reasons"] = decide(stats, cfg, rejected=(rejected[2 * i], rejected[2 * i + 1]))
     importance = profile.get("importance") or {}
     for name, rec in columns.items():
         if name in importance:
             rec["importance"] = importance[name]
-    prediction = None
-    if "__prediction__" in accs and profile.get("prediction"):
-        prediction = column_drift(profile["prediction"], accs["__prediction__"], cfg)
     drifted = [c for c, r in columns.items() if r["drifted"]]
     return {
         "drifted_columns": drifted,
@@ -510,7 +607,9 @@ def compare(profile: dict[str, Any], accs: dict[str, Any], cfg: Any, *, columns_
         "columns": columns,
         "prediction": prediction,
         "skipped": dict(profile.get("skipped") or {}),
+        "correction": {"method": "benjamini-hochberg", "tests": sum(p is not None for p in pvalues),
+                       "false_alarm_rate": cfg.false_alarm_rate},
         "thresholds": {k: getattr(cfg, k) for k in (
             "psi_threshold", "wasserstein_threshold", "ks_threshold", "js_threshold",
-            "unseen_threshold", "missing_rate_threshold", "p_value")},
+            "unseen_threshold", "missing_rate_threshold", "p_value", "false_alarm_rate")},
     }
