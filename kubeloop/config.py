@@ -316,8 +316,10 @@ class MonitoringConfig(_Section):
     # Wasserstein against them are within 1/profile_points of the full reference).
     profile_points: int = Field(2000, ge=50, le=100_000)
     # A data file used as the reference keeps up to this many values per numeric
-    # column exactly (beyond: a uniform random sample of this size).
-    exact_reference_rows: int = Field(200_000, ge=1000)
+    # column (within 32M values over all columns, as many again of the current
+    # data): KS then equals scipy's. Beyond, a uniform sample of 200,000 values and
+    # KS within the bound the report states.
+    exact_reference_rows: int = Field(10_000_000, ge=1000)
     # Categories kept per column in a profile; rarer ones are pooled.
     max_categories: int = Field(1000, ge=2)
     batch_rows: int = Field(131_072, ge=1024)

@@ -42,6 +42,10 @@ import numpy as np
 
 # scipy.stats.ks_2samp computes exact p-values up to this sample size ("auto").
 SCIPY_EXACT_MAX_N = 10_000
+# In-memory keys of a data reference's entry (never in a stored profile): every
+# value of the column, sorted, and how many current values to keep for exact KS.
+SORTED_VALUES = "_sorted"
+KEEP_CURRENT = "_keep_current"
 # Proportions are floored at this value in PSI (an empty bin would make it infinite).
 PSI_EPSILON = 1e-4
 
@@ -178,6 +182,49 @@ def ks_from_counts(ref_weights: np.ndarray, acc: NumericAccumulator) -> float:
     return float(min(1.0, max(d_at.max(), d_before.max())))
 
 
+def ks_exact_sorted(ref_sorted: np.ndarray, cur_sorted: np.ndarray, points: np.ndarray,
+                    ref_weights: np.ndarray, acc: NumericAccumulator) -> float:
+    """The two-sample KS statistic of all the values, equal to scipy's ks_2samp, from
+    the sorted columns and the accumulator's counts at the reference ``points``.
+
+    The sup of |F_ref - F_cur| at the points (and their left limits) comes from the
+    counts and the sorted reference. Inside a gap between two points each CDF lies between its values at the
+    gap's ends, which bounds the difference there; only gaps whose bound exceeds the
+    sup so far can hold a larger one, and in those the difference is evaluated at
+    every reference value (and its left limit), where the sup is reached (F_ref is
+    constant between its values, F_cur monotone). Two sorts and a few hundred small
+    look-ups, instead of a search of every value in the other column."""
+    n1, n2 = float(ref_sorted.size), float(cur_sorted.size)
+    less, le = acc.cdf_counts()
+    ref_le = np.cumsum(np.asarray(ref_weights, dtype=np.float64))
+    # Quantile points carry the values since the previous point: the reference's
+    # left limit at a point is counted in the sorted values.
+    at_right = np.searchsorted(ref_sorted, points, side="right")
+    at_left = np.searchsorted(ref_sorted, points, side="left")
+    d = float(max(np.abs(ref_le / n1 - le / n2).max(), np.abs(at_left / n1 - less / n2).max()))
+    # Gap j lies between point j-1 and point j (gap 0 below the first, gap k above the last).
+    lo_ref = np.concatenate([[0.0], ref_le]) / n1  # F at the gap's left end
+    hi_ref = np.concatenate([at_left, [n1]]) / n1  # F just before its right end
+    lo_cur = np.concatenate([[0.0], le]) / n2
+    hi_cur = np.concatenate([less, [n2]]) / n2
+    bound = np.maximum(hi_ref - lo_cur, hi_cur - lo_ref)
+    gaps = np.flatnonzero(bound > d)
+    if gaps.size:
+        # Reference values inside the candidate gaps (one vectorised gather).
+        starts = np.concatenate([[0], at_right])[gaps]
+        stops = np.concatenate([at_left, [ref_sorted.size]])[gaps]
+        sizes = np.maximum(stops - starts, 0)
+        if sizes.sum():
+            offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
+            t = ref_sorted[np.arange(int(sizes.sum())) + offsets]
+            f_le = np.searchsorted(ref_sorted, t, side="right") / n1
+            f_less = np.searchsorted(ref_sorted, t, side="left") / n1
+            g_le = np.searchsorted(cur_sorted, t, side="right") / n2
+            g_less = np.searchsorted(cur_sorted, t, side="left") / n2
+            d = max(d, float(np.abs(f_le - g_le).max()), float(np.abs(f_less - g_less).max()))
+    return float(min(d, 1.0))
+
+
 # Beyond this effective sample size n*m/(n+m), scipy's exact-in-n distribution
 # (kstwo) costs up to a second per column; the limiting Kolmogorov distribution
 # with Vrbik's finite-n correction is then within 0.1 % of it for p > 1e-9.
@@ -268,9 +315,16 @@ def numeric_stats(entry: dict[str, Any], acc: NumericAccumulator) -> dict[str, A
         d, p = float(res.statistic), float(res.pvalue)
         wd, w_err = float(wasserstein_distance(ref_values, cur_values)), 0.0
     else:
-        d = ks_from_counts(weights, acc)
+        ref_sorted = entry.get(SORTED_VALUES)
+        if ref_sorted is not None and cur_values is not None:
+            # A data reference kept whole and current values kept: KS of all of them.
+            cur_values.sort()
+            d = ks_exact_sorted(ref_sorted, cur_values, points, weights, acc)
+        else:
+            d = ks_from_counts(weights, acc)
         p = ks_pvalue(d, n_ref_compared, int(round(acc.n)))
         wd, w_err = wasserstein_from_counts(points, weights, acc)
+    exact_ks = exact_small or (entry.get(SORTED_VALUES) is not None and cur_values is not None) or bool(entry.get("exact"))
     # PSI bins: (-inf, e1], (e1, e2], ..., (e_last, inf); every edge is a reference point.
     edges = np.asarray(entry["bins"]["edges"], dtype=np.float64)
     _, le = acc.cdf_counts()
@@ -281,7 +335,8 @@ def numeric_stats(entry: dict[str, Any], acc: NumericAccumulator) -> dict[str, A
     out.update(
         ks_statistic=d,
         ks_pvalue=p,
-        ks_error_bound=ks_error_bound(entry),
+        ks_error_bound=0.0 if exact_ks else ks_error_bound(entry),
+        ks_method="exact" if exact_ks else ("sample" if entry.get("sample") else "quantile points"),
         psi=psi(entry["bins"]["counts"], cur_bins),
         wasserstein=wd,
         wasserstein_norm=wd / scale,
