@@ -365,3 +365,24 @@ def test_many_levels_are_tested_on_their_true_count_with_rare_ones_pooled():
     old["other"] = 100_000 - sum(old["counts"].values())
     assert reference_levels(old) == 51
     assert categorical_stats(old, acc)["n_reference"] == 100_000
+
+
+@pytest.mark.parametrize("keep", [50_000, 120_000])  # overflowing midway, or all kept (counted at the end)
+def test_accumulator_keeping_values_counts_as_the_streaming_one(keep):
+    rng = np.random.default_rng(8)
+    points = np.sort(rng.normal(0, 1, 3000))
+    batches = [rng.normal(0.1, 1, 20_000) for _ in range(5)]
+    batches[2][:100] = np.nan
+    streaming, keeping = NumericAccumulator(points), NumericAccumulator(points, keep_values=keep)
+    for b in batches:
+        streaming.add(b)
+        keeping.add(b)
+    assert np.array_equal(streaming.counts, keeping.counts)
+    assert np.allclose(streaming.sums, keeping.sums, rtol=1e-12, atol=1e-9)
+    assert keeping.n == streaming.n and keeping.missing == streaming.missing == 100
+    values = keeping.values
+    if keep < 99_900:
+        assert values is None
+    else:
+        want = np.sort(np.concatenate(batches))
+        assert np.array_equal(np.sort(values), want[np.isfinite(want)])

@@ -89,7 +89,10 @@ def numeric_entry(
         return entry
     m = moments or {"min": float(v[0]), "max": float(v[-1]), "mean": float(v.mean()), "std": float(v.std())}
     entry.update({k: float(m[k]) for k in ("min", "max", "mean", "std")})
-    uniq, counts = np.unique(v, return_counts=True)
+    # The values come sorted: their distinct values are where they change (np.unique
+    # would sort them again, 50 ms a million).
+    starts = np.flatnonzero(np.concatenate([[True], v[1:] != v[:-1]]))
+    uniq, counts = v[starts], np.diff(np.append(starts, n_sample))
     exact = scale == 1.0
     quantiles = len(uniq) > points
     if not quantiles:
