@@ -17,7 +17,9 @@ Rules, in order:
    compared rows (a missing or undefined metric never promotes).
 3. Fewer compared rows than ``gate.min_test_rows`` never promote ("too few rows").
 4. The lower end of the improvement's interval must be > 0 and >=
-   ``min_improvement`` (champion) or ``min_lift_over_baseline`` (baseline). An
+   ``min_improvement`` (champion; with ``min_improvement_relative``, that fraction
+   of the champion's value) or ``min_lift_over_baseline`` (baseline). With an id
+   column the interval comes from resampling ids, and the reason says so. An
    estimate above 0 whose interval reaches below that is "better but within
    noise"; a tie never promotes, so two equally good runs do not churn production.
 5. With a champion: for each guardrail the estimated change may lose at most the
