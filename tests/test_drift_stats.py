@@ -386,3 +386,14 @@ def test_accumulator_keeping_values_counts_as_the_streaming_one(keep):
     else:
         want = np.sort(np.concatenate(batches))
         assert np.array_equal(np.sort(values), want[np.isfinite(want)])
+
+
+def test_benjamini_hochberg_adjusts_as_scipy():
+    from kubeloop.monitoring.stats import benjamini_hochberg
+
+    rng = np.random.default_rng(6)
+    for size in (1, 3, 20, 100):
+        p = np.concatenate([rng.random(size), rng.random(size) * 1e-3])
+        adjusted = sps.false_discovery_control(p, method="bh")
+        for rate in (0.001, 0.01, 0.05, 0.2):
+            assert benjamini_hochberg(list(p), rate) == list(adjusted <= rate)
