@@ -17,8 +17,14 @@ batches and keeps only what the statistics need:
     most the current mass in that gap times its width, and that bound is reported.
   When the profile holds quantile points rather than the whole reference, its
   CDF is within 1/points of the reference's, so KS is within that of the
-  full-data value.
+  full-data value. A data reference small enough to keep whole keeps its sorted
+  values too, the accumulator then keeps the current ones, and KS is that of all
+  the values (``ks_exact_sorted``), as scipy's ``ks_2samp`` computes it.
 - categorical: counts per category.
+
+The verdict of a run (``compare``) corrects for its many tests: each column's
+p-values join one Benjamini-Hochberg family at ``false_alarm_rate``, so with no
+drift at most that share of runs flags anything, however many columns.
 
 This is the hot path of a drift run (every value of every numeric column goes
 through it), so it is written by hand in vectorised numpy: one ``searchsorted``
