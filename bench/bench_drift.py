@@ -116,7 +116,7 @@ print(json.dumps({"drifted_columns": sorted(drifted)}))
 
 
 # A `kubeloop drift` process up to its first read: the CLI and what drift imports.
-START_UP = "import kubeloop.cli, kubeloop.monitoring.drift, scipy.stats, pyarrow.parquet"
+START_UP = "import kubeloop.cli, kubeloop.monitoring.drift, scipy.special, pyarrow.parquet"
 READ = "import sys, pyarrow.parquet as pq; [pq.read_table(p) for p in sys.argv[1:]]"
 
 
