@@ -181,8 +181,9 @@ cluster-data: $(STAMP) ## Upload two churn datasets (first, then later and drift
 
 bench-drift: $(STAMP) ## Drift: `kubeloop drift` vs Evidently on 1M rows x 20 columns, then 10M rows under 1 GB
 	@# Evidently gets a venv of its own: its dependencies must not move the locked ones.
+	@# Evidently 0.7 imports a pandas function that pandas 3 removed.
 	@test -x $(VENV)-evidently/bin/python || { $(PYTHON) -m venv $(VENV)-evidently && \
-	  $(VENV)-evidently/bin/python -m pip install --quiet "evidently>=0.7"; }
+	  $(VENV)-evidently/bin/python -m pip install --quiet "evidently>=0.7" "pandas<3"; }
 	EVIDENTLY_PYTHON=$(VENV)-evidently/bin/python $(BIN)/python bench/bench_drift.py
 
 clean: ## Remove local runs, the demo output and build files (keeps .venv)

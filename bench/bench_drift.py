@@ -115,6 +115,16 @@ print(json.dumps({"drifted_columns": sorted(drifted)}))
 """
 
 
+# A `kubeloop drift` process up to its first read: the CLI and what drift imports.
+START_UP = "import kubeloop.cli, kubeloop.monitoring.drift, scipy.special, pyarrow.parquet"
+READ = "import sys, pyarrow.parquet as pq; [pq.read_table(p) for p in sys.argv[1:]]"
+
+
+def start_bare() -> float:
+    """Seconds of a bare interpreter with pyarrow.parquet imported (READ's own start-up)."""
+    return run_timed([sys.executable, "-c", "import pyarrow.parquet"])[0]
+
+
 def run_timed(cmd: list[str]) -> tuple[float, float, str, str, int]:
     """(seconds, peak RSS MiB, stdout, stderr, exit code) of one process, its peak
     read from its own rusage (wait4), not the high-water mark of all children."""
@@ -162,6 +172,13 @@ def main() -> int:
     results["kubeloop"] = {"seconds": round(sec, 2), "peak_mib": round(peak), "flagged": sorted(k_cols),
                            "exact": k_cols == DRIFTED}
     print(f"kubeloop drift: {sec:.2f} s, peak {peak:.0f} MiB, flagged {sorted(k_cols)}", file=sys.stderr)
+    # Where the time goes: the process with its imports and nothing else, and reading
+    # both files whole (what any tool must do), each as a process of its own.
+    start, _, _, _, _ = run_timed([sys.executable, "-c", START_UP])
+    read, _, _, _, _ = run_timed([sys.executable, "-c", READ, str(ref), str(cur)])
+    results["kubeloop"]["breakdown_s"] = {"start_up_and_imports": round(start, 2), "parquet_read": round(read - start_bare(), 2),
+                                          "statistics_and_rest": round(sec - start - (read - start_bare()), 2)}
+    print(f"  of which: start-up and imports {start:.2f} s, reading both files {read - start_bare():.2f} s", file=sys.stderr)
 
     if not args.skip_evidently:
         script = root / "evidently_drift.py"

@@ -807,8 +807,13 @@ def seen_rows(
         )
         return np.zeros(rows.size, dtype=bool), info
     info["n_excluded"] = int(seen.sum())
+    by_id = fingerprints.id_column is not None and fingerprints.id_column in test_df.columns
+    info["matched_by"] = "id" if by_id else "values"
     info["reason"] = (
-        f"{int(seen.sum()):,} test row(s) have the same feature and target values as a row {who} "
+        f"{int(seen.sum()):,} test row(s) have the id ({fingerprints.id_column}) of a row {who} "
+        "was trained or validated on, whatever their values, so they were left out of the comparison"
+        if by_id
+        else f"{int(seen.sum()):,} test row(s) have the same feature and target values as a row {who} "
         "was trained or validated on (row fingerprints), so they were left out of the comparison"
     )
     if fingerprints.kind == "bloom":
@@ -825,6 +830,7 @@ def _comparison(
     metrics: list[str],
     policy: GateConfig,
     bins: int,
+    groups: Any = None,
 ) -> dict[str, Any]:
     paired = paired_bootstrap(
         mine.task,
@@ -838,6 +844,7 @@ def _comparison(
         seed=policy.bootstrap_seed,
         bins=bins,
         max_rows=policy.bootstrap_max_rows,
+        groups=groups,
     )
     return {
         "n_rows": len(mine),
@@ -886,9 +893,12 @@ def evaluate(
     compared = list(dict.fromkeys([primary_metric] + gate_metrics(task, gate)))
 
     baseline_metrics, baseline_comparison = None, None
+    # The split keeps each id's rows together: the bootstrap resamples ids (kubeloop.paired).
+    id_col = schema.get("id_column")
+    ids = test_df[id_col].to_numpy()[preds.rows] if id_col and id_col in test_df.columns else None
     if baseline is not None:
         base = predict_like(baseline, test_df, schema, preds, who="the baseline")
-        baseline_comparison = _comparison(preds, base, [primary_metric], gate, bins)
+        baseline_comparison = _comparison(preds, base, [primary_metric], gate, bins, ids)
         baseline_metrics = baseline_comparison.pop("reference_metrics")
         baseline_comparison.pop("challenger_metrics")  # the same as metrics
 
@@ -906,7 +916,8 @@ def evaluate(
             )
             keep = np.flatnonzero(~seen)
             champion_comparison = _comparison(
-                preds.subset(keep), theirs.subset(keep), compared, gate, bins
+                preds.subset(keep), theirs.subset(keep), compared, gate, bins,
+                None if ids is None else ids[keep],
             )
             champion_comparison.update(
                 n_test_rows=len(preds),

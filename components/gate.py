@@ -17,7 +17,9 @@ Rules, in order:
    compared rows (a missing or undefined metric never promotes).
 3. Fewer compared rows than ``gate.min_test_rows`` never promote ("too few rows").
 4. The lower end of the improvement's interval must be > 0 and >=
-   ``min_improvement`` (champion) or ``min_lift_over_baseline`` (baseline). An
+   ``min_improvement`` (champion; with ``min_improvement_relative``, that fraction
+   of the champion's value) or ``min_lift_over_baseline`` (baseline). With an id
+   column the interval comes from resampling ids, and the reason says so. An
    estimate above 0 whose interval reaches below that is "better but within
    noise"; a tie never promotes, so two equally good runs do not churn production.
 5. With a champion: for each guardrail the estimated change may lose at most the
@@ -119,10 +121,13 @@ def _signed(x: float | None) -> str:
 
 
 def _interval(p: dict[str, Any], confidence: float) -> str:
+    groups = p.get("n_groups")
+    # A cluster bootstrap says so: its interval rests on the groups, not the rows.
+    unit = "" if groups is None else f" in {int(groups):,} ids, resampled by id"
     return (
         f"{_signed(_number(p.get('estimate')))} ({confidence:.0%} interval "
         f"{_signed(_number(p.get('low')))} to {_signed(_number(p.get('high')))}, "
-        f"{int(p.get('n_rows') or 0):,} rows)"
+        f"{int(p.get('n_rows') or 0):,} rows{unit})"
     )
 
 
@@ -250,13 +255,21 @@ def decide(
 
     gain, low, high = _number(p.get("estimate")), _number(p.get("low")), _number(p.get("high"))
     needed = policy.min_improvement if against == "champion" else policy.min_lift_over_baseline
+    if against == "champion" and policy.min_improvement_relative:
+        # A fraction of the champion's value on the same rows (rmse's scale is the target's).
+        needed = policy.min_improvement * abs(theirs)
+    need_text = f"{needed:g}" + (
+        f" ({policy.min_improvement:.1%} of the champion's)"
+        if against == "champion" and policy.min_improvement_relative
+        else ""
+    )
     primary_ok = low is not None and low > _EPS and low >= needed - _EPS
     word = "improvement" if against == "champion" else "lift"
     primary = Check(
         name,
         primary_ok,
         f"{metric} {_fmt(mine)} vs {label} {_fmt(theirs)}: {word} {_interval(p, conf)} "
-        f"(the interval's lower end must be > 0 and >= {needed:g})",
+        f"(the interval's lower end must be > 0 and >= {need_text})",
         mine,
         theirs,
         gain,
@@ -285,12 +298,12 @@ def decide(
         if gain is not None and gain > _EPS:
             reason = (
                 f"better than the {label} but within noise: {metric} {_fmt(mine)} vs {_fmt(theirs)}, "
-                f"{word} {_interval(p, conf)}; the interval's lower end must be > 0 and >= {needed:g}"
+                f"{word} {_interval(p, conf)}; the interval's lower end must be > 0 and >= {need_text}"
             )
         else:
             reason = (
                 f"does not beat the {label}: {metric} {_fmt(mine)} vs {_fmt(theirs)}, "
-                f"{word} {_interval(p, conf)} (the interval's lower end must be > 0 and >= {needed:g})"
+                f"{word} {_interval(p, conf)} (the interval's lower end must be > 0 and >= {need_text})"
             )
     else:
         reason = (

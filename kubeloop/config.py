@@ -102,6 +102,9 @@ class GateConfig(_Section):
     # The challenger must improve the primary metric by at least this much (absolute,
     # in the metric's own direction); a tie never promotes.
     min_improvement: float = Field(0.001, ge=0)
+    # True: min_improvement is a fraction of the champion's value on the compared rows
+    # (0.01 = 1 % better), for metrics whose scale is the target's (rmse, mae).
+    min_improvement_relative: bool = False
     # None: defaults per task (see components.gate.default_guardrails).
     guardrails: list[GuardrailConfig] | None = None
     # With no champion the challenger must beat the trivial baseline by this much.
@@ -293,10 +296,11 @@ class CanaryConfig(_Section):
 class MonitoringConfig(_Section):
     """Drift thresholds, the performance-decay window and the retraining policy.
 
-    A column drifts when an effect size reaches its threshold AND the test's
-    p-value is below ``p_value``. Effect sizes decide because on a million rows
-    every p-value is tiny; the p-value only keeps a handful of rows from raising
-    an alarm on noise.
+    A column drifts when an effect size reaches its threshold plus the sampling
+    noise of samples that size AND its test is rejected after a Benjamini-Hochberg
+    correction over every test of the run at ``false_alarm_rate``. Effect sizes
+    decide because on a million rows every p-value is tiny; the corrected tests
+    keep a handful of rows, or many columns, from raising an alarm on noise.
     """
 
     # Numeric columns: population stability index on the reference's quantile bins,
@@ -311,15 +315,21 @@ class MonitoringConfig(_Section):
     unseen_threshold: float = Field(0.05, gt=0, le=1)
     # Any column: absolute change of the missing rate.
     missing_rate_threshold: float = Field(0.1, gt=0, le=1)
-    # Guard for small samples: no drift unless the test also rejects at this level.
+    # The target: at most this share of runs with no drift report any drifted
+    # column (so start a retrain): the level of the Benjamini-Hochberg correction
+    # over all of a run's tests.
+    false_alarm_rate: float = Field(0.01, gt=0, lt=1)
+    # Per-column guard on top: no drift unless the column's own test rejects at this level.
     p_value: float = Field(0.05, gt=0, lt=1)
     psi_bins: int = Field(10, ge=2, le=100)
     # Stored profiles keep this many quantile points per numeric column (KS and
     # Wasserstein against them are within 1/profile_points of the full reference).
     profile_points: int = Field(2000, ge=50, le=100_000)
     # A data file used as the reference keeps up to this many values per numeric
-    # column exactly (beyond: a uniform random sample of this size).
-    exact_reference_rows: int = Field(200_000, ge=1000)
+    # column (within 32M values over all columns, as many again of the current
+    # data): KS then equals scipy's. Beyond, a uniform sample of 200,000 values and
+    # KS within the bound the report states.
+    exact_reference_rows: int = Field(10_000_000, ge=1000)
     # Categories kept per column in a profile; rarer ones are pooled.
     max_categories: int = Field(1000, ge=2)
     batch_rows: int = Field(131_072, ge=1024)

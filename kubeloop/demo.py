@@ -23,6 +23,7 @@ import argparse
 import atexit
 import json
 import shlex
+import shutil
 import signal
 import socket
 import statistics
@@ -383,6 +384,8 @@ def loop(demo: Demo) -> None:
         f"contracts (kubeloop.datagen's drift={DRIFT}). They reach production, which is {production}"
         + (f" now: serve it\n({MODEL} alone means {MODEL}@production)." if production != served else "."))
     t = time.monotonic()
+    earlier_logs = set((demo.logs / MODEL).rglob("*.parquet"))
+    round_started = time.time()  # the monitoring window opens here
     demo.serve(MODEL)
     sent = demo.traffic(traffic3[features], "drifted", "drifted customers")
     say(f"  stopping the server (SIGTERM) writes the last of its prediction log ({shown(demo.logs)}/)")
@@ -396,9 +399,17 @@ def loop(demo: Demo) -> None:
     heading(5, "Monitor: drift, the retraining policy, and the gate again")
     t = time.monotonic()
     drift_html = root / "drift.html"
+    # The last round's log files on their own: the earlier rounds' customers would
+    # dilute the shift a monitoring window is meant to see.
+    window = root / "drifted-window"
+    for f in files:
+        if f not in earlier_logs:
+            target = window / f.relative_to(demo.logs / MODEL)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, target)
     say(f"Which columns of the logged traffic differ from the data {production} was trained on? kubeloop drift\n"
-        "reads every answer in the log (all three rounds of traffic); the HTML report shows each column.")
-    d = demo.run("drift", "--reference", f"model:{MODEL}@production", "--current", str(demo.logs / MODEL),
+        f"reads the answers of the last round ({shown(window)}/); the HTML report shows each column.")
+    d = demo.run("drift", "--reference", f"model:{MODEL}@production", "--current", str(window),
                  "--registry", str(registry), "--report", str(drift_html), "--json")
     steps["drift"] = {"drifted_columns": d["drifted_columns"], "n_columns": d["n_columns"],
                       "report": str(drift_html), "seconds": round(time.monotonic() - t, 1)}
@@ -413,7 +424,11 @@ def loop(demo: Demo) -> None:
         f"(its config, {shown(config)}, sets monitoring.cooldown_hours: 0 so the demo need not wait a\n"
         "day). Retraining runs the whole training pipeline on the newest data, gate included:")
     t = time.monotonic()
+    # The window is the last round: a monitoring run sees recent traffic, not every
+    # answer since the first deployment (which would dilute the shift threefold).
+    window_hours = (time.time() - round_started + 1.0) / 3600
     m = demo.run("monitor", "--model", MODEL, "--logs", str(demo.logs), "--retrain-data", str(data3),
+                 "--window-hours", f"{window_hours:.6f}",
                  "--registry", str(registry), "--config", str(config),
                  "--report-dir", str(root / "monitoring"), "--work-dir", str(root / ".kubeloop"), "--json")
     steps["monitor"] = {"retrain": m["retrain"], "retrained": m["retrained"],

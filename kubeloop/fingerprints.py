@@ -31,6 +31,13 @@ sized for the stated false-positive rate (1.8 bytes a row at 0.1 %). A false
 positive only makes a test row look seen, so it is left out of the comparison:
 the shared test set shrinks at random, it is never contaminated. ``to_bytes`` /
 ``from_bytes`` store it as a small ``.npz`` file (no pickle).
+
+With an id column (``id_column`` in the schema: the split keeps each id's rows
+together) the set also holds the fingerprints of the ids, and a test row counts
+as seen when its id is one the model trained on, whatever its values: the same
+customer with a changed feature is still a customer the model has seen, and on
+low-cardinality data matching by value would call most unseen rows seen. Rows
+with no id fall back to matching by value.
 """
 
 from __future__ import annotations
@@ -295,6 +302,8 @@ class FingerprintSet:
     k: int = 0
     false_positive_rate: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)
+    # The fingerprints of the rows' ids (a set over the one id column), when there is one.
+    ids: FingerprintSet | None = None
 
     @classmethod
     def from_hashes(
@@ -360,9 +369,21 @@ class FingerprintSet:
             out[start : start + (1 << 20)] = hit.all(axis=1)
         return out
 
+    @property
+    def id_column(self) -> str | None:
+        return None if self.ids is None else self.ids.columns[0]
+
     def contains_rows(self, df: pd.DataFrame) -> np.ndarray:
-        """``contains`` for the rows of ``df``, hashed on this set's own columns."""
-        return self.contains(row_fingerprints(df, self.columns))
+        """``contains`` for the rows of ``df``: by id when the set has ids and ``df``
+        the id column (rows without an id: by value), else on this set's own columns."""
+        id_col = self.id_column
+        if id_col is None or id_col not in df.columns:
+            return self.contains(row_fingerprints(df, self.columns))
+        seen = self.ids.contains(row_fingerprints(df, [id_col]))
+        no_id = df[id_col].isna().to_numpy()
+        if no_id.any():
+            seen[no_id] = self.contains(row_fingerprints(df[no_id], self.columns))
+        return seen
 
     def describe(self) -> dict[str, Any]:
         """What the set holds, for reports (JSON-able)."""
@@ -380,6 +401,8 @@ class FingerprintSet:
 
     def to_bytes(self) -> bytes:
         header = {**self.describe(), "format": FORMAT, **self.meta}
+        if self.ids is not None:
+            header["ids"] = self.ids.describe()
         arrays: dict[str, np.ndarray] = {
             "header": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
         }
@@ -387,6 +410,10 @@ class FingerprintSet:
             arrays["hashes"] = self.hashes
         else:
             arrays["bits"] = self.bits
+        if self.ids is not None:
+            arrays["id_" + ("hashes" if self.ids.kind == "exact" else "bits")] = (
+                self.ids.hashes if self.ids.kind == "exact" else self.ids.bits
+            )
         buf = io.BytesIO()
         # Fingerprints are random bits: compression would not shrink them, but a
         # Bloom filter of a small set is mostly zeros.
@@ -417,25 +444,35 @@ class FingerprintSet:
             "false_positive_rate",
             "bits",
             "hashes",
+            "ids",
         }
         meta = {k: v for k, v in header.items() if k not in known}
+        try:
+            out = cls._from_parts(header, arrays, "")
+            if header.get("ids"):
+                out.ids = cls._from_parts(header["ids"], arrays, "id_")
+        except KeyError as exc:
+            raise FingerprintError(f"row-fingerprint file lacks {exc}") from None
+        out.meta = meta
+        return out
+
+    @classmethod
+    def _from_parts(cls, header: dict[str, Any], arrays: dict[str, np.ndarray], prefix: str) -> FingerprintSet:
         if header["kind"] == "exact":
             return cls(
                 header["columns"],
                 "exact",
                 int(header["n_rows"]),
-                hashes=arrays["hashes"].astype(np.uint64),
-                meta=meta,
+                hashes=arrays[prefix + "hashes"].astype(np.uint64),
             )
         return cls(
             header["columns"],
             "bloom",
             int(header["n_rows"]),
-            bits=arrays["bits"],
+            bits=arrays[prefix + "bits"],
             m=int(header["bits"]),
             k=int(header["hashes"]),
             false_positive_rate=float(header["false_positive_rate"]),
-            meta=meta,
         )
 
 
@@ -454,10 +491,12 @@ def rows_file(
     false_positive_rate: float = DEFAULT_FALSE_POSITIVE_RATE,
 ) -> bytes:
     """The file a registry version stores as ``REGISTRY_FILE``: the fingerprints of every
-    row of ``frames`` (the train and valid splits) over the schema's features and target."""
-    return FingerprintSet.from_frames(
-        frames,
-        fingerprint_columns(schema),
-        exact_limit=exact_limit,
-        false_positive_rate=false_positive_rate,
-    ).to_bytes()
+    row of ``frames`` (the train and valid splits) over the schema's features and target,
+    and of their ids when the schema has an id column."""
+    frames = list(frames)
+    kw = {"exact_limit": exact_limit, "false_positive_rate": false_positive_rate}
+    rows = FingerprintSet.from_frames(frames, fingerprint_columns(schema), **kw)
+    id_col = schema.get("id_column")
+    if id_col and frames and all(id_col in f.columns for f in frames):
+        rows.ids = FingerprintSet.from_frames([f[f[id_col].notna()] for f in frames], [id_col], **kw)
+    return rows.to_bytes()

@@ -96,9 +96,28 @@ def test_million_rows_do_not_cry_wolf(tmp_path):
     assert stable["drifted_columns"] == []
     drifted = run_json("--reference", str(tmp_path / "ref.parquet"), "--current", str(tmp_path / "drifted.parquet"))
     assert set(drifted["drifted_columns"]) == DRIFTED
-    # the reference was sampled (200k of 1M): the stated KS error bound is honest
-    n1 = drifted["columns"]["n1"]
-    assert n1["n_reference"] == 1_000_000 and n1["ks_error_bound"] > 0
+    # a million values a side are kept and sorted: KS equals scipy's on all of them
+    from scipy.stats import ks_2samp
+
+    ref, cur = pd.read_parquet(tmp_path / "ref.parquet"), pd.read_parquet(tmp_path / "drifted.parquet")
+    for c in NUMERIC:
+        rec = drifted["columns"][c]
+        want = ks_2samp(ref[c].dropna(), cur[c].dropna()).statistic
+        assert rec["ks_method"] == "exact" and rec["ks_error_bound"] == 0.0
+        assert abs(rec["ks_statistic"] - want) <= 1e-6, (c, rec["ks_statistic"], want)
+    # beyond what may be kept (here a config cap of 100,000 values), a uniform sample
+    # of the reference stands in and the report states the bound its KS is within
+    (tmp_path / "cap.yaml").write_text("monitoring:\n  exact_reference_rows: 100000\n")
+    capped = run_json("--config", str(tmp_path / "cap.yaml"), "--reference", str(tmp_path / "ref.parquet"),
+                      "--current", str(tmp_path / "drifted.parquet"))
+    assert set(capped["drifted_columns"]) == DRIFTED
+    for c in NUMERIC:
+        rec = capped["columns"][c]
+        want = ks_2samp(ref[c].dropna(), cur[c].dropna()).statistic
+        assert rec["ks_method"] == "sample" and rec["n_reference"] == ref[c].notna().sum()
+        assert 0 < rec["ks_error_bound"] < 0.02 and abs(rec["ks_statistic"] - want) <= rec["ks_error_bound"]
+    assert "KS within" in kubeloop("drift", "--config", str(tmp_path / "cap.yaml"), "--reference",
+                                   str(tmp_path / "ref.parquet"), "--current", str(tmp_path / "drifted.parquet")).stdout
 
 
 def test_small_samples_are_guarded_by_the_test(tmp_path):

@@ -13,6 +13,7 @@ from scipy import stats as sps
 from scipy.spatial.distance import jensenshannon
 
 from kubeloop.config import Config, ConfigError
+from kubeloop.monitoring.columns import category_counts, to_arrow
 from kubeloop.monitoring.profile import build_profile, column_entry, numeric_entry
 from kubeloop.monitoring.stats import (
     CategoricalAccumulator,
@@ -301,3 +302,98 @@ def test_stable_skewed_columns_on_small_samples_do_not_cry_wolf():
     shifted = cur["total_charges"].dropna().astype(float) + 0.5 * r.std()
     entry = _entry(r)
     assert decide(numeric_stats(entry, _acc(entry, shifted)), CFG)[0]
+
+
+# --------------------------------------------------------------------------- run-level correction
+
+
+@pytest.mark.parametrize(
+    "pvalues,rate,rejected",
+    [
+        ([], 0.01, []),
+        ([None, None], 0.01, [False, False]),
+        ([0.004, 0.5], 0.01, [True, False]),  # 0.004 <= 1/2 * 0.01
+        ([0.006, 0.5], 0.01, [False, False]),  # alone it would pass 0.01; two tests ask for 0.005
+        ([0.006, 0.009], 0.01, [True, True]),  # the second at rank 2 carries the first
+        ([0.006, None, 0.009], 0.01, [True, False, True]),  # no test is not a test
+        ([1e-12] + [0.9] * 49, 0.01, [True] + [False] * 49),
+        ([0.0005] * 3 + [0.9] * 47, 0.01, [True] * 3 + [False] * 47),
+    ],
+)
+def test_benjamini_hochberg_table(pvalues, rate, rejected):
+    from kubeloop.monitoring.stats import benjamini_hochberg
+
+    assert benjamini_hochberg(pvalues, rate) == rejected
+
+
+def test_pvalue_of_a_sampled_reference_counts_its_sample():
+    rng = np.random.default_rng(4)
+    sample = np.sort(rng.normal(0, 1, 5000))
+    entry = numeric_entry(sample, missing=0, n_total=1_000_000, points=500)
+    entry["sample"] = len(sample)
+    cur = rng.normal(0, 1, 20_000)
+    out = numeric_stats(entry, _acc(entry, cur, batches=2))
+    assert out["n_reference"] == 1_000_000 and out["n_reference_compared"] == 5000
+    from kubeloop.monitoring.stats import ks_pvalue
+
+    assert out["ks_pvalue"] == pytest.approx(ks_pvalue(out["ks_statistic"], 5000, 20_000), rel=1e-12)
+    assert out["ks_pvalue"] > ks_pvalue(out["ks_statistic"], 1_000_000, 20_000)
+
+
+def test_many_levels_are_tested_on_their_true_count_with_rare_ones_pooled():
+    from kubeloop.monitoring.stats import OTHER, pooled_table, reference_levels
+
+    rng = np.random.default_rng(2)
+    names = np.array([f"c{i}" for i in range(300)])
+    p = 1 / np.arange(1, 301)
+    p /= p.sum()
+    ref = pd.Series(rng.choice(names, 100_000, p=p))
+    entry = column_entry(ref, "categorical", max_categories=1000)
+    assert entry["levels"] == 300 == reference_levels(entry)
+    cur = pd.Series(rng.choice(names, 200, p=p))
+    acc = CategoricalAccumulator()
+    acc.add_counts(*category_counts(to_arrow(cur)))
+    out = categorical_stats(entry, acc)
+    cells, r, c = pooled_table({k: float(v) for k, v in entry["counts"].items()}, 0.0, acc.counts)
+    # every level tested alone is expected at least 5 times in 200 rows; the rest share one cell
+    assert cells[-1] == OTHER and out["cells"] == len(cells) < 300
+    assert all(rv / r.sum() * c.sum() >= 5 for rv in r[:-1])
+    assert r.sum() == 100_000 and c.sum() == 200
+    # stored top levels only (an old profile: no "levels"): the pooled rest counts as one
+    old = {k: v for k, v in entry.items() if k != "levels"}
+    old["counts"] = dict(list(entry["counts"].items())[:50])
+    old["other"] = 100_000 - sum(old["counts"].values())
+    assert reference_levels(old) == 51
+    assert categorical_stats(old, acc)["n_reference"] == 100_000
+
+
+@pytest.mark.parametrize("keep", [50_000, 120_000])  # overflowing midway, or all kept (counted at the end)
+def test_accumulator_keeping_values_counts_as_the_streaming_one(keep):
+    rng = np.random.default_rng(8)
+    points = np.sort(rng.normal(0, 1, 3000))
+    batches = [rng.normal(0.1, 1, 20_000) for _ in range(5)]
+    batches[2][:100] = np.nan
+    streaming, keeping = NumericAccumulator(points), NumericAccumulator(points, keep_values=keep)
+    for b in batches:
+        streaming.add(b)
+        keeping.add(b)
+    assert np.array_equal(streaming.counts, keeping.counts)
+    assert np.allclose(streaming.sums, keeping.sums, rtol=1e-12, atol=1e-9)
+    assert keeping.n == streaming.n and keeping.missing == streaming.missing == 100
+    values = keeping.values
+    if keep < 99_900:
+        assert values is None
+    else:
+        want = np.sort(np.concatenate(batches))
+        assert np.array_equal(np.sort(values), want[np.isfinite(want)])
+
+
+def test_benjamini_hochberg_adjusts_as_scipy():
+    from kubeloop.monitoring.stats import benjamini_hochberg
+
+    rng = np.random.default_rng(6)
+    for size in (1, 3, 20, 100):
+        p = np.concatenate([rng.random(size), rng.random(size) * 1e-3])
+        adjusted = sps.false_discovery_control(p, method="bh")
+        for rate in (0.001, 0.01, 0.05, 0.2):
+            assert benjamini_hochberg(list(p), rate) == list(adjusted <= rate)

@@ -1139,3 +1139,30 @@ def test_a_test_set_the_champion_saw_entirely_is_too_few_rows(churn):
     assert all(v is None for v in doc["champion_metrics"].values())
     d = decide_from_evaluation(doc, GateConfig())
     assert d.decision == "reject" and "too few rows" in d.reason and "300" in d.reason
+
+
+def test_with_an_id_column_the_gate_resamples_ids_and_leaves_out_seen_ids(churn):
+    # Customers with 5 rows each; the champion trained on the first 100 customers'
+    # rows, 50 of whom come back in the test set with other values.
+    from kubeloop.components.evaluate import Champion, evaluate_step
+    from kubeloop.components.gate import decide_from_evaluation
+    from kubeloop.config import Config
+    from kubeloop.fingerprints import FingerprintSet, rows_file
+
+    train, test, _, baseline = churn
+    schema = {**_schema(), "id_column": "customer"}
+    schema["columns"] = {**schema["columns"], "customer": {"kind": "categorical", "role": "id"}}
+    train = train.assign(customer=[f"c{i // 5}" for i in range(len(train))])
+    test = test.assign(customer=[f"c{50 + i // 5}" for i in range(len(test))])
+    champion = _forest(train, seed=0, drop=("member", "region"))
+    challenger = _forest(train, seed=0)
+    rows = FingerprintSet.from_bytes(rows_file([train.iloc[:500]], schema))
+    cfg = Config.from_dict({"evaluation": {"stability_seeds": 0}})
+    doc = evaluate_step(challenger, baseline, test, None, schema, cfg, Champion("v1", model=champion, rows=rows))
+    comp = doc["champion_comparison"]
+    assert comp["exclusion"]["matched_by"] == "id"
+    assert comp["n_excluded"] == 250  # customers c50..c99, 5 rows each, whatever their values
+    assert comp["paired"]["roc_auc"]["n_groups"] == len(test) // 5 - 50
+    assert doc["baseline_comparison"]["paired"]["roc_auc"]["n_groups"] == len(test) // 5
+    d = decide_from_evaluation(doc, cfg.gate)
+    assert "resampled by id" in d.reason

@@ -13,7 +13,7 @@ Shape (JSON, no NaN)::
                       "points": [...], "weights": [...], "exact": true,
                       "bins": {"edges": [...], "counts": [...]}},
         "<categorical>": {"kind": "categorical", "n": .., "missing": .., "missing_rate": ..,
-                          "counts": {"basic": 3100, ...}, "other": 0}
+                          "counts": {"basic": 3100, ...}, "other": 0, "levels": 4}
       },
       "prediction": {... one entry as above, or null},
       "metrics": {"roc_auc": 0.91, ...} or null,
@@ -89,7 +89,10 @@ def numeric_entry(
         return entry
     m = moments or {"min": float(v[0]), "max": float(v[-1]), "mean": float(v.mean()), "std": float(v.std())}
     entry.update({k: float(m[k]) for k in ("min", "max", "mean", "std")})
-    uniq, counts = np.unique(v, return_counts=True)
+    # The values come sorted: their distinct values are where they change (np.unique
+    # would sort them again, 50 ms a million).
+    starts = np.flatnonzero(np.concatenate([[True], v[1:] != v[:-1]]))
+    uniq, counts = v[starts], np.diff(np.append(starts, n_sample))
     exact = scale == 1.0
     quantiles = len(uniq) > points
     if not quantiles:
@@ -131,6 +134,8 @@ def categorical_entry(counts: dict[str, float], *, missing: int, max_categories:
         "missing_rate": missing / (n + missing) if n + missing else 0.0,
         "counts": {k: _int_if_whole(c) for k, c in kept.items()},
         "other": _int_if_whole(other),
+        # the true number of levels, stored ones and pooled ones
+        "levels": len(counts),
     }
 
 

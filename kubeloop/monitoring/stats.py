@@ -17,8 +17,14 @@ batches and keeps only what the statistics need:
     most the current mass in that gap times its width, and that bound is reported.
   When the profile holds quantile points rather than the whole reference, its
   CDF is within 1/points of the reference's, so KS is within that of the
-  full-data value.
+  full-data value. A data reference small enough to keep whole keeps its sorted
+  values too, the accumulator then keeps the current ones, and KS is that of all
+  the values (``ks_exact_sorted``), as scipy's ``ks_2samp`` computes it.
 - categorical: counts per category.
+
+The verdict of a run (``compare``) corrects for its many tests: each column's
+p-values join one Benjamini-Hochberg family at ``false_alarm_rate``, so with no
+drift at most that share of runs flags anything, however many columns.
 
 This is the hot path of a drift run (every value of every numeric column goes
 through it), so it is written by hand in vectorised numpy: one ``searchsorted``
@@ -42,6 +48,10 @@ import numpy as np
 
 # scipy.stats.ks_2samp computes exact p-values up to this sample size ("auto").
 SCIPY_EXACT_MAX_N = 10_000
+# In-memory keys of a data reference's entry (never in a stored profile): every
+# value of the column, sorted, and how many current values to keep for exact KS.
+SORTED_VALUES = "_sorted"
+KEEP_CURRENT = "_keep_current"
 # Proportions are floored at this value in PSI (an empty bin would make it infinite).
 PSI_EPSILON = 1e-4
 
@@ -59,8 +69,8 @@ class NumericAccumulator:
         k = len(self.points)
         # Cell 2j: values strictly between points j-1 and j (cell 2k: above the last);
         # cell 2j+1: values equal to point j.
-        self.counts = np.zeros(2 * k + 1, dtype=np.float64)
-        self.sums = np.zeros(2 * k + 1, dtype=np.float64)
+        self._counts = np.zeros(2 * k + 1, dtype=np.float64)
+        self._sums = np.zeros(2 * k + 1, dtype=np.float64)
         self.n = 0.0
         self.missing = 0.0
         self.total = 0.0
@@ -71,6 +81,10 @@ class NumericAccumulator:
         self._keep = keep_values
         self._values: list[np.ndarray] | None = [] if keep_values > 0 else None
         self._kept = 0
+        # Keeping many values (for exact KS): they are counted once, sorted together,
+        # at the end, rather than each batch sorted on its own and then all again.
+        self._defer = keep_values > SCIPY_EXACT_MAX_N
+        self._uncounted = 0  # trailing arrays of _values not counted yet
 
     def add(self, values: Any, weights: Any = None) -> None:
         """Add a batch; NaN (and infinities) count as missing."""
@@ -87,45 +101,80 @@ class NumericAccumulator:
         self.missing += n_total - n
         if x.size == 0:
             return
-        u = self.points
-        k = len(u)
-        if w is None:
-            # Sort the batch and look the k points up in it (k log n), rather than
-            # each of the n values among the points (n log k, a cache miss each):
-            # about 3x faster, and the sums per cell come from one running sum.
-            xs = np.sort(x)
-            left = np.searchsorted(xs, u, side="left")  # values < point j
-            right = np.searchsorted(xs, u, side="right")  # values <= point j
-            edges = np.empty(2 * k + 2, dtype=np.int64)
-            edges[0], edges[-1] = 0, xs.size
-            edges[1:-1:2], edges[2:-1:2] = left, right
-            run = np.concatenate([[0.0], np.cumsum(xs)])
-            self.counts += np.diff(edges)
-            self.sums += np.diff(run[edges])
+        keep = self._values is not None and w is None and self._kept + x.size <= self._keep
+        if keep and self._defer:
+            self._values.append(x.copy())
+            self._uncounted += 1
         else:
-            pos = np.searchsorted(u, x, side="left")
-            equal = u[np.minimum(pos, k - 1)] == x
-            equal &= pos < k
-            cell = 2 * pos + equal
-            self.counts += np.bincount(cell, weights=w, minlength=2 * k + 1)
-            self.sums += np.bincount(cell, weights=x * w, minlength=2 * k + 1)
+            self._flush()
+            if w is None:
+                self._count_sorted(np.sort(x))
+            else:
+                u = self.points
+                k = len(u)
+                pos = np.searchsorted(u, x, side="left")
+                equal = u[np.minimum(pos, k - 1)] == x
+                equal &= pos < k
+                cell = 2 * pos + equal
+                self._counts += np.bincount(cell, weights=w, minlength=2 * k + 1)
+                self._sums += np.bincount(cell, weights=x * w, minlength=2 * k + 1)
+            if self._values is not None:
+                if keep:
+                    self._values.append(x.copy())
+                else:
+                    self._values = None  # too many (or weighted): the exact copy is dropped
+        if keep:
+            self._kept += x.size
         self.n += n
         self.sum += float(x.sum() if w is None else (x * w).sum())
         self.sumsq += float((x * x).sum() if w is None else (x * x * w).sum())
         self.min = min(self.min, float(x.min()))
         self.max = max(self.max, float(x.max()))
-        if self._values is not None:
-            if w is None and self._kept + x.size <= self._keep:
-                self._values.append(x.copy())
-                self._kept += x.size
-            else:
-                self._values = None  # too many (or weighted): the exact copy is dropped
+
+    def _count_sorted(self, xs: np.ndarray) -> None:
+        # Look the k points up in the sorted values (k log n), rather than each of the
+        # n values among the points (n log k, a cache miss each): about 3x faster, and
+        # the sums per cell come from one running sum.
+        u = self.points
+        k = len(u)
+        left = np.searchsorted(xs, u, side="left")  # values < point j
+        right = np.searchsorted(xs, u, side="right")  # values <= point j
+        edges = np.empty(2 * k + 2, dtype=np.int64)
+        edges[0], edges[-1] = 0, xs.size
+        edges[1:-1:2], edges[2:-1:2] = left, right
+        run = np.concatenate([[0.0], np.cumsum(xs)])
+        self._counts += np.diff(edges)
+        self._sums += np.diff(run[edges])
+
+    def _flush(self) -> None:
+        """Count the values kept but not counted yet (sorted once, kept sorted)."""
+        if not self._uncounted or self._values is None:
+            return
+        pending = self._values[-self._uncounted:]
+        xs = np.concatenate(pending) if len(pending) > 1 else pending[0]
+        xs.sort()
+        self._count_sorted(xs)
+        self._values[-self._uncounted:] = [xs]
+        self._uncounted = 0
+
+    @property
+    def counts(self) -> np.ndarray:
+        self._flush()
+        return self._counts
+
+    @property
+    def sums(self) -> np.ndarray:
+        self._flush()
+        return self._sums
 
     @property
     def values(self) -> np.ndarray | None:
         """Every current value, when there were few enough to keep; else None."""
+        self._flush()
         if self._values is None:
             return None
+        if len(self._values) == 1:
+            return self._values[0].copy()
         return np.concatenate(self._values) if self._values else np.empty(0)
 
     # cumulative counts of current values below / at each reference point
@@ -176,6 +225,49 @@ def ks_from_counts(ref_weights: np.ndarray, acc: NumericAccumulator) -> float:
     d_at = np.abs(ref_le / n_ref - le / acc.n)
     d_before = np.abs(ref_less / n_ref - less / acc.n)
     return float(min(1.0, max(d_at.max(), d_before.max())))
+
+
+def ks_exact_sorted(ref_sorted: np.ndarray, cur_sorted: np.ndarray, points: np.ndarray,
+                    ref_weights: np.ndarray, acc: NumericAccumulator) -> float:
+    """The two-sample KS statistic of all the values, equal to scipy's ks_2samp, from
+    the sorted columns and the accumulator's counts at the reference ``points``.
+
+    The sup of |F_ref - F_cur| at the points (and their left limits) comes from the
+    counts and the sorted reference. Inside a gap between two points each CDF lies between its values at the
+    gap's ends, which bounds the difference there; only gaps whose bound exceeds the
+    sup so far can hold a larger one, and in those the difference is evaluated at
+    every reference value (and its left limit), where the sup is reached (F_ref is
+    constant between its values, F_cur monotone). Two sorts and a few hundred small
+    look-ups, instead of a search of every value in the other column."""
+    n1, n2 = float(ref_sorted.size), float(cur_sorted.size)
+    less, le = acc.cdf_counts()
+    ref_le = np.cumsum(np.asarray(ref_weights, dtype=np.float64))
+    # Quantile points carry the values since the previous point: the reference's
+    # left limit at a point is counted in the sorted values.
+    at_right = np.searchsorted(ref_sorted, points, side="right")
+    at_left = np.searchsorted(ref_sorted, points, side="left")
+    d = float(max(np.abs(ref_le / n1 - le / n2).max(), np.abs(at_left / n1 - less / n2).max()))
+    # Gap j lies between point j-1 and point j (gap 0 below the first, gap k above the last).
+    lo_ref = np.concatenate([[0.0], ref_le]) / n1  # F at the gap's left end
+    hi_ref = np.concatenate([at_left, [n1]]) / n1  # F just before its right end
+    lo_cur = np.concatenate([[0.0], le]) / n2
+    hi_cur = np.concatenate([less, [n2]]) / n2
+    bound = np.maximum(hi_ref - lo_cur, hi_cur - lo_ref)
+    gaps = np.flatnonzero(bound > d)
+    if gaps.size:
+        # Reference values inside the candidate gaps (one vectorised gather).
+        starts = np.concatenate([[0], at_right])[gaps]
+        stops = np.concatenate([at_left, [ref_sorted.size]])[gaps]
+        sizes = np.maximum(stops - starts, 0)
+        if sizes.sum():
+            offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
+            t = ref_sorted[np.arange(int(sizes.sum())) + offsets]
+            f_le = np.searchsorted(ref_sorted, t, side="right") / n1
+            f_less = np.searchsorted(ref_sorted, t, side="left") / n1
+            g_le = np.searchsorted(cur_sorted, t, side="right") / n2
+            g_less = np.searchsorted(cur_sorted, t, side="left") / n2
+            d = max(d, float(np.abs(f_le - g_le).max()), float(np.abs(f_less - g_less).max()))
+    return float(min(d, 1.0))
 
 
 # Beyond this effective sample size n*m/(n+m), scipy's exact-in-n distribution
@@ -244,7 +336,11 @@ def numeric_stats(entry: dict[str, Any], acc: NumericAccumulator) -> dict[str, A
     points = np.asarray(entry["points"], dtype=np.float64)
     weights = np.asarray(entry["weights"], dtype=np.float64)
     n_ref = int(entry["n"])
-    out: dict[str, Any] = {"kind": "numeric", "n_reference": n_ref, "n_current": int(acc.n)}
+    # A sampled reference is a sample of its size: the test and the noise margins
+    # count what was compared, not the rows it stands for.
+    n_ref_compared = int(entry.get("sample") or n_ref)
+    out: dict[str, Any] = {"kind": "numeric", "n_reference": n_ref, "n_current": int(acc.n),
+                           "n_reference_compared": n_ref_compared}
     out.update(_missing(entry, acc.missing, acc.total))
     out["current"] = {k: _num(v) for k, v in acc.moments().items()}
     out["reference"] = {k: _num(entry.get(k)) for k in ("mean", "std", "min", "max")}
@@ -264,9 +360,16 @@ def numeric_stats(entry: dict[str, Any], acc: NumericAccumulator) -> dict[str, A
         d, p = float(res.statistic), float(res.pvalue)
         wd, w_err = float(wasserstein_distance(ref_values, cur_values)), 0.0
     else:
-        d = ks_from_counts(weights, acc)
-        p = ks_pvalue(d, n_ref, int(round(acc.n)))
+        ref_sorted = entry.get(SORTED_VALUES)
+        if ref_sorted is not None and cur_values is not None:
+            # A data reference kept whole and current values kept: KS of all of them.
+            cur_values.sort()
+            d = ks_exact_sorted(ref_sorted, cur_values, points, weights, acc)
+        else:
+            d = ks_from_counts(weights, acc)
+        p = ks_pvalue(d, n_ref_compared, int(round(acc.n)))
         wd, w_err = wasserstein_from_counts(points, weights, acc)
+    exact_ks = exact_small or (entry.get(SORTED_VALUES) is not None and cur_values is not None) or bool(entry.get("exact"))
     # PSI bins: (-inf, e1], (e1, e2], ..., (e_last, inf); every edge is a reference point.
     edges = np.asarray(entry["bins"]["edges"], dtype=np.float64)
     _, le = acc.cdf_counts()
@@ -277,7 +380,8 @@ def numeric_stats(entry: dict[str, Any], acc: NumericAccumulator) -> dict[str, A
     out.update(
         ks_statistic=d,
         ks_pvalue=p,
-        ks_error_bound=ks_error_bound(entry),
+        ks_error_bound=0.0 if exact_ks else ks_error_bound(entry),
+        ks_method="exact" if exact_ks else ("sample" if entry.get("sample") else "quantile points"),
         psi=psi(entry["bins"]["counts"], cur_bins),
         wasserstein=wd,
         wasserstein_norm=wd / scale,
@@ -310,34 +414,73 @@ def _scale(entry: dict[str, Any]) -> float:
 # --------------------------------------------------------------------------- categorical statistics
 
 
+# A level is tested on its own when the current sample expects at least this many
+# rows of it (the rule of thumb under which Pearson's chi-square holds); rarer
+# levels, the levels a profile pooled and levels the reference never had share
+# one "(other)" cell. The choice uses the reference's shares only, so it does
+# not look at the current data it tests.
+MIN_EXPECTED = 5.0
+OTHER = "(other)"
+
+
+def reference_levels(entry: dict[str, Any]) -> int:
+    """The reference's true number of levels (profiles before ``levels`` was
+    stored: the stored ones, plus one for the pooled rest)."""
+    if entry.get("levels") is not None:
+        return int(entry["levels"])
+    return len(entry.get("counts") or {}) + (1 if float(entry.get("other") or 0.0) > 0 else 0)
+
+
+def pooled_table(ref: dict[str, float], other: float, cur: dict[str, float]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(cells, reference counts, current counts) of the table the test compares."""
+    n_ref, n_cur = sum(ref.values()) + other, sum(cur.values())
+    keep = [k for k, v in sorted(ref.items(), key=lambda kv: (-kv[1], kv[0]))
+            if n_ref > 0 and v / n_ref * n_cur >= MIN_EXPECTED]
+    r = [ref[k] for k in keep]
+    c = [cur.get(k, 0.0) for k in keep]
+    r_other = n_ref - sum(r)
+    c_other = n_cur - sum(c)
+    if r_other > 0 or c_other > 0:
+        keep = [*keep, OTHER]
+        r.append(r_other)
+        c.append(c_other)
+    return keep, np.asarray(r, float), np.asarray(c, float)
+
+
 def categorical_stats(entry: dict[str, Any], acc: CategoricalAccumulator) -> dict[str, Any]:
     ref = {str(k): float(v) for k, v in (entry.get("counts") or {}).items()}
     other = float(entry.get("other") or 0.0)
     cur = dict(acc.counts)
-    if other > 0:
-        # Categories the profile pooled: current ones it never listed go to the pool.
-        pooled = sum(v for k, v in cur.items() if k not in ref)
-        cur = {k: v for k, v in cur.items() if k in ref}
-        ref["(other)"] = other
-        cur["(other)"] = pooled
-    cats = sorted(set(ref) | set(cur), key=lambda c: (-ref.get(c, 0.0), -cur.get(c, 0.0), c))
-    r = np.array([ref.get(c, 0.0) for c in cats])
-    c = np.array([cur.get(c, 0.0) for c in cats])
-    out: dict[str, Any] = {"kind": "categorical", "n_reference": int(r.sum()), "n_current": int(c.sum())}
+    n_ref, n_cur = sum(ref.values()) + other, sum(cur.values())
+    out: dict[str, Any] = {"kind": "categorical", "n_reference": int(n_ref), "n_current": int(n_cur),
+                           "levels_reference": reference_levels(entry)}
     out.update(_missing(entry, acc.missing, acc.total))
-    if r.sum() <= 0 or c.sum() <= 0:
+    if n_ref <= 0 or n_cur <= 0:
         out.update(chi2_statistic=None, chi2_pvalue=None, psi=None, jensen_shannon=None, unseen_rate=None)
         return out
+    cells, r, c = pooled_table(ref, other, cur)
     chi2, p = chi2_homogeneity(r, c)
-    unseen = float(c[r == 0].sum() / c.sum())
+    # Unseen: current levels the reference never had. Once a profile pooled its rare
+    # levels, an unlisted level may be one of them, so none counts as unseen.
+    unseen_names = [] if other > 0 else sorted((k for k in cur if k not in ref), key=lambda k: (-cur[k], k))
+    unseen = float(sum(cur[k] for k in unseen_names) / n_cur)
+    # The report's table: every stored level (and the pooled rest), most frequent first.
+    shown = dict(ref)
+    shown_cur = {k: v for k, v in cur.items() if k in ref or other <= 0}
+    if other > 0:
+        shown[OTHER] = other
+        shown_cur[OTHER] = n_cur - sum(shown_cur.values())
+    names = sorted(set(shown) | set(shown_cur), key=lambda k: (-shown.get(k, 0.0), -shown_cur.get(k, 0.0), k))
     out.update(
         chi2_statistic=chi2,
         chi2_pvalue=p,
+        cells=len(cells),
         psi=psi(r, c),
         jensen_shannon=jensen_shannon(r, c),
         unseen_rate=unseen,
-        unseen_categories=[cat for cat, rv, cv in zip(cats, r, c, strict=True) if rv == 0 and cv > 0][:20],
-        categories={"names": cats[:50], "reference": r[:50].tolist(), "current": c[:50].tolist()},
+        unseen_categories=unseen_names[:20],
+        categories={"names": names[:50], "reference": [shown.get(k, 0.0) for k in names[:50]],
+                    "current": [shown_cur.get(k, 0.0) for k in names[:50]]},
     )
     return out
 
@@ -402,16 +545,22 @@ def _num(x: Any) -> float | None:
 # --------------------------------------------------------------------------- the verdict
 
 
+# The Kolmogorov distribution's mean plus one standard deviation: how far
+# sqrt(n m / (n + m)) * D typically strays from 0 with no drift.
+KS_TYPICAL = 0.8687 + 0.2603
+
+
 def sampling_noise(name: str, n_reference: int, n_current: int, cells: int) -> float:
     """How far ``name`` typically strays from 0 from sampling alone, with no drift,
-    for samples of these sizes (``cells``: PSI bins or categories).
+    for samples of these sizes (``cells``: PSI bins or categories compared).
 
     On small samples the effect sizes are biased upwards: two samples of 1,000 rows
     of one skewed distribution give a normalised Wasserstein distance of 0.1 now and
     then. The threshold a column must clear is its configured value above this noise,
     which vanishes as the samples grow (large samples are where p-values alone cry
-    wolf, small ones are where effect sizes do). The KS statistic needs no margin:
-    its own test already asks for more than its sampling noise.
+    wolf, small ones are where effect sizes do). Every statistic gets its typical
+    value under no drift: a chi-square's mean plus one sd for PSI and
+    Jensen-Shannon, the Kolmogorov distribution's for KS.
     """
     if n_reference <= 0 or n_current <= 0:
         return 0.0
@@ -424,19 +573,32 @@ def sampling_noise(name: str, n_reference: int, n_current: int, cells: int) -> f
         return chi2_typical * h / (8.0 * math.log(2.0))
     if name == "wasserstein_norm":  # ~ sqrt(h) in units of the reference's sd
         return 1.5 * math.sqrt(h)
+    if name == "ks_statistic":  # ~ Kolmogorov * sqrt(h)
+        return KS_TYPICAL * math.sqrt(h)
     return 0.0
 
 
-def decide(stats: dict[str, Any], cfg: Any) -> tuple[bool, list[str]]:
+def column_pvalues(stats: dict[str, Any]) -> tuple[float | None, float | None]:
+    """(p-value of the distribution test, p-value of the missing-rate test) of a column."""
+    p = stats.get("ks_pvalue") if stats.get("kind") == "numeric" else stats.get("chi2_pvalue")
+    return p, stats.get("missing_pvalue")
+
+
+def decide(stats: dict[str, Any], cfg: Any, *, rejected: tuple[bool, bool] | None = None) -> tuple[bool, list[str]]:
     """Drifted or not, and why: an effect size at or above its threshold plus the
-    sampling noise of samples this size (``sampling_noise``), confirmed by the test's
-    p-value (``cfg`` is a ``MonitoringConfig``)."""
+    sampling noise of samples this size (``sampling_noise``), confirmed by the test
+    (``cfg`` is a ``MonitoringConfig``).
+
+    ``rejected``: whether the distribution and missing-rate tests were rejected by
+    the run's multiple-testing correction (``compare``); alone, a column's test
+    rejects at ``cfg.false_alarm_rate``."""
     reasons: list[str] = []
-    n_ref, n_cur = int(stats.get("n_reference") or 0), int(stats.get("n_current") or 0)
+    n_ref = int(stats.get("n_reference_compared") or stats.get("n_reference") or 0)
+    n_cur = int(stats.get("n_current") or 0)
     if stats["kind"] == "numeric":
         cells = len((stats.get("bins") or {}).get("reference") or []) or cfg.psi_bins
     else:
-        cells = len((stats.get("categories") or {}).get("names") or []) or 2
+        cells = int(stats.get("cells") or 0) or len((stats.get("categories") or {}).get("names") or []) or 2
 
     def over(name: str, threshold: float) -> bool:
         value = stats.get(name)
@@ -453,34 +615,69 @@ def decide(stats: dict[str, Any], cfg: Any) -> tuple[bool, list[str]]:
             ("wasserstein_norm", cfg.wasserstein_threshold),
             ("ks_statistic", cfg.ks_threshold),
         ]
-        p = stats.get("ks_pvalue")
     else:
         effects = [("psi", cfg.psi_threshold), ("jensen_shannon", cfg.js_threshold), ("unseen_rate", cfg.unseen_threshold)]
-        p = stats.get("chi2_pvalue")
-    significant = p is not None and p < cfg.p_value
+    p, mp = column_pvalues(stats)
+    level = min(cfg.p_value, cfg.false_alarm_rate)
+    if rejected is None:
+        rejected = (p is not None and p < level, mp is not None and mp < level)
+    # The per-column guard still applies: no alarm from a test above p_value.
+    significant = rejected[0] and p is not None and p < cfg.p_value
     for name, threshold in effects:
         if over(name, threshold) and significant:
             reasons.append(f"{name} {stats[name]:.3g} >= {threshold:g}")
     change = stats.get("missing_rate_change") or 0.0
-    mp = stats.get("missing_pvalue")
-    if abs(change) >= cfg.missing_rate_threshold and mp is not None and mp < cfg.p_value:
+    if abs(change) >= cfg.missing_rate_threshold and rejected[1] and mp is not None and mp < cfg.p_value:
         reasons.append(f"missing rate {stats['missing_rate_reference']:.3g} -> {stats['missing_rate_current']:.3g}")
     return bool(reasons), reasons
 
 
+def column_stats(entry: dict[str, Any], acc: Any) -> dict[str, Any]:
+    return numeric_stats(entry, acc) if entry["kind"] == "numeric" else categorical_stats(entry, acc)
+
+
 def column_drift(entry: dict[str, Any], acc: Any, cfg: Any) -> dict[str, Any]:
-    stats = numeric_stats(entry, acc) if entry["kind"] == "numeric" else categorical_stats(entry, acc)
+    """One column on its own (its tests at ``cfg.false_alarm_rate``)."""
+    stats = column_stats(entry, acc)
     drifted, reasons = decide(stats, cfg)
     stats["drifted"] = drifted
     stats["reasons"] = reasons
     return stats
 
 
+def benjamini_hochberg(pvalues: list[float | None], rate: float) -> list[bool]:
+    """Which tests the Benjamini-Hochberg procedure rejects at ``rate`` (None: no
+    test, never rejected). With no drift anywhere every rejection is false, so the
+    chance of any alarm in a run is at most ``rate`` (independent or positively
+    dependent tests)."""
+    present = [i for i, p in enumerate(pvalues) if p is not None and math.isfinite(p)]
+    out = [False] * len(pvalues)
+    if not present:
+        return out
+    # The adjusted p-values of scipy.stats.false_discovery_control(method="bh"),
+    # written out: importing scipy.stats costs a drift run a second of start-up.
+    p = np.clip(np.asarray([pvalues[i] for i in present], dtype=np.float64), 0.0, 1.0)
+    order = np.argsort(p)
+    m = p.size
+    scaled = p[order] * m / np.arange(1, m + 1)
+    adjusted = np.empty(m)
+    adjusted[order] = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
+    for i, q in zip(present, adjusted, strict=True):
+        out[i] = bool(q <= rate)
+    return out
+
+
 def compare(profile: dict[str, Any], accs: dict[str, Any], cfg: Any, *, columns_seen: set[str] | None = None,
             n_current: int | None = None) -> dict[str, Any]:
     """The drift report of every profiled column (and the prediction, when the
-    accumulators hold ``"__prediction__"``)."""
+    accumulators hold ``"__prediction__"``).
+
+    Every test of the run (each column's distribution and missing-rate tests, and
+    the prediction's) is one family, corrected with Benjamini-Hochberg at
+    ``cfg.false_alarm_rate``: with nothing drifted, at most that share of runs
+    report any drift, however many columns there are."""
     columns: dict[str, Any] = {}
+    tested: dict[str, dict[str, Any]] = {}
     for name, entry in profile["columns"].items():
         if columns_seen is not None and name not in columns_seen:
             columns[name] = {"kind": entry["kind"], "drifted": True, "absent": True,
@@ -491,14 +688,19 @@ def compare(profile: dict[str, Any], accs: dict[str, Any], cfg: Any, *, columns_
             columns[name] = {"kind": "numeric", "drifted": False, "reasons": [],
                              "note": "no reference values (all missing)"}
             continue
-        columns[name] = column_drift(entry, acc, cfg)
+        columns[name] = tested[name] = column_stats(entry, acc)
+    prediction = None
+    if "__prediction__" in accs and profile.get("prediction"):
+        prediction = column_stats(profile["prediction"], accs["__prediction__"])
+    family = [*tested.values(), *([prediction] if prediction is not None else [])]
+    pvalues = [p for stats in family for p in column_pvalues(stats)]
+    rejected = benjamini_hochberg(pvalues, cfg.false_alarm_rate)
+    for i, stats in enumerate(family):
+        stats["drifted"], stats["reasons"] = decide(stats, cfg, rejected=(rejected[2 * i], rejected[2 * i + 1]))
     importance = profile.get("importance") or {}
     for name, rec in columns.items():
         if name in importance:
             rec["importance"] = importance[name]
-    prediction = None
-    if "__prediction__" in accs and profile.get("prediction"):
-        prediction = column_drift(profile["prediction"], accs["__prediction__"], cfg)
     drifted = [c for c, r in columns.items() if r["drifted"]]
     return {
         "drifted_columns": drifted,
@@ -510,7 +712,9 @@ def compare(profile: dict[str, Any], accs: dict[str, Any], cfg: Any, *, columns_
         "columns": columns,
         "prediction": prediction,
         "skipped": dict(profile.get("skipped") or {}),
+        "correction": {"method": "benjamini-hochberg", "tests": sum(p is not None for p in pvalues),
+                       "false_alarm_rate": cfg.false_alarm_rate},
         "thresholds": {k: getattr(cfg, k) for k in (
             "psi_threshold", "wasserstein_threshold", "ks_threshold", "js_threshold",
-            "unseen_threshold", "missing_rate_threshold", "p_value")},
+            "unseen_threshold", "missing_rate_threshold", "p_value", "false_alarm_rate")},
     }

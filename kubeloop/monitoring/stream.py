@@ -29,17 +29,28 @@ from kubeloop.monitoring.columns import (
     numeric_values,
 )
 from kubeloop.monitoring.profile import categorical_entry, finish_profile, numeric_entry
-from kubeloop.monitoring.stats import CategoricalAccumulator, NumericAccumulator
+from kubeloop.monitoring.stats import (
+    KEEP_CURRENT,
+    SORTED_VALUES,
+    CategoricalAccumulator,
+    NumericAccumulator,
+)
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".tsv.gz")
 DEFAULT_BATCH_ROWS = 131_072
 # pyarrow's missing-value markers, and "?" (common in public datasets).
 CSV_NULLS = [*__import__("pyarrow.csv", fromlist=["ConvertOptions"]).ConvertOptions().null_values, "?"]
-# Values kept from a data reference, over all its numeric columns.
-REFERENCE_VALUE_BUDGET = 4_000_000
-# Quantile points kept from a sampled data reference.
+# Values kept from a data reference, over all its numeric columns, and as many from
+# the current data (8 bytes each: 256 MB a side). Within it KS is exact (see
+# stats.ks_exact_sorted); a column beyond it is compared against quantile points.
+REFERENCE_VALUE_BUDGET = 32_000_000
+# Quantile points kept from a large or sampled data reference.
 SAMPLED_POINTS = 16_384
+# Up to this many values a reference column's points are its values themselves.
+EXACT_POINTS_MAX = 200_000
+# A reference too large to keep whole is sampled uniformly to this many values.
+SAMPLE_ROWS = 200_000
 
 
 class DataError(UserError):
@@ -209,8 +220,13 @@ class _BottomK:
 
 
 class _NumericProfiler:
-    def __init__(self, k: int, seed: int):
-        self.sample = _BottomK(k, seed)
+    """One numeric column of a data reference: every value while at most ``keep``
+    (the exact path), else a uniform sample of ``SAMPLE_ROWS``; exact moments always."""
+
+    def __init__(self, keep: int, seed: int):
+        self.keep = keep
+        self.parts: list[np.ndarray] | None = []
+        self.sample = _BottomK(min(keep, SAMPLE_ROWS), seed)
         self.n = 0
         self.missing = 0
         self.sum = 0.0
@@ -234,19 +250,37 @@ class _NumericProfiler:
         self.sumsq += float((finite * finite).sum())
         self.min = min(self.min, float(finite.min()))
         self.max = max(self.max, float(finite.max()))
-        self.sample.add(finite)
+        if self.parts is not None:
+            self.parts.append(finite)
+            if self.n > self.keep:  # too many to keep whole: a sample from here on
+                for part in self.parts:
+                    self.sample.add(part)
+                self.parts = None
+        else:
+            self.sample.add(finite)
 
     def entry(self, points: int, bins: int) -> dict[str, Any]:
-        values = np.sort(self.sample.values)
         if self.n == 0:
-            return numeric_entry(values, missing=self.missing, points=points, bins=bins)
+            return numeric_entry(np.empty(0), missing=self.missing, points=points, bins=bins)
         mean = self.sum / self.n
         moments = {"min": self.min, "max": self.max, "mean": mean,
                    "std": float(np.sqrt(max(self.sumsq / self.n - mean * mean, 0.0)))}
-        if len(values) == self.n:
-            # Every value was kept: the points are the values themselves (exact).
-            return numeric_entry(values, missing=self.missing, moments=moments, points=max(points, len(values)),
-                                 bins=bins)
+        if self.parts is not None:
+            values = np.concatenate(self.parts)
+            values.sort()
+            self.parts = None
+            if len(values) <= EXACT_POINTS_MAX:
+                # Few enough: the points are the values themselves (exact).
+                return numeric_entry(values, missing=self.missing, moments=moments,
+                                     points=max(points, len(values)), bins=bins)
+            # Every value, sorted, beside quantile points of them (the accumulators'
+            # cells): KS is computed exactly from both sorted columns.
+            entry = numeric_entry(values, missing=self.missing, moments=moments,
+                                  points=max(points, SAMPLED_POINTS), bins=bins)
+            entry[SORTED_VALUES] = values
+            entry[KEEP_CURRENT] = self.keep
+            return entry
+        values = np.sort(self.sample.values)
         # A uniform sample: quantile points of it (the hot loop's cost grows with
         # the number of points; a sample's own error is larger than 1/SAMPLED_POINTS).
         entry = numeric_entry(values, missing=self.missing, n_total=self.n, moments=moments,
@@ -379,7 +413,13 @@ def new_accumulators(profile: dict[str, Any]) -> dict[str, Any]:
     accs: dict[str, Any] = {}
     for name, entry in profile["columns"].items():
         if entry["kind"] == NUMERIC:
-            accs[name] = NumericAccumulator(entry["points"]) if entry["points"] else CategoricalAccumulator()
+            if not entry["points"]:
+                accs[name] = CategoricalAccumulator()
+            elif entry.get(SORTED_VALUES) is not None:
+                # A data reference kept whole: keep as many current values, for exact KS.
+                accs[name] = NumericAccumulator(entry["points"], keep_values=int(entry[KEEP_CURRENT]))
+            else:
+                accs[name] = NumericAccumulator(entry["points"])
         else:
             accs[name] = CategoricalAccumulator()
     return accs
