@@ -224,6 +224,19 @@ def test_monitor_command_end_to_end(trained):
     assert len(after) == len(before) + 1
     assert (after[-1].metadata or {}).get("gate", {}).get("decision") in ("promote", "reject")
 
+    # A promotion that moved production while the predictor kept serving v1 (deploy
+    # off on a cluster): the next run watches v1, which still answers, and says loudly
+    # that the registry is wrong instead of finding no rows of v2.
+    Registry(str(reg)).set_alias(MODEL, "production", after[-1].version, reason="gate promote, not deployed")
+    blind = kubeloop("monitor", "--logs", str(trained / "drifted"), *common, cwd=trained)
+    assert blind.returncode == 0, blind.stderr
+    out = json.loads(blind.stdout)
+    v = out["verdict"]
+    assert v["version"] == "v1" and v["n_current"] > 0 and v["serving"]["primary"] == "v1"
+    assert any(f"production is {after[-1].version}" in a and "v1 serving" in a for a in v["alerts"]), v["alerts"]
+    assert out["retrain"] is False and out["retrained"] is False
+    assert "ALERT" in blind.stderr
+
 
 def test_monitor_command_bad_input(tmp_path):
     proc = kubeloop("monitor", "--model", MODEL, "--logs", str(tmp_path), "--registry", str(tmp_path / "nope"),
