@@ -1,6 +1,7 @@
 """``kubeloop schedule training|monitoring``: a recurring run on a KFP endpoint.
 
-    kubeloop schedule monitoring --cron "0 0 6 * * *" --host http://localhost:8080 --model-name churn
+    kubeloop schedule monitoring --cron "0 0 6 * * *" --host http://localhost:8080 --model-name churn \
+        --target churned --logs s3://logs/predictions --data s3://data/churn-latest.parquet --deploy
 
 KFP's cron has six fields, seconds first (robfig/cron):
 ``SECONDS MINUTES HOURS DAY-OF-MONTH MONTH DAY-OF-WEEK``. A five-field Unix
