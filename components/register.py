@@ -440,6 +440,16 @@ class RunArtifacts:
     test: str | None = None
 
 
+def undeployed_note(summary: dict[str, Any], *, on_cluster: bool) -> str | None:
+    """What a run on a cluster with deploy off must say when its gate promoted: the
+    registry now names a version KServe does not serve."""
+    if not (on_cluster and summary.get("promoted") and not summary.get("deploy")):
+        return None
+    return (f"NOTHING WAS DEPLOYED (deploy is off): production is {summary['version']} in the registry "
+            f"while KServe still serves the previous version, until `kubeloop deploy "
+            f"{summary['model']}@{summary['version']}` (or run with deploy on)")
+
+
 def register_step(
     art: RunArtifacts, cfg: Config, *, data_uri: str, run_id: str | None = None,
     registry: Any = None, deploy: bool = False,
@@ -522,13 +532,14 @@ def register_op(
     config: dict,
     run_id: str,
     deploy: bool = False,
+    on_cluster: bool = False,
 ) -> NamedTuple("Registered", summary=str, version=str):  # noqa: F821
     """Register the run as an immutable version; move production if the gate promoted
     (with ``deploy``, the deploy step moves the aliases as the traffic moves)."""
     import json
     from collections import namedtuple
 
-    from kubeloop.components.register import RunArtifacts, register_step
+    from kubeloop.components.register import RunArtifacts, register_step, undeployed_note
     from kubeloop.config import Config
     from kubeloop.progress import stage
 
@@ -545,5 +556,9 @@ def register_op(
         moved = "production -> " + summary["version"] if summary["promoted"] else "production unchanged"
         if summary["deploy"]:
             moved = "the deploy step moves the aliases"
+        note = undeployed_note(summary, on_cluster=on_cluster)
+        if note:
+            summary["deploy"] = "off"
+            moved += f"; {note}"
         st.result = f"{cfg.model_name} {summary['version']} registered; {moved}"
     return namedtuple("Registered", "summary version")(json.dumps(summary, allow_nan=False), summary["version"])

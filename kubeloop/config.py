@@ -335,11 +335,24 @@ class MonitoringConfig(_Section):
     batch_rows: int = Field(131_072, ge=1024)
     # Performance decay: labelled predictions are scored per window of this length.
     decay_window_hours: float = Field(24.0, gt=0)
+    # Windows, back from the run's time (0: everything logged). Drift looks at recent
+    # traffic (a long window dilutes a recent shift); labels may arrive days after
+    # the prediction, so the predictions joined with labels go further back.
+    drift_window_hours: float = Field(168.0, ge=0)
+    labels_window_hours: float = Field(720.0, ge=0)
     # Retraining policy.
     metric: str | None = None  # default: accuracy (classification), rmse (regression)
     metric_tolerance: float = Field(0.02, ge=0)  # absolute drop, in the metric's own direction
+    # Decay counts only when the whole interval (at this confidence) of the live
+    # metric is worse than training by more than the tolerance, on at least
+    # decay_min_rows labelled rows: sampling noise of a few hundred labels alone
+    # does not retrain.
+    decay_confidence: float = Field(0.95, gt=0, lt=1)
+    decay_min_rows: int = Field(100, ge=1)
     important_features: int = Field(5, ge=1)  # drift counts on the top-N features by importance
+    # Labels that arrived since the last retrain (or attempt), joined to logged predictions.
     min_labeled_rows: int = Field(200, ge=0)
+    # Hours after the last retrain, registered or failed, before the next one.
     cooldown_hours: float = Field(24.0, ge=0)
 
 

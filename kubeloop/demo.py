@@ -417,12 +417,15 @@ def loop(demo: Demo) -> None:
     config = root / "monitoring.yaml"
     config.write_text(
         "# The demo retrains minutes after the last training; the default policy waits\n"
-        "# 24 hours between retrains (monitoring.cooldown_hours).\n"
-        "monitoring:\n  cooldown_hours: 0\n")
+        "# 24 hours between retrains (monitoring.cooldown_hours). It has no label feed,\n"
+        "# so no labels can arrive: drift and new training data are its evidence\n"
+        "# (the default waits for 200 new labels, monitoring.min_labeled_rows).\n"
+        "monitoring:\n  cooldown_hours: 0\n  min_labeled_rows: 0\n")
     say(f"\nkubeloop monitor looks only at what production ({production}) answered, compares it with the profile\n"
         "stored with that version, and its policy retrains when a feature the model relies on drifted\n"
         f"(its config, {shown(config)}, sets monitoring.cooldown_hours: 0 so the demo need not wait a\n"
-        "day). Retraining runs the whole training pipeline on the newest data, gate included:")
+        "day, and min_labeled_rows: 0 as it has no labels). Retraining runs the whole training pipeline\n"
+        "on the newest data, gate included:")
     t = time.monotonic()
     # The window is the last round: a monitoring run sees recent traffic, not every
     # answer since the first deployment (which would dilute the shift threefold).

@@ -1,8 +1,9 @@
 """The monitoring pipeline: wiring only.
 
-    monitor (drift + decay of the production version, report, decision)
+    monitor (drift + decay of the version serving, report, decision)
       -> if it says retrain: the training pipeline on the fresh data, as a sub-pipeline,
-         whose gate decides whether the challenger replaces production
+         whose gate decides whether the challenger replaces production (with
+         ``deploy``: whether it goes out as a canary beside it)
 
 Run it on a schedule (a KFP recurring run) and the loop closes inside KFP.
 """
@@ -41,6 +42,7 @@ def build_monitoring_pipeline(config: Config | None = None, *, parallelism: int 
         time_column: str = cfg.time_column or "",
         id_column: str = cfg.id_column or "",
         config: dict = defaults,
+        deploy: bool = False,
     ) -> bool:
         monitor = monitor_op(
             model_name=model_name, registry=registry, logs_uri=logs_uri, labels_uri=labels_uri,
@@ -49,10 +51,13 @@ def build_monitoring_pipeline(config: Config | None = None, *, parallelism: int 
         ).set_caching_options(False)
         with_credentials(monitor, cfg.storage.credentials_secret)
         with dsl.If(monitor.outputs["Output"] == True, name="retrain"):  # noqa: E712 (a KFP condition, not a Python test)
-            # The training pipeline as a sub-pipeline: its gate (and, with deploy on,
-            # the canary rollout) decides what the retrained model becomes.
+            # The training pipeline as a sub-pipeline: its gate decides what the
+            # retrained model becomes. With deploy on, a promoted challenger goes out
+            # as a canary and only the canary's promotion moves production, so the
+            # registry keeps saying what serves.
             training(data_uri=retrain_data_uri, target=target, task=task, time_column=time_column,
-                     id_column=id_column, registry=registry, model_name=model_name, config=config)
+                     id_column=id_column, registry=registry, model_name=model_name, config=config,
+                     deploy=deploy)
         return monitor.outputs["Output"]
 
     return monitoring_pipeline

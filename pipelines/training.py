@@ -158,7 +158,7 @@ def build_training_pipeline(
         with dsl.Else(name="data-valid"):
             registered = _train_evaluate_register(
                 step, settings, ingest, validate, data_uri=data_uri, parallelism=parallelism,
-                train_size=sizes.train, deploy=deploy,
+                train_size=sizes.train, deploy=deploy, on_cluster=on_cluster,
             )
         return dsl.OneOf(blocked.output, registered.outputs["summary"])
 
@@ -178,7 +178,7 @@ def build_training_pipeline(
 
 
 def _train_evaluate_register(step, settings, ingest, validate, *, data_uri, parallelism, train_size,
-                             deploy):
+                             deploy, on_cluster):
     cfgp = settings.outputs["config"]
     registry, model_name = settings.outputs["registry"], settings.outputs["model_name"]
     schema = validate.outputs["schema"]
@@ -226,6 +226,7 @@ def _train_evaluate_register(step, settings, ingest, validate, *, data_uri, para
         config=cfgp,
         run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         deploy=deploy,
+        on_cluster=on_cluster,
     ), storage=True, retry=False, cache=False)
 
     # On a cluster with deploy on, a promoted version goes out: the first one with

@@ -79,8 +79,12 @@ def write_log(root: Path, model: str, df: pd.DataFrame, *, predictions, version:
     cols["latency_ms"] = pa.array(np.full(n, 3.0))
     cols["status"] = pa.array(list(status) if status is not None else ["ok"] * n, pa.string())
     table = pa.table(cols)
-    day = start.strftime("%Y-%m-%d")
-    path = root / model / f"date={day}" / f"part-{start.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path)
-    return path, table.to_pandas()
+    # One file per UTC day of the rows, under its date= partition, as the predictor writes them.
+    days = np.array([t.strftime("%Y-%m-%d") for t in times])
+    first = None
+    for day in sorted(set(days)):
+        path = root / model / f"date={day}" / f"part-{start.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table.filter(pa.array(days == day)), path)
+        first = first or path
+    return first, table.to_pandas()

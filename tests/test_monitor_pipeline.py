@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -30,11 +31,15 @@ train:
 evaluation:
   stability_seeds: 0
 """
+# The logged traffic spans three weeks: look at all of it.
 MONITORING = """\
 monitoring:
   cooldown_hours: 0
   min_labeled_rows: 100
+  drift_window_hours: 0
+  labels_window_hours: 0
 """
+ALL_TRAFFIC = {"cooldown_hours": 0, "min_labeled_rows": 100, "drift_window_hours": 0, "labels_window_hours": 0}
 
 
 def kubeloop(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -76,8 +81,10 @@ def trained(tmp_path_factory):
 def test_monitor_step_on_stable_and_drifted_logs(trained, tmp_path):
     from kubeloop.components.monitor import monitor_step
 
-    cfg = Config.from_dict({"monitoring": {"cooldown_hours": 0, "min_labeled_rows": 100}})
-    reg = str(trained / "registry")
+    cfg = Config.from_dict({"monitoring": ALL_TRAFFIC})
+    # A copy: the retrain this test starts is recorded in its registry, and the
+    # labels it used then no longer count as new for the other tests.
+    reg = str(shutil.copytree(trained / "registry", tmp_path / "registry"))
     stable = monitor_step(model_name=MODEL, registry=reg, logs_uri=str(trained / "stable"), cfg=cfg,
                           out_dir=str(tmp_path / "s"), labels_uri=str(trained / "stable-labels.csv"),
                           retrain_data_uri=str(trained / "fresh.csv"))
@@ -103,6 +110,34 @@ def test_monitor_step_on_stable_and_drifted_logs(trained, tmp_path):
     cool = monitor_step(model_name=MODEL, registry=reg, logs_uri=str(trained / "drifted"), cfg=Config(),
                         out_dir=str(tmp_path / "c"), retrain_data_uri=str(trained / "fresh.csv"))
     assert any("cool-down" in b for b in cool["verdict"]["blocked_by"])
+    # the retrain started above was recorded: its labels are not new any more, and
+    # its attempt starts the cool-down even though no version was registered
+    again = monitor_step(model_name=MODEL, registry=reg, logs_uri=str(trained / "drifted"),
+                         cfg=Config.from_dict({"monitoring": {**ALL_TRAFFIC, "cooldown_hours": 6}}),
+                         out_dir=str(tmp_path / "a"), labels_uri=str(trained / "drifted-labels.csv"),
+                         retrain_data_uri=str(trained / "fresh.csv"))
+    blocked = " | ".join(again["verdict"]["blocked_by"])
+    assert again["verdict"]["retrain"] is False
+    assert "0 labels arrived since the last retrain" in blocked and "last retrain attempt" in blocked, blocked
+    # the training data itself is nothing new
+    same = monitor_step(model_name=MODEL, registry=reg, logs_uri=str(trained / "drifted"), cfg=cfg,
+                        out_dir=str(tmp_path / "t"), retrain_data_uri=str(trained / "train.csv"))
+    assert any("the data v1 was trained on" in b for b in same["verdict"]["blocked_by"]), same["verdict"]
+
+
+@pytest.mark.slow
+def test_monitor_step_default_windows(trained, tmp_path):
+    from kubeloop.components.monitor import monitor_step
+
+    # 3000 rows ten minutes apart, ending an hour ago: the default drift window (a
+    # week) holds about the newest 1000 of them, the label window (30 days) all.
+    out = monitor_step(model_name=MODEL, registry=str(trained / "registry"), logs_uri=str(trained / "stable"),
+                       cfg=Config.from_dict({"monitoring": {"cooldown_hours": 0}}), out_dir=str(tmp_path),
+                       labels_uri=str(trained / "stable-labels.csv"))
+    assert 980 <= out["verdict"]["n_current"] <= 1008
+    assert out["decay"]["n_labeled"] == 3000
+    assert out["verdict"]["alerts"] == []
+    assert out["verdict"]["serving"]["primary"] == out["verdict"]["version"] == out["verdict"]["production"]
 
 
 @pytest.mark.slow
@@ -112,6 +147,8 @@ def test_monitor_step_window_with_no_traffic(trained, tmp_path):
     out = monitor_step(model_name=MODEL, registry=str(trained / "registry"), logs_uri=str(trained / "drifted"),
                        cfg=Config(), out_dir=str(tmp_path), window_hours=0.01)
     assert out["verdict"]["n_current"] == 0 and out["verdict"]["retrain"] is False
+    # blind monitoring is an alert, not a note
+    assert any("no answered requests" in a for a in out["verdict"]["alerts"]), out["verdict"]
 
 
 @pytest.mark.slow
@@ -129,7 +166,7 @@ def test_monitor_step_on_s3(trained, tmp_path, s3_endpoint, bucket, monkeypatch)
                 s3.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(local).as_posix()}")
     s3.upload_file(str(trained / "drifted-labels.csv"), bucket, "labels/part-1.csv")
     s3.upload_file(str(trained / "fresh.csv"), bucket, "data/fresh.csv")
-    cfg = Config.from_dict({"monitoring": {"cooldown_hours": 0, "min_labeled_rows": 100}})
+    cfg = Config.from_dict({"monitoring": ALL_TRAFFIC})
     out = monitor_step(model_name=MODEL, registry=f"s3://{bucket}/registry", logs_uri=f"s3://{bucket}/logs",
                        cfg=cfg, out_dir=str(tmp_path), labels_uri=f"s3://{bucket}/labels/",
                        retrain_data_uri=f"s3://{bucket}/data/fresh.csv")
@@ -150,6 +187,16 @@ def test_monitoring_pipeline_compiles_with_the_training_branch(tmp_path):
     assert "monitor-op" in text and "register-op" in text and "condition-" in text
     assert "AWS_SECRET_ACCESS_KEY" in text  # by secret reference, never a value
     assert "pipelinechannel--monitor-op-Output" in text  # the condition the local runner can resolve
+    # deploy is a parameter of the monitoring run and reaches the training branch, so a
+    # retrain that wins the gate goes out as a canary instead of moving production
+    import yaml
+
+    spec = next(yaml.safe_load_all(text))
+    assert spec["root"]["inputDefinitions"]["parameters"]["deploy"]["defaultValue"] is False
+    branch = next(c for c in spec["components"].values()
+                  if "kubeloop-training" in (c.get("dag") or {}).get("tasks", {}))
+    assert branch["dag"]["tasks"]["kubeloop-training"]["inputs"]["parameters"]["deploy"] == {
+        "componentInputParameter": "pipelinechannel--deploy"}
 
 
 @pytest.mark.slow
@@ -176,6 +223,19 @@ def test_monitor_command_end_to_end(trained):
     after = Registry(str(reg)).list_versions(MODEL)
     assert len(after) == len(before) + 1
     assert (after[-1].metadata or {}).get("gate", {}).get("decision") in ("promote", "reject")
+
+    # A promotion that moved production while the predictor kept serving v1 (deploy
+    # off on a cluster): the next run watches v1, which still answers, and says loudly
+    # that the registry is wrong instead of finding no rows of v2.
+    Registry(str(reg)).set_alias(MODEL, "production", after[-1].version, reason="gate promote, not deployed")
+    blind = kubeloop("monitor", "--logs", str(trained / "drifted"), *common, cwd=trained)
+    assert blind.returncode == 0, blind.stderr
+    out = json.loads(blind.stdout)
+    v = out["verdict"]
+    assert v["version"] == "v1" and v["n_current"] > 0 and v["serving"]["primary"] == "v1"
+    assert any(f"production is {after[-1].version}" in a and "v1 serving" in a for a in v["alerts"]), v["alerts"]
+    assert out["retrain"] is False and out["retrained"] is False
+    assert "ALERT" in blind.stderr
 
 
 def test_monitor_command_bad_input(tmp_path):

@@ -27,10 +27,15 @@ NOW = datetime(2026, 11, 30, 12, tzinfo=timezone.utc)
 IMP = {"age": 0.5, "plan": 0.3, "region": 0.15, "noise": 0.05}
 
 
-def ev(**kw) -> Evidence:
+def ev(half: float | None = 0.01, **kw) -> Evidence:
+    """Evidence with an interval of +-``half`` around the metric (None: no interval)."""
     base = dict(importance=IMP, metric="accuracy", metric_training=0.90, metric_value=0.90,
-                n_new_labeled=500, last_retrain_at=NOW - timedelta(days=3), now=NOW)
+                n_new_labeled=500, n_metric=500, last_retrain_at=NOW - timedelta(days=3), now=NOW)
     base.update(kw)
+    value = base["metric_value"]
+    if value is not None and half is not None:
+        base.setdefault("metric_low", value - half)
+        base.setdefault("metric_high", value + half)
     return Evidence(**base)
 
 
@@ -42,14 +47,27 @@ def ev(**kw) -> Evidence:
         ("drift only on an unimportant feature", ev(drifted_columns=["noise", "region"]), False, None, None),
         ("importance unknown: any drift counts", ev(drifted_columns=["noise"], importance=None), True, "noise", None),
         ("metric dropped beyond tolerance", ev(metric_value=0.85), True, "accuracy", None),
-        ("metric dropped exactly the tolerance: not beyond", ev(metric_value=0.88), False, None, None),
+        ("the interval's best end dropped exactly the tolerance: not beyond", ev(metric_value=0.87), False, None, None),
+        ("point estimate beyond the tolerance, interval not", ev(metric_value=0.87, half=0.03), False, None, None),
+        ("interval reaching above training", ev(metric_value=0.86, half=0.05), False, None, None),
+        ("no interval: decay reported, never retrains", ev(metric_value=0.5, half=None), False, None, None),
+        ("too few labelled rows behind the metric", ev(metric_value=0.5, n_metric=99), False, None, None),
+        ("just enough labelled rows behind the metric", ev(metric_value=0.5, n_metric=100), True, "accuracy", None),
         ("metric improved", ev(metric_value=0.95), False, None, None),
         ("lower-is-better metric rose", ev(metric="rmse", metric_training=1.0, metric_value=1.5), True, "rmse", None),
         ("lower-is-better metric fell", ev(metric="rmse", metric_training=1.0, metric_value=0.5), False, None, None),
         ("no labels yet: metric unknown, drift decides",
          ev(drifted_columns=["plan"], metric_value=None, n_new_labeled=150), True, "plan", None),
-        ("too few new labelled rows", ev(drifted_columns=["age"], n_new_labeled=99), False, "age", "labelled rows"),
+        ("too few new labelled rows", ev(drifted_columns=["age"], n_new_labeled=99), False, "age", "labels arrived"),
         ("cool-down holds", ev(metric_value=0.5, last_retrain_at=NOW - timedelta(hours=23)), False, "accuracy", "cool-down"),
+        ("cool-down from a failed attempt", ev(drifted_columns=["age"], last_attempt_at=NOW - timedelta(hours=2)),
+         False, "age", "last retrain attempt 2.0 h ago"),
+        ("an old attempt, an older registration", ev(drifted_columns=["age"], last_attempt_at=NOW - timedelta(hours=30),
+                                                     last_retrain_at=NOW - timedelta(days=9)), True, "age", None),
+        ("the newest of attempt and registration counts",
+         ev(drifted_columns=["age"], last_attempt_at=NOW - timedelta(days=5), last_retrain_at=NOW - timedelta(hours=3)),
+         False, "age", "last retrain 3.0 h ago"),
+        ("retrain data already trained on", ev(drifted_columns=["age"], same_data_as="v3"), False, "age", "v3 was trained on"),
         ("cool-down just over", ev(metric_value=0.5, last_retrain_at=NOW - timedelta(hours=24)), True, "accuracy", None),
         ("never retrained", ev(metric_value=0.5, last_retrain_at=None), True, "accuracy", None),
         ("no data to train on", ev(drifted_columns=["age"], retrain_data=False), False, "age", "training data"),
@@ -168,3 +186,77 @@ def test_window_filter_on_naive_and_utc_times():
     bad = pa.record_batch({"time": ["yesterday"]})
     with pytest.raises(DataError, match="time"):
         served_rows(None, since, None)(bad)
+
+
+def _decay_trigger_rate(true_accuracy: float, n_labels: int, runs: int, *, training: float = 0.85) -> tuple[float, float]:
+    """(share of runs the policy retrains on decay, share the old point rule would):
+    ``runs`` windows of ``n_labels`` labels each, the model right with probability
+    ``true_accuracy``, scored and judged by the real functions."""
+    from kubeloop.monitoring.decay import metric_interval
+
+    cfg = Config.from_dict({"monitoring": {"min_labeled_rows": 0, "cooldown_hours": 0}}).monitoring
+    rng = np.random.default_rng(12345)
+    new = old = 0
+    for _ in range(runs):
+        right = rng.random(n_labels) < true_accuracy
+        label = np.where(rng.random(n_labels) < 0.5, "yes", "no")
+        pred = np.where(right, label, np.where(label == "yes", "no", "yes"))
+        df = pd.DataFrame({"label": label, "prediction": pred})
+        value = score(df, "accuracy", "classification")
+        low, high = metric_interval(df, "accuracy", "classification", confidence=cfg.decay_confidence)
+        out = decide_retrain(Evidence(metric="accuracy", metric_value=value, metric_training=training,
+                                      metric_low=low, metric_high=high, n_metric=n_labels,
+                                      n_new_labeled=n_labels, now=NOW), cfg)
+        new += out["retrain"]
+        old += value < training - cfg.metric_tolerance
+    return new / runs, old / runs
+
+
+def test_decay_with_the_accuracy_unchanged_rarely_retrains():
+    # Simulated, 2000 windows of 200 labels at the training accuracy: the point rule
+    # (any estimate more than 0.02 below) fires in 17 % of them, the interval in 0.3 %.
+    rate, point_rule = _decay_trigger_rate(0.85, 200, 2000)
+    assert point_rule > 0.15
+    assert rate <= 0.01, rate
+
+
+def test_decay_of_a_real_drop_is_still_caught():
+    # 10 points of accuracy lost (8 beyond the tolerance): caught in most windows of
+    # 200 labels (about 84 % here), nearly all of 500 and every one of 1000. The
+    # price of the interval is a little power at few labels.
+    rate, _ = _decay_trigger_rate(0.75, 200, 500)
+    assert rate >= 0.75, rate
+    rate, _ = _decay_trigger_rate(0.75, 500, 300)
+    assert rate >= 0.95, rate
+    rate, _ = _decay_trigger_rate(0.75, 1000, 200)
+    assert rate == 1.0, rate
+
+
+def test_metric_interval_covers_the_estimate_and_narrows_with_rows():
+    from kubeloop.monitoring.decay import metric_interval
+
+    rng = np.random.default_rng(3)
+    for n in (50, 500, 5000):
+        y = rng.normal(0, 1, n)
+        df = pd.DataFrame({"label": y, "prediction": y + rng.normal(0, 0.5, n)})
+        for metric in ("rmse", "mae", "r2"):
+            low, high = metric_interval(df, metric, "regression")
+            value = score(df, metric, "regression")
+            assert low <= value <= high, (metric, n)
+    small = metric_interval(pd.DataFrame({"label": ["a"] * 40 + ["b"] * 60, "prediction": ["a"] * 100}),
+                            "accuracy", "classification")
+    big = metric_interval(pd.DataFrame({"label": ["a"] * 400 + ["b"] * 600, "prediction": ["a"] * 1000}),
+                          "accuracy", "classification")
+    assert small[0] < 0.4 < small[1] and big[0] < 0.4 < big[1]
+    assert big[1] - big[0] < small[1] - small[0]
+    assert metric_interval(pd.DataFrame({"label": ["a"], "prediction": ["a"]}), "accuracy", "classification") == (None, None)
+
+
+def test_newly_labeled_counts_labels_after_the_last_retrain():
+    from kubeloop.monitoring.decay import newly_labeled
+
+    joined = pd.DataFrame({"label": ["a"] * 4, "labeled_at": pd.to_datetime(
+        ["2026-11-01", "2026-11-10", "2026-11-20", "2026-11-29"], utc=True)})
+    assert newly_labeled(joined, datetime(2026, 11, 15, tzinfo=timezone.utc)) == 2
+    assert newly_labeled(joined, None) == 4
+    assert newly_labeled(joined.drop(columns="labeled_at"), datetime(2026, 11, 15, tzinfo=timezone.utc)) == 4

@@ -631,3 +631,22 @@ def test_non_finite_numbers_are_refused_before_anything_is_stored(clf, reg, wher
     # A kubeloop error: the pipeline step reports it as a message, not a traceback.
     assert type(info.value).__module__.startswith("kubeloop")
     assert reg.store.list() == []  # not even a claimed version number
+
+
+@pytest.mark.parametrize(
+    "promoted, deploy, on_cluster, says",
+    [
+        (True, None, True, True),  # a cluster run with deploy off that promoted
+        (True, "pending", True, False),  # the deploy step follows
+        (False, None, True, False),  # nothing promoted: nothing to deploy
+        (True, None, False, False),  # locally production is what `kubeloop serve` loads
+    ],
+)
+def test_a_promotion_on_a_cluster_without_deploy_says_nothing_was_deployed(promoted, deploy, on_cluster, says):
+    from kubeloop.components.register import undeployed_note
+
+    note = undeployed_note({"model": "churn", "version": "v4", "promoted": promoted, "deploy": deploy},
+                           on_cluster=on_cluster)
+    assert (note is not None) is says
+    if says:
+        assert "NOTHING WAS DEPLOYED" in note and "kubeloop deploy churn@v4" in note

@@ -140,7 +140,9 @@ SPEC = {"root": {"inputDefinitions": {"parameters": {
 @pytest.mark.parametrize(
     "values, extra, expected, error",
     [
-        ({"data_uri": "s3://d/x", "model_name": "m"}, {"window_days": 7}, {"data_uri": "s3://d/x", "window_days": 7}, None),
+        ({"data_uri": "s3://d/x"}, {"window_days": 7}, {"data_uri": "s3://d/x", "window_days": 7}, None),
+        # a value kubeloop would send that the pipeline does not declare: an error, never dropped
+        ({"data_uri": "s3://d/x", "model_name": "m"}, {"window_days": 7}, None, "declares no parameter model_name"),
         ({"data_uri": "s3://d/x", "registry": None}, {"window_days": 1}, {"data_uri": "s3://d/x", "window_days": 1}, None),
         ({"data_uri": "s3://d/x"}, {}, None, "needs window_days"),
         ({}, {"window_days": 1}, None, "needs data_uri"),
@@ -286,7 +288,7 @@ def test_schedule_monitoring_without_the_monitoring_pipeline(kfp_server, monkeyp
     monkeypatch.setitem(sys.modules, "kubeloop.pipelines.monitoring", None)
     monkeypatch.delattr(kubeloop.pipelines, "monitoring", raising=False)
     code, out, err = run_cli(capsys, "schedule", "monitoring", "--cron", "0 0 6 * * *", "--host", kfp_server.url,
-                             "--model-name", "churn")
+                             "--model-name", "churn", "--logs", "s3://logs/predictions")
     assert code == 2 and out == ""
     assert "no monitoring pipeline" in err and "kubeloop.pipelines.monitoring" in err
     assert kfp_server.requests == []
@@ -302,11 +304,17 @@ def _check(registry: str, model_name: str, window_days: int) -> str:
 def test_schedule_monitoring_passes_what_the_pipeline_declares(kfp_server, capsys) -> None:
     code, out, err = run_cli(capsys, "schedule", "monitoring", "--cron", "0 0 6 * * MON", "--host", kfp_server.url,
                              "--model-name", "churn", "--target", "churned", "--image", IMAGE,
-                             "--param", "logs_uri=s3://logs/predictions", "--json")
+                             "--logs", "s3://logs/predictions", "--labels", "s3://data/labels/",
+                             "--data", "s3://data/churn-latest.parquet", "--window-hours", "48", "--deploy", "--json")
     assert code == 0, err
     (job,) = kfp_server.posted("/recurringruns")
     params = job["runtime_config"]["parameters"]
     assert params["logs_uri"] == "s3://logs/predictions"
+    # every flag reached a parameter of the monitoring pipeline
+    assert params["labels_uri"] == "s3://data/labels/"
+    assert params["retrain_data_uri"] == "s3://data/churn-latest.parquet"
+    assert params["window_hours"] == 48 and params["deploy"] is True
+    assert "data_uri" not in params
     assert (params["registry"], params["model_name"], params["target"]) == (
         "s3://models/registry", "churn", "churned")
     assert "target" not in params["config"]  # one source per value
@@ -314,9 +322,36 @@ def test_schedule_monitoring_passes_what_the_pipeline_declares(kfp_server, capsy
     assert json.loads(out)["name"] == "churn monitoring"
 
 
-def test_schedule_monitoring_names_a_missing_parameter(kfp_server, capsys) -> None:
-    code, out, err = run_cli(capsys, "schedule", "monitoring", "--cron", "0 0 6 * * *", "--host", kfp_server.url)
-    assert code == 2 and "needs logs_uri" in err and "--param" in err
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        ([], "needs --logs"),
+        (["--logs", "logs/predictions"], "must be an s3:// URI"),
+        # retraining needs a target: found now, not when a retrain triggers weeks later
+        (["--logs", "s3://logs/p", "--data", "s3://data/x.csv"], "--target is required"),
+        (["--logs", "s3://logs/p", "--param", "windowhours=3"], "no such parameter"),
+    ],
+)
+def test_schedule_monitoring_refuses_what_it_cannot_run(kfp_server, argv, words, capsys) -> None:
+    code, out, err = run_cli(capsys, "schedule", "monitoring", "--cron", "0 0 6 * * *", "--host", kfp_server.url,
+                             "--model-name", "churn", *argv)
+    assert code == 2 and words in err, err
+    assert out == "" and kfp_server.requests == []
+
+
+def test_schedule_monitoring_without_data_says_it_never_retrains(kfp_server, capsys) -> None:
+    code, out, err = run_cli(capsys, "schedule", "monitoring", "--cron", "0 0 6 * * *", "--host", kfp_server.url,
+                             "--model-name", "churn", "--logs", "s3://logs/predictions", "--json")
+    assert code == 0, err
+    assert "never retrain" in err
+    (job,) = kfp_server.posted("/recurringruns")
+    assert "retrain_data_uri" not in job["runtime_config"]["parameters"]
+
+
+def test_schedule_training_refuses_monitoring_flags(kfp_server, capsys) -> None:
+    code, out, err = run_cli(capsys, "schedule", "training", "--cron", "0 0 6 * * *", "--host", kfp_server.url,
+                             *TRAIN, "--logs", "s3://logs/p")
+    assert code == 2 and "--logs is for `kubeloop schedule monitoring`" in err
     assert kfp_server.requests == []
 
 

@@ -30,7 +30,11 @@ def register(sub: Any, common: Any) -> None:
     p.add_argument("--labels", default="", help="ground-truth labels: Parquet/CSV file or prefix (request_id,row,label,labeled_at)")
     p.add_argument("--registry", help="registry URI (default: $KUBELOOP_REGISTRY, else the config's)")
     p.add_argument("--retrain-data", default="", help="fresh training data (CSV/Parquet) for the retraining branch")
-    p.add_argument("--window-hours", type=float, default=0.0, help="only logs of the last N hours (default: all)")
+    p.add_argument("--window-hours", type=float, default=0.0,
+                   help="drift: only logs of the last N hours (default: monitoring.drift_window_hours, a week)")
+    p.add_argument("--deploy", action="store_true",
+                   help="a retrain the gate promotes goes out on KServe as a canary (through the current "
+                        "kubeconfig context); only the canary's promotion moves production")
     p.add_argument("--report-dir", help="where the report goes (default: <work-dir>/monitoring/<model>-<time>/)")
     p.add_argument("--work-dir", default=".kubeloop", help="where local pipeline runs and logs go (default: .kubeloop)")
     p.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
@@ -109,7 +113,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             {"logs_uri": logs, "registry": registry, "model_name": args.model, "labels_uri": labels,
              "retrain_data_uri": fresh, "window_hours": float(args.window_hours), "report_uri": report_dir,
              "target": cfg.target or "", "task": cfg.task or "", "time_column": cfg.time_column or "",
-             "id_column": cfg.id_column or "", "config": run_config(cfg)},
+             "id_column": cfg.id_column or "", "config": run_config(cfg), "deploy": bool(args.deploy)},
             work_dir=args.work_dir,
             on_event=on_event,
         )
@@ -155,6 +159,8 @@ def _text(s: dict[str, Any]) -> str:
     lines.append(f"decision   {'RETRAIN' if s['retrain'] else 'no retraining'}: {'; '.join(v.get('reasons') or []) or 'no trigger'}")
     if v.get("blocked_by"):
         lines.append(f"held back  {'; '.join(v['blocked_by'])}")
+    for alert in v.get("alerts") or []:
+        lines.append(f"ALERT      {alert}")
     if s["retrained"]:
         lines.append(f"retrained  {s['training']['result']}")
     lines += [f"report     {s['report']}", f"finished in {s['seconds']:.1f}s"]

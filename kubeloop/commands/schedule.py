@@ -1,6 +1,7 @@
 """``kubeloop schedule training|monitoring``: a recurring run on a KFP endpoint.
 
-    kubeloop schedule monitoring --cron "0 0 6 * * *" --host http://localhost:8080 --model-name churn
+    kubeloop schedule monitoring --cron "0 0 6 * * *" --host http://localhost:8080 --model-name churn \
+        --target churned --logs s3://logs/predictions --data s3://data/churn-latest.parquet --deploy
 
 KFP's cron has six fields, seconds first (robfig/cron):
 ``SECONDS MINUTES HOURS DAY-OF-MONTH MONTH DAY-OF-WEEK``. A five-field Unix
@@ -27,6 +28,12 @@ from kubeloop.commands.submit import (
     run_values,
 )
 from kubeloop.errors import UserError
+
+
+def _warn(msg: str) -> None:
+    import sys
+
+    print(f"kubeloop schedule: note: {msg}", file=sys.stderr, flush=True)
 
 CRON_HELP = (
     "KFP's cron has SIX fields, seconds first: SEC MIN HOUR DAY-OF-MONTH MONTH DAY-OF-WEEK "
@@ -98,6 +105,14 @@ def register(sub: Any, common: Any) -> None:
     p.add_argument("pipeline", choices=PIPELINES, help="which pipeline to run on the schedule")
     p.add_argument("--cron", required=True, metavar="EXPR", help=CRON_HELP)
     add_pipeline_flags(p, data_required=False)
+    p.add_argument("--logs", metavar="URI",
+                   help="monitoring: the prediction-log root the predictor writes to (s3://, required)")
+    p.add_argument("--labels", metavar="URI", help="monitoring: ground-truth labels, a file or prefix (s3://)")
+    p.add_argument("--window-hours", type=float, metavar="N",
+                   help="monitoring: only log rows of the last N hours (default: monitoring.drift_window_hours)")
+    p.add_argument("--deploy", action="store_true",
+                   help="a promoted version goes out on KServe (a retrain as a canary; only its promotion "
+                        "moves production)")
     p.add_argument("--name", help="name of the recurring run (default: MODEL PIPELINE)")
     p.add_argument("--max-concurrency", type=int, default=1,
                    help="runs of this schedule allowed at once (default: 1)")
@@ -118,9 +133,20 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     if args.pipeline == "training":
         if not args.data:
             raise UserError("kubeloop schedule training needs --data (an s3:// URI the cluster can read)")
-        if not cfg.target:
-            raise UserError("--target is required (or target: in the --config file)")
-    values = run_values(cfg, args)
+        for flag, value in (("--logs", args.logs), ("--labels", args.labels), ("--window-hours", args.window_hours)):
+            if value is not None:
+                raise UserError(f"{flag} is for `kubeloop schedule monitoring`; the training pipeline takes no logs")
+    else:
+        if not args.logs:
+            raise UserError("kubeloop schedule monitoring needs --logs: the prediction-log root the predictor "
+                            "writes to (canary.log_uri), e.g. s3://logs/predictions")
+        if not args.data:
+            _warn("without --data the scheduled runs report drift and decay but never retrain "
+                  "(the retraining policy holds back with no fresh training data)")
+    if (args.pipeline == "training" or args.data) and not cfg.target:
+        # Found now, not when a retrain finally triggers weeks later.
+        raise UserError("--target is required to retrain (or target: in the --config file)")
+    values = run_values(cfg, args, args.pipeline)
     extra = parse_params(args.param)
     image = args.image or cfg.image
     name = args.name or f"{cfg.model_name} {args.pipeline}"

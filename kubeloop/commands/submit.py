@@ -134,14 +134,24 @@ def pipeline_parameters(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def build_arguments(spec: dict[str, Any], values: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """Arguments for a run: ``values`` the pipeline declares (others dropped), plus
-    ``extra`` (each must be declared), and every required parameter present."""
+    """Arguments for a run: ``values`` (what kubeloop fills in from its flags and
+    config; None = not set) and ``extra`` (``--param``), each checked against the
+    parameters the compiled pipeline declares, and every required one present.
+
+    A value the pipeline does not declare is an error, never dropped: a flag that
+    silently went nowhere is how a scheduled run ends up without its data."""
     declared = pipeline_parameters(spec)
+    known = ", ".join(sorted(declared))
     unknown = sorted(set(extra) - set(declared))
     if unknown:
         raise UserError(f"--param {', '.join(unknown)}: the pipeline has no such parameter "
-                        f"(its parameters: {', '.join(sorted(declared))})")
-    args = {k: v for k, v in values.items() if k in declared and v is not None}
+                        f"(its parameters: {known})")
+    args = {k: v for k, v in values.items() if v is not None}
+    undeclared = sorted(set(args) - set(declared))
+    if undeclared:
+        raise UserError(f"the compiled pipeline declares no parameter {', '.join(undeclared)}, which this "
+                        f"command would send (its parameters: {known}); is the image's kubeloop the same "
+                        f"release as this one?")
     args.update(extra)
     missing = sorted(n for n, p in declared.items() if not p["optional"] and n not in args)
     if missing:
@@ -189,17 +199,28 @@ def compile_package(which: str, cfg: Any, image: str, out_dir: Path) -> tuple[Pa
     return out, next(yaml.safe_load_all(out.read_text()))
 
 
-def run_values(cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """The values kubeloop knows how to fill in, by pipeline parameter name."""
+def run_values(cfg: Any, args: argparse.Namespace, pipeline: str = "training") -> dict[str, Any]:
+    """The values kubeloop fills in, by the pipeline's parameter names (None: not
+    set, the pipeline's default applies)."""
     from kubeloop.pipelines.training import run_config
 
     data = require_cluster_uri("--data", args.data) if args.data else None
     # Run parameters are parameters of their own; config holds the rest (each value
     # has one source, and the settings step refuses a run parameter inside config).
-    return {"data_uri": data, "target": cfg.target or "", "task": cfg.task or "",
-            "time_column": cfg.time_column or "", "id_column": cfg.id_column or "",
-            "registry": cfg.registry, "model_name": cfg.model_name, "config": run_config(cfg),
-            "deploy": bool(getattr(args, "deploy", False))}
+    common = {"target": cfg.target or "", "task": cfg.task or "",
+              "time_column": cfg.time_column or "", "id_column": cfg.id_column or "",
+              "registry": cfg.registry, "model_name": cfg.model_name, "config": run_config(cfg),
+              "deploy": bool(getattr(args, "deploy", False))}
+    if pipeline == "monitoring":
+        logs = getattr(args, "logs", None)
+        labels = getattr(args, "labels", None)
+        window = getattr(args, "window_hours", None)
+        return {**common,
+                "logs_uri": require_cluster_uri("--logs", logs) if logs else None,
+                "labels_uri": require_cluster_uri("--labels", labels) if labels else None,
+                "retrain_data_uri": data,
+                "window_hours": float(window) if window is not None else None}
+    return {"data_uri": data, **common}
 
 
 def emit(result: dict[str, Any], as_json: bool, text: str) -> None:

@@ -30,7 +30,7 @@ def read_logged_predictions(logs_uri: str, *, storage: Any = None, version: str 
                             since: datetime | None = None, until: datetime | None = None) -> pd.DataFrame:
     keep = served_rows(version, since, until)
     parts = []
-    for batch in iter_batches(logs_uri, None, storage=storage):
+    for batch in iter_batches(logs_uri, None, storage=storage, since=since, until=until):
         names = batch.schema.names
         wanted = [c for c in names if c in LOG_KEYS or c.startswith("proba_")]
         missing = [c for c in ("request_id", "row", "prediction") if c not in names]
@@ -64,8 +64,60 @@ def read_labels(labels_uri: str, *, storage: Any = None) -> pd.DataFrame:
 
 
 def join_labels(logs: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """Logged predictions with their labels (and ``labeled_at`` when the labels have it)."""
     logs = logs.assign(request_id=logs["request_id"].astype(str), row=logs["row"].astype("int64"))
-    return logs.merge(labels[["request_id", "row", "label"]], on=["request_id", "row"], how="inner")
+    keep = [c for c in ("request_id", "row", "label", "labeled_at") if c in labels.columns]
+    return logs.merge(labels[keep], on=["request_id", "row"], how="inner")
+
+
+def newly_labeled(joined: pd.DataFrame, after: datetime | None) -> int:
+    """Joined rows whose label arrived after ``after`` (the last retrain or attempt):
+    the evidence a retrain would learn from that the current model never saw. With
+    no ``labeled_at`` the labels cannot be dated and every joined row counts."""
+    if after is None or "labeled_at" not in joined.columns:
+        return int(len(joined))
+    at = pd.to_datetime(joined["labeled_at"], utc=True, errors="coerce")
+    cut = pd.Timestamp(after).tz_convert("UTC") if pd.Timestamp(after).tzinfo else pd.Timestamp(after, tz="UTC")
+    return int((at > cut).sum())
+
+
+def metric_interval(df: pd.DataFrame, metric: str, task: str | None, positive_label: str | None = None,
+                    confidence: float = 0.95, resamples: int = 400, seed: int = 0) -> tuple[float | None, float | None]:
+    """A ``confidence`` interval of ``metric`` over the joined rows: Wilson's score
+    interval for accuracy, the normal interval of the mean (squared) error for mae
+    and rmse, a percentile bootstrap over rows for the others."""
+    from scipy import stats
+
+    n = len(df)
+    if n < 2:
+        return None, None
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    if task != "regression" and metric == "accuracy":
+        k = float(np.sum(df["label"].astype(str).to_numpy() == df["prediction"].astype(str).to_numpy()))
+        p = k / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        return max(0.0, centre - half), min(1.0, centre + half)
+    if task == "regression" and metric in ("mae", "rmse"):
+        y = pd.to_numeric(df["label"], errors="coerce").to_numpy(float)
+        p = pd.to_numeric(df["prediction"], errors="coerce").to_numpy(float)
+        ok = np.isfinite(y) & np.isfinite(p)
+        e = np.abs(p[ok] - y[ok]) if metric == "mae" else (p[ok] - y[ok]) ** 2
+        if e.size < 2:
+            return None, None
+        half = z * float(np.std(e, ddof=1)) / math.sqrt(e.size)
+        lo, hi = max(float(e.mean()) - half, 0.0), float(e.mean()) + half
+        return (lo, hi) if metric == "mae" else (math.sqrt(lo), math.sqrt(hi))
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        v = score(df.iloc[rng.integers(0, n, n)], metric, task, positive_label)
+        if v is not None and math.isfinite(v):
+            values.append(v)
+    if len(values) < resamples // 2:
+        return None, None
+    tail = (1 - confidence) / 2
+    return float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail))
 
 
 def default_metric(task: str | None) -> str:
@@ -113,15 +165,19 @@ def score(df: pd.DataFrame, metric: str, task: str | None, positive_label: str |
 
 
 def decay_report(joined: pd.DataFrame, *, metric: str, task: str | None, training_value: float | None,
-                 window_hours: float, positive_label: str | None = None, n_logged: int | None = None) -> dict[str, Any]:
-    """The metric over all labelled rows and per window of ``window_hours``."""
+                 window_hours: float, positive_label: str | None = None, n_logged: int | None = None,
+                 confidence: float = 0.95) -> dict[str, Any]:
+    """The metric over all labelled rows (with its ``confidence`` interval) and per
+    window of ``window_hours``."""
     out: dict[str, Any] = {"metric": metric, "training_value": training_value, "n_labeled": int(len(joined)),
-                           "n_logged": n_logged, "windows": []}
+                           "n_logged": n_logged, "windows": [], "low": None, "high": None,
+                           "confidence": confidence}
     if joined.empty:
         out.update(value=None, drop=None, note="no labelled predictions")
         return out
     value = score(joined, metric, task, positive_label)
     out["value"] = value
+    out["low"], out["high"] = metric_interval(joined, metric, task, positive_label, confidence)
     out["drop"] = (-improvement(metric, value, training_value)
                    if value is not None and training_value is not None else None)
     if "time" in joined.columns:

@@ -1,10 +1,13 @@
 """The retraining policy: a pure function of the evidence.
 
 Retrain when there is a reason (drift on a feature that matters to the model,
-or the live metric fell beyond the tolerance below the training metric) and
-nothing holds it back (enough new labelled rows to learn from, data to train
-on, and the cool-down since the last retrain has passed). Drift on a feature
-the model hardly uses is reported but does not retrain on its own.
+or the live metric worse than at training by more than the tolerance, with the
+whole interval of the live metric beyond it and enough labelled rows behind
+it) and nothing holds it back: enough labels that arrived since the last retrain
+to learn from, data to train on that differs from what the models were already
+trained on, and the cool-down since the last retrain or attempt (a failed one
+too) has passed. Drift on a feature the model hardly uses is reported but does
+not retrain on its own.
 """
 
 from __future__ import annotations
@@ -25,11 +28,20 @@ class Evidence:
     metric: str | None = None
     metric_value: float | None = None
     metric_training: float | None = None
-    # New labelled rows available to retrain on (joined labels, fresh training data).
+    # The live metric's interval and the labelled rows it rests on; with no
+    # interval, decay is reported but never retrains.
+    metric_low: float | None = None
+    metric_high: float | None = None
+    n_metric: int = 0
+    # Labels that arrived since the last retrain (or attempt), joined to predictions.
     n_new_labeled: int = 0
     last_retrain_at: datetime | None = None
+    # The last retrain the monitoring started, whether or not it registered a version.
+    last_attempt_at: datetime | None = None
     now: datetime | None = None
     retrain_data: bool = True
+    # The version already trained on exactly this retrain data (by its hash), if any.
+    same_data_as: str | None = None
 
 
 def important_features(importance: dict[str, float] | None, top: int) -> set[str] | None:
@@ -50,23 +62,35 @@ def decide_retrain(ev: Evidence, cfg: Any) -> dict[str, Any]:
     important = [c for c in drifted if top is None or c in top]
     if important:
         reasons.append(f"drift on {'important ' if top is not None else ''}features: {', '.join(important)}")
-    drop = None
+    drop = bound = None
     if ev.metric and ev.metric_value is not None and ev.metric_training is not None:
         drop = -improvement(ev.metric, ev.metric_value, ev.metric_training)
-        if drop > cfg.metric_tolerance + 1e-12:  # "beyond": not the float noise of an exact tie
+        if ev.metric_low is not None and ev.metric_high is not None:
+            # The end of the interval nearest to (or past) the training value: the
+            # smallest drop the labels are consistent with.
+            bound = min(-improvement(ev.metric, end, ev.metric_training) for end in (ev.metric_low, ev.metric_high))
+        if (bound is not None and bound > cfg.metric_tolerance + 1e-12  # "beyond": not an exact tie's float noise
+                and ev.n_metric >= cfg.decay_min_rows):
             reasons.append(
-                f"{ev.metric} {ev.metric_value:.4f} vs {ev.metric_training:.4f} at training "
-                f"(worse by {drop:.4f} > tolerance {cfg.metric_tolerance:g})"
+                f"{ev.metric} {ev.metric_value:.4f} [{ev.metric_low:.4f}, {ev.metric_high:.4f}] vs "
+                f"{ev.metric_training:.4f} at training (worse by at least {bound:.4f} > tolerance "
+                f"{cfg.metric_tolerance:g}, on {ev.n_metric} labelled rows)"
             )
     if ev.n_new_labeled < cfg.min_labeled_rows:
-        blocked.append(f"{ev.n_new_labeled} new labelled rows < monitoring.min_labeled_rows {cfg.min_labeled_rows}")
+        blocked.append(f"{ev.n_new_labeled} labels arrived since the last retrain < monitoring.min_labeled_rows "
+                       f"{cfg.min_labeled_rows}")
     if not ev.retrain_data:
         blocked.append("no fresh training data given")
-    if ev.last_retrain_at is not None and ev.now is not None and cfg.cooldown_hours > 0:
-        since = ev.now - ev.last_retrain_at
+    elif ev.same_data_as:
+        blocked.append(f"the retrain data is the data {ev.same_data_as} was trained on (same sha256): "
+                       "nothing new to learn from")
+    last = max((t for t in (ev.last_retrain_at, ev.last_attempt_at) if t is not None), default=None)
+    if last is not None and ev.now is not None and cfg.cooldown_hours > 0:
+        since = ev.now - last
         if since < timedelta(hours=cfg.cooldown_hours):
             hours = since.total_seconds() / 3600
-            blocked.append(f"cool-down: last retrain {hours:.1f} h ago < {cfg.cooldown_hours:g} h")
+            what = "retrain attempt" if last == ev.last_attempt_at and last != ev.last_retrain_at else "retrain"
+            blocked.append(f"cool-down: last {what} {hours:.1f} h ago < {cfg.cooldown_hours:g} h")
     return {
         "retrain": bool(reasons) and not blocked,
         "reasons": reasons,
@@ -75,4 +99,5 @@ def decide_retrain(ev: Evidence, cfg: Any) -> dict[str, Any]:
         "unimportant_drifted": [c for c in drifted if c not in important],
         "prediction_drifted": ev.prediction_drifted,
         "metric_drop": drop,
+        "metric_drop_bound": bound,
     }

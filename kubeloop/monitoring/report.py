@@ -129,6 +129,8 @@ def drift_html(drift: dict[str, Any], decay: dict[str, Any] | None = None, decis
         blocked = "; ".join(decision.get("blocked_by") or [])
         parts.append(f'<p class="v {cls}"><b>{head}</b>: {_e(reasons)}'
                      + (f"<br><small>held back by: {_e(blocked)}</small>" if blocked else "") + "</p>")
+        for alert in decision.get("alerts") or []:
+            parts.append(f'<p class="v retrain"><b>Alert</b>: {_e(alert)}</p>')
     parts.append(
         f"<p>{len(drift['drifted_columns'])} of {drift['n_columns']} columns drifted"
         f"{': ' + _e(', '.join(drift['drifted_columns'])) if drift['drifted_columns'] else ''}. "
@@ -173,6 +175,9 @@ def markdown(drift: dict[str, Any], decay: dict[str, Any] | None = None, decisio
     if decision is not None:
         lines += [f"**{'Retrain' if decision.get('retrain') else 'No retraining'}**: "
                   f"{cell('; '.join(decision.get('reasons') or []) or 'no trigger')}", ""]
+        lines += [f"**Alert**: {cell(a)}" for a in decision.get("alerts") or []]
+        if decision.get("alerts"):
+            lines.append("")
     lines += [f"{len(drift['drifted_columns'])} of {drift['n_columns']} columns drifted.", "",
               "| column | kind | drift | scores |", "|---|---|---|---|"]
     for name, r in drift["columns"].items():
@@ -199,4 +204,5 @@ def verdict(drift: dict[str, Any], decay: dict[str, Any] | None, decision: dict[
         "metric_value": (decay or {}).get("value"),
         "metric_training": (decay or {}).get("training_value"),
         "n_labeled": (decay or {}).get("n_labeled", 0),
+        "alerts": decision.get("alerts") or [],
     }

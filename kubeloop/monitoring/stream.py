@@ -90,9 +90,32 @@ def _filesystem(uri: str, storage: Any = None) -> tuple[Any, str]:
     return fs.LocalFileSystem(), str(Path(uri).expanduser().absolute())
 
 
-def list_files(uri: str, storage: Any = None) -> tuple[Any, list[str]]:
+_DATE_PART = re.compile(r"(?:^|/)date=(\d{4}-\d{2}-\d{2})(?:/|$)")
+
+
+def in_window(path: str, since: datetime | None, until: datetime | None) -> bool:
+    """Whether a file under a ``date=YYYY-MM-DD`` partition (of UTC days, as the
+    predictor writes them) can hold rows with ``since <= time < until``; a file
+    outside any date partition always can."""
+    m = _DATE_PART.search(path.rsplit("/", 1)[0] + "/")
+    if not m or (since is None and until is None):
+        return True
+    day = datetime.strptime(m.group(1), "%Y-%m-%d").date()
+
+    def utc_day(t: datetime) -> Any:
+        return (t.astimezone(timezone.utc) if t.tzinfo else t).date()
+
+    if since is not None and day < utc_day(since):
+        return False
+    return not (until is not None and day > utc_day(until))
+
+
+def list_files(uri: str, storage: Any = None, *, since: datetime | None = None,
+               until: datetime | None = None) -> tuple[Any, list[str]]:
     """(filesystem, data files): ``uri`` itself if it is a file, else every Parquet
-    or CSV file under it, in name order (so dated log partitions come in order)."""
+    or CSV file under it, in name order (so dated log partitions come in order).
+    With ``since``/``until``, ``date=`` partitions outside the window are left out
+    unread (a run reads its window, not the whole log history)."""
     from pyarrow import fs
 
     filesystem, path = _filesystem(uri, storage)
@@ -107,6 +130,8 @@ def list_files(uri: str, storage: Any = None) -> tuple[Any, list[str]]:
     if not files:
         what = "no such file or directory" if info.type == fs.FileType.NotFound else "no Parquet or CSV files under it"
         raise DataError(f"{uri}: {what}")
+    if since is not None or until is not None:
+        files = [f for f in files if in_window(f, since, until)]
     return filesystem, files
 
 
@@ -143,11 +168,14 @@ def iter_batches(
     storage: Any = None,
     batch_rows: int = DEFAULT_BATCH_ROWS,
     csv_types: dict[str, pa.DataType] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """Batches of ``columns`` (those a file has) from every data file of ``uri``."""
+    """Batches of ``columns`` (those a file has) from every data file of ``uri``
+    (only the ``date=`` partitions that can hold ``[since, until)``, when given)."""
     import pyarrow.parquet as pq
 
-    filesystem, files = list_files(uri, storage)
+    filesystem, files = list_files(uri, storage, since=since, until=until)
     for path in files:
         header: list[str] = []
         shown = f"s3://{path}" if uri.startswith("s3://") else path
@@ -447,6 +475,8 @@ def accumulate_uri(
     row_filter: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
     extra_columns: list[str] | None = None,
     prediction_column: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> tuple[dict[str, Any], int, set[str]]:
     """Accumulators for every profiled column over the current data at ``uri``:
     (accumulators, rows read, columns the data has). ``prediction_column`` is
@@ -460,7 +490,8 @@ def accumulate_uri(
     csv_types = csv_types_for(kinds)
     n_rows = 0
     seen: set[str] = set()
-    for batch in iter_batches(uri, wanted, storage=storage, batch_rows=batch_rows, csv_types=csv_types):
+    for batch in iter_batches(uri, wanted, storage=storage, batch_rows=batch_rows, csv_types=csv_types,
+                              since=since, until=until):
         seen.update(batch.schema.names)
         if row_filter is not None:
             batch = row_filter(batch)
@@ -510,6 +541,24 @@ def count_rows(uri: str, storage: Any = None) -> int:
             first = _csv_reader(filesystem, path, None, None, DEFAULT_BATCH_ROWS).schema.names[:1]
             total += sum(b.num_rows for b in _csv_reader(filesystem, path, first, None, DEFAULT_BATCH_ROWS))
     return total
+
+
+def data_sha256(uri: str, storage: Any = None) -> str | None:
+    """sha256 of a single data file's bytes as stored (what ingest records in a
+    version's lineage); None for a prefix of several files."""
+    import hashlib
+
+    filesystem, files = list_files(uri, storage)
+    if len(files) != 1:
+        return None
+    h = hashlib.sha256()
+    try:
+        with filesystem.open_input_stream(files[0], compression=None) as f:
+            while block := f.read(1 << 22):
+                h.update(block)
+    except OSError as exc:
+        raise DataError(f"{uri}: cannot be read ({exc})") from None
+    return h.hexdigest()
 
 
 def has_data(uri: str, storage: Any = None) -> bool:
