@@ -3,6 +3,7 @@ the Kubernetes client talking HTTP to the loopback fake API server."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pytest
@@ -68,17 +69,14 @@ def test_deploy_dry_run_prints_the_object_with_no_cluster(capsys, no_cluster):
     assert "working without a cluster" in err and "nothing was changed" in err
     code, out, _ = run(capsys, "deploy", "churn@v2", "--dry-run", "--json", "-n", "ml")
     obj = json.loads(out)
-    assert obj["metadata"]["namespace"] == "ml" and obj["metadata"]["labels"]["kubeloop.dev/version"] == "v2"
+    assert obj["metadata"]["namespace"] == "ml" and obj["spec"]["predictor"]["labels"]["kubeloop.dev/version"] == "v2"
 
 
 def test_canary_dry_run_with_no_cluster_uses_the_registry_aliases(capsys, no_cluster, registry):
     registry.set_alias("churn", "canary", "v2")
     code, out, err = run(capsys, "canary", "promote", "churn", "--dry-run", "--json")
     assert code == 0, err
-    assert json.loads(out) == {"metadata": {"annotations": {"kubeloop.dev/primary-version": "v2",
-                                                           "kubeloop.dev/canary-version": None},
-                                           "labels": {"kubeloop.dev/version": "v2"}},
-                              "spec": {"predictor": {"canaryTrafficPercent": None}}}
+    assert json.loads(out) == {"spec": {"predictor": {"canaryTrafficPercent": None}}}
     assert registry.get_alias("churn", "production") == "v1"  # nothing moved
     code, out, _ = run(capsys, "canary", "set", "churn", "--percent", "30", "--dry-run")
     assert yaml.safe_load(out)["spec"] == {"predictor": {"canaryTrafficPercent": 30}}
@@ -115,10 +113,14 @@ def test_deploy_canary_promote_rollback_cycle(capsys, fake, registry):
 
     res = jrun(capsys, "deploy", "churn@v2", "--canary-percent", "20")
     assert res["action"] == "updated" and res["kind"] == "patch"
+    since = res["state"].pop("canary_since")
+    assert dt.datetime.fromisoformat(since.replace("Z", "+00:00")).tzinfo is not None
     assert res["state"] == {"name": "churn", "namespace": "kubeloop", "mode": "serverless",
                             "primary_version": "v1", "canary_version": "v2", "canary_percent": 20,
                             "primary_percent": 80}
-    assert {t.get("tag"): t["percent"] for t in res["status"]["traffic"]} == {"latest": 20, "prev": 80}
+    revisions = list(fake.controllers[("kubeloop", "churn")].revisions)
+    assert len(revisions) == 2
+    assert {t.get("tag", "latest"): t["percent"] for t in res["status"]["traffic"]} == {"latest": 20, "prev": 80}
     assert registry.get_alias("churn", "canary") == "v2"
     assert registry.get_alias("churn", "production") == "v1"
 
@@ -139,6 +141,9 @@ def test_deploy_canary_promote_rollback_cycle(capsys, fake, registry):
 
     res = jrun(capsys, "canary", "promote", "churn")
     assert res["action"] == "promoted" and res["state"]["primary_version"] == "v2"
+    # set and promote moved traffic only: the revision that was analysed is the one serving
+    assert fake.controllers[("kubeloop", "churn")].revisions == revisions
+    assert res["status"]["traffic"] == [{"revisionName": revisions[-1], "percent": 100, "latestRevision": True}]
     assert res["registry"] == [{"alias": "production", "from": "v1", "to": "v2"}]
     assert registry.get_alias("churn", "production") == "v2"
     assert registry.get_alias("churn", "previous") == "v1"

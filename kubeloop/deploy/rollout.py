@@ -30,7 +30,7 @@ from kubeloop.deploy.inferenceservice import (
     build_inference_service,
     check_percent,
 )
-from kubeloop.deploy.kube import InferenceServices, KubeError, summarize_status
+from kubeloop.deploy.kube import InferenceServices, KubeError, expect, summarize_status
 from kubeloop.deploy.patches import (
     apply_merge_patch,
     deploy_patch,
@@ -96,13 +96,17 @@ def _move_alias(registry: Any, model: str, alias: str, version: str, *, expected
 
 
 def _wait(isvcs: InferenceServices | None, res: Result, *, wait: bool, timeout: float,
-          on_progress: Callable[[str], None] | None) -> None:
+          on_progress: Callable[[str], None] | None, before: dict[str, Any] | None = None,
+          after: dict[str, Any] | None = None) -> None:
+    """With ``wait``, poll until the object serves ``after`` (what was sent on
+    top of ``before``, the object as read before the change)."""
     if isvcs is None or res.dry_run:
         return
-    if wait and res.changed:
+    if wait and res.changed and after is not None:
         if on_progress:
             on_progress(f"waiting up to {timeout:g}s for {res.namespace}/{res.name} to be Ready")
-        res.status = isvcs.wait_ready(res.name, res.namespace, timeout=timeout).to_dict()
+        res.status = isvcs.wait_ready(res.name, res.namespace, timeout=timeout,
+                                      expected=expect(before, after)).to_dict()
     else:
         obj = isvcs.get(res.name, res.namespace)
         res.status = summarize_status(obj).to_dict() if obj else None
@@ -124,6 +128,7 @@ def deploy(
     wait: bool = True,
     timeout: float = 300.0,
     on_progress: Callable[[str], None] | None = None,
+    now: str | None = None,
 ) -> Result:
     """Create the InferenceService for ``target``, or move the existing one to it.
 
@@ -131,6 +136,8 @@ def deploy(
     canary beside the current primary at ``canary_percent`` (default
     ``default_percent``; 100 is a full rollout). ``current`` stands in for the
     cluster's object when ``isvcs`` is None (a dry run with no cluster).
+    A canary records ``now`` (default: the current UTC time) as the start of
+    its analysis window (``kubeloop.dev/canary-since``).
     """
     name, ns = target.model, settings.namespace
     if isvcs is not None:
@@ -138,8 +145,11 @@ def deploy(
     res = Result("unchanged", name, ns, dry_run=dry_run)
     primary = None
     percent = None if canary_percent is None else check_percent(canary_percent)
+    since = now or utc_now()
     if current is not None:
         state = read_state(current)
+        if state.canary_version == target.version and state.canary_since:
+            since = state.canary_since  # the same canary again: its window goes on
         if state.mode != settings.mode:
             raise UserError(
                 f"{ns}/{name} runs in {state.mode} mode, but the configuration asks for {settings.mode}: "
@@ -151,7 +161,8 @@ def deploy(
     elif percent not in (None, 100):
         res.notes.append(f"first deployment of {name}: {target.version} takes all traffic "
                          f"(--canary-percent {percent} applies from the next version on)")
-    desired = build_inference_service(target, settings, primary=primary, canary_percent=percent)
+    desired = build_inference_service(target, settings, primary=primary, canary_percent=percent,
+                                      canary_since=since)
 
     if current is None:
         res.action, res.kind, res.sent = "created", "object", desired
@@ -183,8 +194,15 @@ def deploy(
         else:
             _move_alias(registry, name, PRODUCTION, target.version, expected=prod_before,
                         reason="deployed with all traffic", moves=res.registry)
-    _wait(isvcs, res, wait=wait, timeout=timeout, on_progress=on_progress)
+    _wait(isvcs, res, wait=wait, timeout=timeout, on_progress=on_progress, before=current, after=after)
     return res
+
+
+def utc_now() -> str:
+    """The current UTC time as recorded in the InferenceService (ISO 8601, seconds)."""
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 # --------------------------------------------------------------------------- canary moves
@@ -217,7 +235,8 @@ def set_percent(isvcs: InferenceServices | None, name: str, ns: str, percent: An
                 timeout: float = 300.0, on_progress: Callable[[str], None] | None = None) -> Result:
     current = _get(isvcs, name, ns, current)
     res = _patch_result("set", isvcs, name, ns, current, set_percent_patch(current, percent), dry_run=dry_run)
-    _wait(isvcs, res, wait=wait, timeout=timeout, on_progress=on_progress)
+    _wait(isvcs, res, wait=wait, timeout=timeout, on_progress=on_progress, before=current,
+          after=apply_merge_patch(current, res.sent or {}))
     return res
 
 
@@ -242,7 +261,8 @@ def promote(isvcs: InferenceServices | None, name: str, ns: str, *, registry: An
         _move_alias(registry, name, PRODUCTION, state.canary_version, expected=prod,
                     reason=f"canary {state.canary_version} promoted over {state.primary_version}",
                     moves=res.registry)
-    _wait(isvcs, res, wait=wait, timeout=timeout, on_progress=on_progress)
+    _wait(isvcs, res, wait=wait, timeout=timeout, on_progress=on_progress, before=current,
+          after=apply_merge_patch(current, res.sent or {}))
     return res
 
 
@@ -259,7 +279,8 @@ def rollback(isvcs: InferenceServices | None, name: str, ns: str, *, registry: A
         if prod == state.canary_version:
             _move_alias(registry, name, PRODUCTION, state.primary_version, expected=prod,
                         reason=f"canary {state.canary_version} rolled back", moves=res.registry)
-    _wait(isvcs, res, wait=wait, timeout=timeout, on_progress=on_progress)
+    _wait(isvcs, res, wait=wait, timeout=timeout, on_progress=on_progress, before=current,
+          after=apply_merge_patch(current, res.sent or {}))
     return res
 
 
