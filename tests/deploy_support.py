@@ -617,6 +617,14 @@ class KServeController:
 # --------------------------------------------------------------------------- prediction logs
 
 
+def from_now() -> Any:
+    """A start time for log rows inside a canary deployed just before (its
+    recorded canary-since has whole seconds)."""
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)
+
+
 def log_rows(version: str, requests: int, *, seed: int, model: str = "churn", role: str = "primary",
              yes_share: float = 0.2, latency_ms: float = 8.0, error_every: int = 0, reject_every: int = 0,
              start: Any = None, task: str = "classification") -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import yaml
-from deploy_support import FakeKubeAPI, check_isvc, log_rows, write_log_part
+from deploy_support import FakeKubeAPI, check_isvc, from_now, log_rows, write_log_part
 
 from kubeloop.cli import main
 from kubeloop.registry import Registry
@@ -196,9 +196,11 @@ def test_forbidden_is_a_clear_message(capsys, fake):
 
 # -- analysis ----------------------------------------------------------------------------------
 
-def _logs(root, bad: bool):
-    write_log_part(root, log_rows("v1", 400, seed=1), part=0)
-    write_log_part(root, log_rows("v2", 200, seed=2, error_every=8 if bad else 0), part=1)
+def _logs(root, bad: bool, start=None):
+    """Both versions' logs, from ``start`` (default: now, inside a canary deployed just before)."""
+    start = start or from_now()
+    write_log_part(root, log_rows("v1", 400, seed=1, start=start), part=0)
+    write_log_part(root, log_rows("v2", 200, seed=2, error_every=8 if bad else 0, start=start), part=1)
 
 
 @pytest.mark.parametrize("bad,decision", [(False, "promote"), (True, "rollback")])
@@ -256,3 +258,93 @@ def test_analyze_steps_dry_run_prints_the_patches_offline(capsys, no_cluster, re
     # the registry's canary starts at canary.initial_percent (10): 10 sends nothing, then 50, then promote
     assert shares == [50, None]
     assert registry.get_alias("churn", "production") == "v1"
+
+
+# -- steps that cannot race --------------------------------------------------------------------
+
+PEOPLE = {
+    # a person's `kubeloop canary rollback` while the stepper waits
+    "rollback": (lambda capsys, fake: jrun(capsys, "canary", "rollback", "churn"),
+                 "the canary's share is 0%, not 10%", {"canary_version": "v2", "canary_percent": 0}),
+    # a person's `kubeloop deploy churn@v3 --canary-percent 10`: v3 must not be promoted on v2's evidence
+    "deploy-v3": (lambda capsys, fake: jrun(capsys, "deploy", "churn@v3", "--canary-percent", "10"),
+                  "the canary is v3, not v2", {"canary_version": "v3", "canary_percent": 10}),
+    # the same rollback by hand with kubectl
+    "kubectl": (lambda capsys, fake: fake.edit("kubeloop", "churn", {"spec": {"predictor": {"canaryTrafficPercent": 0}}}),
+                "last written by kubectl-patch", {"canary_version": "v2", "canary_percent": 0}),
+}
+
+
+@pytest.mark.parametrize("person", sorted(PEOPLE))
+def test_a_change_between_steps_stops_the_stepper(capsys, fake, registry, tmp_path, monkeypatch, person):
+    from kubeloop.deploy import rollout
+
+    act, said, after = PEOPLE[person]
+    jrun(capsys, "deploy", "churn")
+    jrun(capsys, "deploy", "churn@v2", "--canary-percent", "5")
+    _logs(tmp_path / "logs", bad=False)
+    looks = []
+
+    def meanwhile(seconds):
+        looks.append(seconds)
+        if len(looks) == 1:
+            act(capsys, fake)
+
+    monkeypatch.setattr(rollout, "pause", meanwhile)
+    writes = len(fake.writes())
+    code, out, err = run(capsys, "canary", "analyze", "churn", "--logs", str(tmp_path / "logs"),
+                         "--steps", "10,50,100", "--interval", "7")
+    assert code == 3, err
+    assert said in err and "Nothing was sent" in err and "Traceback" not in err
+    assert looks == [7]  # it stopped at the step after the change
+    # the person's change stands; the stepper sent nothing after it
+    own = [w for w in fake.writes()[writes:] if w.query.get("fieldManager") == ["kubeloop"]]
+    state = jrun(capsys, "canary", "status", "churn")["state"]
+    assert {k: state[k] for k in after} == after
+    assert registry.get_alias("churn", "production") == "v1"
+    assert all((w.body or {}).get("spec", {}).get("predictor", {}).get("canaryTrafficPercent") != 50 for w in own)
+
+
+def test_a_status_write_between_steps_is_not_a_change(capsys, fake, registry, tmp_path, monkeypatch):
+    """KServe's controller moves the resourceVersion with every status write; the
+    stepper carries on, and its next patch is conditional on its fresh read."""
+    from kubeloop.deploy import rollout
+
+    jrun(capsys, "deploy", "churn")
+    jrun(capsys, "deploy", "churn@v2", "--canary-percent", "5")
+    _logs(tmp_path / "logs", bad=False)
+
+    def meanwhile(seconds):
+        obj = fake.objects[("kubeloop", "churn")]
+        obj["status"]["conditions"][0]["lastTransitionTime"] = "2026-12-01T08:00:00Z"
+        fake._rv += 1
+        obj["metadata"]["resourceVersion"] = str(fake._rv)
+
+    monkeypatch.setattr(rollout, "pause", meanwhile)
+    res = jrun(capsys, "canary", "analyze", "churn", "--logs", str(tmp_path / "logs"),
+               "--steps", "10,50,100", "--interval", "7")
+    assert res["decision"] == "promote"
+    assert [s["action"] for s in res["sent"]] == ["set", "set", "promoted"]
+    sent_rvs = [s["resource_version"] for s in res["sent"]]
+    patches = [w for w in fake.writes() if w.method == "PATCH"][-3:]
+    assert [p.body["metadata"]["resourceVersion"] for p in patches] == sent_rvs
+    assert all((s["primary"], s["canary"]) == ("v1", "v2") for s in res["sent"])
+
+
+def test_analyze_reads_the_canary_window_by_default(capsys, fake, registry, tmp_path):
+    """Rows logged before the canary was deployed are not its evidence."""
+    root = tmp_path / "logs"
+    old = dt.datetime(2026, 11, 1, 8, 0, tzinfo=dt.timezone.utc)
+    # A month of bad v2 rows from an earlier trial, then good ones after this deploy.
+    write_log_part(root, log_rows("v2", 300, seed=5, error_every=3, start=old), part=7)
+    jrun(capsys, "deploy", "churn")
+    jrun(capsys, "deploy", "churn@v2", "--canary-percent", "10")
+    _logs(root, bad=False)
+    code, out, err = run(capsys, "canary", "analyze", "churn", "--logs", str(root), "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    assert "analysis window: since" in err
+    assert res["decision"] == "promote" and res["analyses"][0]["canary"]["rows"] == 400
+    # an explicit --since still wins
+    res = jrun(capsys, "canary", "analyze", "churn", "--logs", str(root), "--since", "2026-10-01T00:00:00Z")
+    assert res["analyses"][0]["canary"]["rows"] == 400 + 600

@@ -198,6 +198,17 @@ def deploy(
     return res
 
 
+def parse_time(text: str) -> Any:
+    """An ISO 8601 time (``Z`` or an offset; naive means UTC) as an aware datetime."""
+    import datetime as dt
+
+    try:
+        value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UserError(f"{text!r}: not an ISO 8601 time (e.g. 2026-11-30T08:00:00Z)") from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
 def utc_now() -> str:
     """The current UTC time as recorded in the InferenceService (ISO 8601, seconds)."""
     import datetime as dt
@@ -304,6 +315,60 @@ def status(isvcs: InferenceServices, name: str, ns: str, *, registry: Any = None
 # --------------------------------------------------------------------------- schedule
 
 
+def pause(seconds: float) -> None:
+    """The wait between steps (one name, so a test can stand in for the clock)."""
+    time.sleep(seconds)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What a stepper action was decided on: the object's resourceVersion and
+    generation as read, and the versions and share that were judged."""
+
+    resource_version: str | None
+    generation: int | None
+    primary: str | None
+    canary: str | None
+    percent: int | None
+
+    @classmethod
+    def of(cls, obj: dict[str, Any], *, primary: str | None = None, canary: str | None = None) -> Observed:
+        st = read_state(obj)
+        return cls(st.resource_version, st.generation, primary or st.primary_version,
+                   canary or st.canary_version, st.canary_percent)
+
+
+def last_writer(obj: dict[str, Any]) -> str | None:
+    """The field manager that last changed the object's spec or metadata, from
+    ``metadata.managedFields`` (status writes by KServe's controller excluded)."""
+    entries = [e for e in (obj.get("metadata") or {}).get("managedFields") or []
+               if e.get("subresource") != "status" and e.get("manager")]
+    if not entries:
+        return None
+    # Times have whole seconds; on a tie the later entry is the later write.
+    last = max(enumerate(entries), key=lambda ie: (ie[1].get("time") or "", ie[0]))[1]
+    return f"{last['manager']}" + (f" at {last['time']}" if last.get("time") else "")
+
+
+def what_moved(seen: Observed, obj: dict[str, Any]) -> list[str]:
+    """Pure: how ``obj`` differs from what was judged ([] when nothing that
+    matters moved). The resourceVersion alone does not count: KServe's
+    controller moves it with every status write; the generation moves only
+    with the spec."""
+    now = Observed.of(obj)
+    out = []
+    if now.primary != seen.primary:
+        out.append(f"the primary is {now.primary or 'unknown'}, not {seen.primary}")
+    if now.canary != seen.canary:
+        out.append(f"the canary is {now.canary}, not {seen.canary}" if now.canary else
+                   f"there is no canary any more ({seen.canary} was promoted or rolled back)")
+    elif now.percent != seen.percent:
+        out.append(f"the canary's share is {now.percent}%, not {seen.percent}%")
+    if not out and now.generation != seen.generation:
+        out.append(f"its spec changed (generation {seen.generation} -> {now.generation})")
+    return out
+
+
 def step_through(
     steps: list[int],
     *,
@@ -378,7 +443,7 @@ def analyze_and_step(
     dry_run: bool = False,
     wait: bool = True,
     timeout: float = 300.0,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Judge the canary from its prediction logs; with ``steps``, move its traffic
@@ -388,17 +453,26 @@ def analyze_and_step(
     settings). Versions come from ``primary``/``canary``, else the cluster's
     object, else the registry's production and canary aliases. With
     ``dry_run`` nothing is sent: each step's patch is computed on a local copy.
+    With no ``since``, the window starts when the deploy put the canary in
+    place (``kubeloop.dev/canary-since``), when the object records it.
+    Each step acts only if the object still serves what was judged (``what_moved``);
+    otherwise it stops with ``Conflict``.
     Returns the decision, each step's verdict and analysis, and what was sent.
     """
     from kubeloop.deploy.analysis import analyze
 
     say = on_progress or (lambda _msg: None)
+    sleep = sleep or pause
     if isvcs is not None:
         current = isvcs.get(name, ns)
         if current is None and (steps is not None or not (primary and canary)):
             raise KubeError(f"no InferenceService {ns}/{name}; deploy it first with `kubeloop deploy {name}`")
     if current is not None:
         state = read_state(current)
+        if since is None and state.canary_since and canary in (None, state.canary_version):
+            # The canary's own window: from when the deploy put it in place.
+            since = parse_time(state.canary_since)
+            say(f"analysis window: since {state.canary_since}, when canary {state.canary_version} was deployed")
         primary, canary = primary or state.primary_version, canary or state.canary_version
     if registry is not None and not (primary and canary):
         primary = primary or registry.get_alias(name, PRODUCTION)
@@ -425,14 +499,33 @@ def analyze_and_step(
         return out
     if current is None:
         raise UserError(f"stepping traffic needs the InferenceService {ns}/{name} (a cluster, or its object)")
-    box = {"obj": current}
+    box = {"obj": current, "seen": Observed.of(current, primary=primary, canary=canary)}
 
     def act(fn: Callable[..., Result], *args: Any, **kw: Any) -> None:
+        # Act only on what was judged: re-read, and stop if anyone moved the
+        # versions, the share or the spec since. The patch then carries the
+        # resourceVersion of this read, so a change in between is a 409.
+        if not dry_run:
+            fresh = isvcs.get(name, ns)
+            if fresh is None:
+                raise Conflict(f"{ns}/{name} was deleted while the canary was being stepped; nothing was sent")
+            moved = what_moved(box["seen"], fresh)
+            if moved:
+                who = last_writer(fresh)
+                raise Conflict(
+                    f"{ns}/{name} changed since the stepper judged canary {canary} against primary {primary} "
+                    f"(resourceVersion {box['seen'].resource_version} -> {fresh['metadata'].get('resourceVersion')}"
+                    + (f", last written by {who}" if who else "") + "): " + "; ".join(moved)
+                    + f". Nothing was sent; look with `kubeloop canary status {name}` and analyze again")
+            box["obj"] = fresh
         res = fn(None if dry_run else isvcs, name, ns, *args, current=box["obj"], dry_run=dry_run,
                  wait=wait, timeout=timeout, on_progress=say, **kw)
         if res.sent:
-            out["sent"].append({"action": res.action, "patch": res.sent, "registry": res.registry})
+            out["sent"].append({"action": res.action, "patch": res.sent, "registry": res.registry,
+                                "resource_version": (box["obj"].get("metadata") or {}).get("resourceVersion"),
+                                "primary": primary, "canary": canary})
             box["obj"] = apply_merge_patch(box["obj"], res.sent) if dry_run else isvcs.get(name, ns)
+        box["seen"] = Observed.of(box["obj"], primary=primary, canary=canary)
         say(f"{res.action}: {res.state}")
 
     decision, history = step_through(
