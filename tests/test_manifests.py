@@ -585,6 +585,22 @@ def test_example_config_trains_the_example_inference_service(example) -> None:
     assert cfg.storage.endpoint_url == "http://minio.kubeloop.svc:9000"
     # The Secret the steps read exists where KFP runs them.
     assert cfg.storage.credentials_secret == "kubeloop-s3"
+    # Logs by default: what the pipeline's deploy and `kubeloop deploy` build from
+    # this config writes prediction logs where the example InferenceService does.
+    from kubeloop.deploy.inferenceservice import (
+        Target,
+        build_inference_service,
+        settings_from_config,
+    )
+
+    example_env = {e["name"]: e.get("value") for e in isvc["spec"]["predictor"]["model"]["env"]}
+    assert cfg.canary.log_uri == example_env["KUBELOOP_LOG_URI"] == "s3://logs/predictions"
+    built = build_inference_service(Target(cfg.model_name, "v2", f"{cfg.registry}/churn/versions/v2/model/"),
+                                    settings_from_config(cfg))
+    env = {e["name"]: e for e in built["spec"]["predictor"]["model"]["env"]}
+    assert env["KUBELOOP_LOG_URI"]["value"] == cfg.canary.log_uri
+    assert env["AWS_ENDPOINT_URL"]["value"] == cfg.storage.endpoint_url
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == cfg.storage.credentials_secret
 
 
 def _merge_patch(target: Any, patch: Any) -> Any:

@@ -163,6 +163,9 @@ def deploy(
                          f"(--canary-percent {percent} applies from the next version on)")
     desired = build_inference_service(target, settings, primary=primary, canary_percent=percent,
                                       canary_since=since)
+    if not settings.log_uri:
+        res.notes.append("no prediction-log root (canary.log_uri in the config, or --log-uri): the predictor "
+                         "writes no logs, so `kubeloop canary analyze` and monitoring have nothing to read")
 
     if current is None:
         res.action, res.kind, res.sent = "created", "object", desired
