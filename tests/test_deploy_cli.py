@@ -348,3 +348,36 @@ def test_analyze_reads_the_canary_window_by_default(capsys, fake, registry, tmp_
     # an explicit --since still wins
     res = jrun(capsys, "canary", "analyze", "churn", "--logs", str(root), "--since", "2026-10-01T00:00:00Z")
     assert res["analyses"][0]["canary"]["rows"] == 400 + 600
+
+
+def test_standard_mode_cycle_is_accepted_and_promote_keeps_the_canary_pods(capsys, fake, registry, tmp_path):
+    """Standard mode on the wire: KServe's webhook rules (no maxReplicas on a
+    canary), readiness from PredictorReady and canaryStatuses, and a promotion
+    that reuses the canary's Deployment as it is."""
+    cfg = tmp_path / "standard.yaml"
+    cfg.write_text("canary:\n  mode: standard\n  min_replicas: 2\n  max_replicas: 4\n")
+    c = ("--config", str(cfg))
+    assert jrun(capsys, "deploy", "churn", *c)["status"]["ready"]
+    res = jrun(capsys, "deploy", "churn@v2", "--canary-percent", "10", *c)
+    assert res["status"]["ready"] and res["status"]["canaries"] == [{"name": "v2", "trafficPercent": 10, "ready": True}]
+    ctl = fake.controllers[("kubeloop", "churn")]
+    templates = list(ctl.pod_templates)
+    assert templates == ["churn-v1-predictor", "churn-v2-predictor"]
+
+    res = jrun(capsys, "canary", "set", "churn", "--percent", "50", *c)
+    obj = fake.objects[("kubeloop", "churn")]
+    # observedGeneration is the stable Deployment's: behind, and the share is still ready
+    assert res["status"]["ready"] and obj["status"]["observedGeneration"] < obj["metadata"]["generation"]
+    assert res["status"]["canaries"] == [{"name": "v2", "trafficPercent": 50, "ready": True}]
+
+    res = jrun(capsys, "canary", "promote", "churn", *c)
+    assert res["state"]["primary_version"] == "v2" and res["status"]["ready"] and not res["status"]["canaries"]
+    assert ctl.pod_templates == templates  # the canary's pods became the primary's; none restarted
+    assert fake.objects[("kubeloop", "churn")]["spec"]["predictor"]["maxReplicas"] == 4
+    assert registry.get_alias("churn", "production") == "v2"
+
+    res = jrun(capsys, "deploy", "churn@v3", "--canary-percent", "10", *c)
+    assert res["state"]["canary_version"] == "v3" and ctl.pod_templates == [*templates, "churn-v3-predictor"]
+    res = jrun(capsys, "canary", "rollback", "churn", *c)
+    assert res["state"]["primary_version"] == "v2" and res["state"]["canary_version"] is None
+    assert res["status"]["ready"] and ctl.pod_templates == [*templates, "churn-v3-predictor"]
