@@ -344,6 +344,8 @@ def test_analyze_reads_the_canary_window_by_default(capsys, fake, registry, tmp_
     assert code == 0, err
     res = json.loads(out)
     assert "analysis window: since" in err
+    state = jrun(capsys, "canary", "status", "churn")["state"]
+    assert res["since"] == state["canary_since"].replace("Z", "+00:00")
     assert res["decision"] == "promote" and res["analyses"][0]["canary"]["rows"] == 400
     # an explicit --since still wins
     res = jrun(capsys, "canary", "analyze", "churn", "--logs", str(root), "--since", "2026-10-01T00:00:00Z")

@@ -119,3 +119,20 @@ def test_analysis_since_leaves_older_rows_out(registry, isvcs, tmp_path):
     with pytest.raises(UserError, match="ISO 8601"):
         canary_analysis_step(registry=registry.uri, model_name="churn", config=CONFIG, steps=[],
                              log_uri=str(tmp_path / "logs"), since="yesterday", isvcs=isvcs)
+
+
+def test_the_pipeline_deploy_with_the_example_config_writes_prediction_logs(registry, isvcs):
+    """The pipeline's deploy step gets the run's config: with the example config
+    the predictor it creates logs every answer where canary analyze reads."""
+    from pathlib import Path
+
+    from kubeloop.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "manifests" / "examples" / "churn-config.yaml")
+    deploy_step(registry=registry.uri, model_name="churn", config=cfg.to_dict(), isvcs=isvcs)
+    obj = isvcs.get("churn", "kubeloop")
+    env = {e["name"]: e for e in obj["spec"]["predictor"]["model"]["env"]}
+    assert env["KUBELOOP_LOG_URI"]["value"] == cfg.canary.log_uri == "s3://logs/predictions"
+    assert env["AWS_ENDPOINT_URL"]["value"] == cfg.storage.endpoint_url
+    without = deploy_step(registry=registry.uri, model_name="churn", config=CONFIG, version="v2", dry_run=True)
+    assert any("writes no logs" in n for n in without["notes"])

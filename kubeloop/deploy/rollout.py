@@ -496,6 +496,7 @@ def analyze_and_step(
         return a.verdict
 
     out: dict[str, Any] = {"name": name, "namespace": ns, "primary": primary, "canary": canary,
+                           "since": since.isoformat() if since is not None else None,
                            "dry_run": dry_run, "sent": [], "analyses": analyses}
     if steps is None:
         out["decision"] = judge(None).decision
