@@ -298,3 +298,17 @@ def test_in_cluster_service_account_when_there_is_no_kubeconfig(tmp_path, monkey
     assert cfg.api_key["authorization"].lower() == "bearer pod-token" and cfg.ssl_ca_cert == str(cert)
     with pytest.raises(KubeError, match="only the in-cluster account"):
         connect(context="other")
+
+
+@pytest.mark.parametrize("traffic,ready", [
+    ([{"latestRevision": True, "percent": 0, "revisionName": "r2"},
+      {"latestRevision": False, "percent": 100, "revisionName": "r1", "tag": "prev"}], True),
+    ([{"latestRevision": False, "percent": 100, "revisionName": "r1", "tag": "prev"}], True),
+    ([{"latestRevision": True, "percent": 100, "revisionName": "r2"}], False),
+    ([{"latestRevision": False, "percent": 60, "revisionName": "r1", "tag": "prev"}], False),
+])
+def test_a_zero_percent_canary_is_ready_when_the_previous_revision_takes_everything(traffic, ready):
+    obj = {"status": {"conditions": [{"type": "Ready", "status": "True"}],
+                      "components": {"predictor": {"latestCreatedRevision": "r2", "latestReadyRevision": "r2",
+                                                   "traffic": traffic}}}}
+    assert (not pending(obj, Expected("serverless", 0))) is ready
