@@ -383,3 +383,13 @@ def test_standard_mode_cycle_is_accepted_and_promote_keeps_the_canary_pods(capsy
     res = jrun(capsys, "canary", "rollback", "churn", *c)
     assert res["state"]["primary_version"] == "v2" and res["state"]["canary_version"] is None
     assert res["status"]["ready"] and ctl.pod_templates == [*templates, "churn-v3-predictor"]
+
+
+def test_status_says_what_it_is_waiting_for(capsys, fake, registry):
+    fake.never_ready.add("churn")
+    code, out, err = run(capsys, "deploy", "churn", "--no-wait")
+    assert code == 0, err
+    run(capsys, "canary", "status", "churn")  # KServe makes the revision
+    code, out, err = run(capsys, "canary", "status", "churn")
+    assert code == 0 and "ready: False" in out
+    assert "waiting: revision churn-predictor-00001 is not ready yet (latest ready: none)" in out
