@@ -312,3 +312,20 @@ def test_a_zero_percent_canary_is_ready_when_the_previous_revision_takes_everyth
                       "components": {"predictor": {"latestCreatedRevision": "r2", "latestReadyRevision": "r2",
                                                    "traffic": traffic}}}}
     assert (not pending(obj, Expected("serverless", 0))) is ready
+
+
+@pytest.mark.parametrize("mode", ["serverless", "standard"])
+def test_the_fake_answers_with_kserve_status_fields(fake, isvcs, mode):
+    """Every status field the loopback server writes, and every fixture's, is one
+    KServe's own SDK model of InferenceServiceStatus declares."""
+    from deploy_support import unknown_fields
+
+    settings = ServingSettings(mode=mode)
+    isvcs.create(build_inference_service(target("v1"), settings))
+    _ready(isvcs)
+    cur = isvcs.get("churn", "kubeloop")
+    isvcs.patch("churn", "kubeloop", deploy_patch(cur, build_inference_service(
+        target("v2"), settings, primary=target("v1"), canary_percent=10)))
+    seen = [isvcs.get("churn", "kubeloop")["status"] for _ in range(3)]
+    for status in seen + [json.loads(p.read_text())["status"] for p in FIXTURES]:
+        assert unknown_fields(status, "V1beta1InferenceServiceStatus") == []
