@@ -329,3 +329,33 @@ def test_the_fake_answers_with_kserve_status_fields(fake, isvcs, mode):
     seen = [isvcs.get("churn", "kubeloop")["status"] for _ in range(3)]
     for status in seen + [json.loads(p.read_text())["status"] for p in FIXTURES]:
         assert unknown_fields(status, "V1beta1InferenceServiceStatus") == []
+
+
+def _with_status(obj, **predictor):
+    obj = dict(obj)
+    obj["status"] = {"components": {"predictor": predictor}}
+    return obj
+
+
+V1 = build_inference_service(target("v1"), ServingSettings())
+V2_AT_10 = build_inference_service(target("v2"), ServingSettings(), primary=target("v1"), canary_percent=10)
+ROLLED = {"latestCreatedRevision": "churn-predictor-00001", "latestRolledoutRevision": "churn-predictor-00001"}
+STD = ServingSettings(mode="standard")
+
+
+@pytest.mark.parametrize("before,after,want", [
+    (None, V1, Expected("serverless", None)),
+    # a canary over a rolled-out revision: a new revision at the share asked
+    (_with_status(V1, **ROLLED), V2_AT_10, Expected("serverless", 10, replaced_revision="churn-predictor-00001")),
+    # ... over one that never rolled out: KServe gives the latest everything
+    (_with_status(V1, latestCreatedRevision="churn-predictor-00001"), V2_AT_10,
+     Expected("serverless", None, replaced_revision="churn-predictor-00001")),
+    # moving the share makes no revision
+    (_with_status(V2_AT_10, **ROLLED), apply_merge_patch(V2_AT_10, set_percent_patch(V2_AT_10, 50)),
+     Expected("serverless", 50)),
+    (None, build_inference_service(target("v2"), STD, primary=target("v1"), canary_percent=25),
+     Expected("standard", 25, canary_name="v2")),
+    (None, build_inference_service(target("v1"), STD), Expected("standard", None)),
+], ids=["create", "canary", "canary-first-not-rolled-out", "set", "standard-canary", "standard-single"])
+def test_expect_table(before, after, want):
+    assert expect(before, after) == want

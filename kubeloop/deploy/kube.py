@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubeloop.deploy.inferenceservice import GROUP, PLURAL, VERSION
+from kubeloop.deploy.patches import read_state, rolls_pods
 from kubeloop.errors import Conflict, UserError
 
 FIELD_MANAGER = "kubeloop"
@@ -170,8 +171,6 @@ class Expected:
 
 def expect(before: dict[str, Any] | None, after: dict[str, Any]) -> Expected:
     """Pure: the state to wait for after ``before`` (None: just created) became ``after``."""
-    from kubeloop.deploy.patches import read_state, rolls_pods
-
     state = read_state(after)
     if state.mode == "serverless":
         pct = ((after.get("spec") or {}).get("predictor") or {}).get("canaryTrafficPercent")
