@@ -84,6 +84,8 @@ def test_step_8_analyze_works_as_printed(cluster, minio, tmp_path, monkeypatch, 
     assert "--logs" not in argv  # the config names them
     argv = [a.replace("http://localhost:9000", minio.endpoint) for a in argv[1:]]
     monkeypatch.chdir(REPO)
+    # --s3-endpoint sets AWS_ENDPOINT_URL for the process; recorded here so it is undone after the test.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", minio.endpoint)
     code = main(argv + ["--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
