@@ -8,7 +8,7 @@ import json
 
 import pytest
 import yaml
-from deploy_support import FakeKubeAPI, check_isvc, from_now, log_rows, write_log_part
+from deploy_support import FakeKubeAPI, Request, check_isvc, from_now, log_rows, write_log_part
 
 from kubeloop.cli import main
 from kubeloop.registry import Registry
@@ -393,3 +393,34 @@ def test_status_says_what_it_is_waiting_for(capsys, fake, registry):
     code, out, err = run(capsys, "canary", "status", "churn")
     assert code == 0 and "ready: False" in out
     assert "waiting: revision churn-predictor-00001 is not ready yet (latest ready: none)" in out
+
+
+def test_a_change_while_a_step_rolls_out_stops_the_next_step(capsys, fake, registry, tmp_path, monkeypatch):
+    """A person's rollback lands while the stepper waits for its own 10 % to be
+    Ready: the wait stops at once (it would never see 10 %), with exit 3, and
+    nothing more is sent."""
+    from kubeloop.deploy import rollout
+
+    jrun(capsys, "deploy", "churn")
+    jrun(capsys, "deploy", "churn@v2", "--canary-percent", "5")
+    _logs(tmp_path / "logs", bad=False)
+    seen = {"patched": False, "done": False}
+
+    def person_during_the_wait(api, req):
+        pct = ((req.body or {}).get("spec") or {}).get("predictor", {}).get("canaryTrafficPercent")
+        if req.method == "PATCH" and pct == 10:
+            seen["patched"] = True
+        elif req.method == "GET" and seen["patched"] and not seen["done"]:
+            seen["done"] = True
+            status, _ = api._patch("kubeloop", "churn", Request(
+                "PATCH", "", {"fieldManager": ["kubectl-patch"]}, {"content-type": "application/merge-patch+json"},
+                {"spec": {"predictor": {"canaryTrafficPercent": 0}}}))
+            assert status == 200
+
+    fake.hook = person_during_the_wait
+    monkeypatch.setattr(rollout, "pause", lambda s: None)
+    code, out, err = run(capsys, "canary", "analyze", "churn", "--logs", str(tmp_path / "logs"),
+                         "--steps", "10,50,100", "--interval", "7")
+    assert seen["done"] and code == 3, err
+    assert "changed by someone else while kubeloop waited" in err and "last written by kubectl-patch" in err
+    assert fake.objects[("kubeloop", "churn")]["spec"]["predictor"]["canaryTrafficPercent"] == 0

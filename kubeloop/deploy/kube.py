@@ -185,6 +185,18 @@ def expect(before: dict[str, Any] | None, after: dict[str, Any]) -> Expected:
     return Expected("standard", state.canary_percent, canary_name=state.canary_name)
 
 
+def last_writer(obj: dict[str, Any]) -> str | None:
+    """The field manager that last changed the object's spec or metadata, from
+    ``metadata.managedFields`` (status writes by KServe's controller excluded)."""
+    entries = [e for e in (obj.get("metadata") or {}).get("managedFields") or []
+               if e.get("subresource") != "status" and e.get("manager")]
+    if not entries:
+        return None
+    # Times have whole seconds; on a tie the later entry is the later write.
+    last = max(enumerate(entries), key=lambda ie: (ie[1].get("time") or "", ie[0]))[1]
+    return f"{last['manager']}" + (f" at {last['time']}" if last.get("time") else "")
+
+
 def _predictor_status(obj: dict[str, Any]) -> dict[str, Any]:
     return ((obj.get("status") or {}).get("components") or {}).get("predictor") or {}
 
@@ -371,18 +383,29 @@ class InferenceServices:
         *,
         timeout: float,
         expected: Expected | None = None,
+        generation: int | None = None,
         poll: float = 2.0,
         on_poll: Callable[[ServiceStatus], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> ServiceStatus:
         """Poll until the object serves ``expected`` (see ``pending``); raise
-        KubeError on a failure KServe reports or when ``timeout`` seconds pass."""
+        KubeError on a failure KServe reports or when ``timeout`` seconds pass,
+        and Conflict when the spec moves past ``generation`` (the one the
+        write produced): someone else changed it, and it will never serve
+        what was asked."""
         deadline = clock() + timeout
         while True:
             obj = self.get(name, namespace)
             if obj is None:
                 raise KubeError(f"InferenceService {namespace}/{name} disappeared while waiting for it")
+            now = (obj.get("metadata") or {}).get("generation")
+            if generation is not None and now is not None and now != generation:
+                raise Conflict(
+                    f"InferenceService {namespace}/{name} was changed by someone else while kubeloop waited "
+                    f"for it (generation {generation} -> {now}"
+                    + (f", last written by {writer}" if (writer := last_writer(obj)) else "") + "); "
+                    "the change kubeloop made was applied, and then changed. Look with `kubeloop canary status`")
             st = summarize_status(obj, expected)
             if on_poll:
                 on_poll(st)

@@ -30,7 +30,7 @@ from kubeloop.deploy.inferenceservice import (
     build_inference_service,
     check_percent,
 )
-from kubeloop.deploy.kube import InferenceServices, KubeError, expect, summarize_status
+from kubeloop.deploy.kube import InferenceServices, KubeError, expect, last_writer, summarize_status
 from kubeloop.deploy.patches import (
     apply_merge_patch,
     deploy_patch,
@@ -60,6 +60,8 @@ class Result:
     registry: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     verdicts: list[dict[str, Any]] = field(default_factory=list)
+    # The object as the API server answered the write (not part of the summary).
+    applied: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def changed(self) -> bool:
@@ -105,8 +107,9 @@ def _wait(isvcs: InferenceServices | None, res: Result, *, wait: bool, timeout: 
     if wait and res.changed and after is not None:
         if on_progress:
             on_progress(f"waiting up to {timeout:g}s for {res.namespace}/{res.name} to be Ready")
-        res.status = isvcs.wait_ready(res.name, res.namespace, timeout=timeout,
-                                      expected=expect(before, after)).to_dict()
+        applied = (res.applied or {}).get("metadata") or {}
+        res.status = isvcs.wait_ready(res.name, res.namespace, timeout=timeout, expected=expect(before, after),
+                                      generation=applied.get("generation")).to_dict()
     else:
         obj = isvcs.get(res.name, res.namespace)
         res.status = summarize_status(obj).to_dict() if obj else None
@@ -187,9 +190,9 @@ def deploy(
     # Read before the cluster changes: the alias moves only if nobody moved it meanwhile.
     prod_before = registry.get_alias(name, PRODUCTION) if registry is not None else None
     if current is None:
-        isvcs.create(desired)
+        res.applied = isvcs.create(desired)
     else:
-        isvcs.patch(name, ns, res.sent)
+        res.applied = isvcs.patch(name, ns, res.sent)
     if registry is not None:
         if is_canary:
             _move_alias(registry, name, CANARY, target.version, expected=...,
@@ -240,7 +243,7 @@ def _patch_result(action: str, isvcs: InferenceServices | None, name: str, ns: s
     if not patch:
         res.notes.append("already in that state; nothing sent")
     elif not dry_run:
-        isvcs.patch(name, ns, patch)
+        res.applied = isvcs.patch(name, ns, patch)
     return res
 
 
@@ -339,18 +342,6 @@ class Observed:
         st = read_state(obj)
         return cls(st.resource_version, st.generation, primary or st.primary_version,
                    canary or st.canary_version, st.canary_percent)
-
-
-def last_writer(obj: dict[str, Any]) -> str | None:
-    """The field manager that last changed the object's spec or metadata, from
-    ``metadata.managedFields`` (status writes by KServe's controller excluded)."""
-    entries = [e for e in (obj.get("metadata") or {}).get("managedFields") or []
-               if e.get("subresource") != "status" and e.get("manager")]
-    if not entries:
-        return None
-    # Times have whole seconds; on a tie the later entry is the later write.
-    last = max(enumerate(entries), key=lambda ie: (ie[1].get("time") or "", ie[0]))[1]
-    return f"{last['manager']}" + (f" at {last['time']}" if last.get("time") else "")
 
 
 def what_moved(seen: Observed, obj: dict[str, Any]) -> list[str]:
@@ -528,7 +519,10 @@ def analyze_and_step(
             out["sent"].append({"action": res.action, "patch": res.sent, "registry": res.registry,
                                 "resource_version": (box["obj"].get("metadata") or {}).get("resourceVersion"),
                                 "primary": primary, "canary": canary})
-            box["obj"] = apply_merge_patch(box["obj"], res.sent) if dry_run else isvcs.get(name, ns)
+            # What the write itself produced: a change by anyone while it
+            # rolled out then shows at the next step as a new generation.
+            box["obj"] = apply_merge_patch(box["obj"], res.sent) if dry_run else (
+                res.applied or isvcs.get(name, ns))
         box["seen"] = Observed.of(box["obj"], primary=primary, canary=canary)
         say(f"{res.action}: {res.state}")
 
