@@ -119,14 +119,10 @@ def canary_analysis_step(
     logs = log_uri or cfg.canary.log_uri
     if not logs:
         raise UserError("canary analysis needs the prediction-log root: log_uri, or canary.log_uri in the config")
-    when = None
-    if since:
-        import datetime as dt
-
-        try:
-            when = dt.datetime.fromisoformat(since.replace("Z", "+00:00"))
-        except ValueError:
-            raise UserError(f"since {since!r} is not an ISO 8601 time (e.g. 2026-11-30T08:00:00Z)") from None
+    try:
+        when = rollout.parse_time(since) if since else None
+    except UserError as exc:
+        raise UserError(f"since {exc}") from None
     reg = Registry(registry, cfg.storage)
     ns = namespace or cfg.canary.namespace
     schedule = list(cfg.canary.steps) if steps is None else (list(steps) or None)

@@ -26,11 +26,35 @@ def model_class(name: str) -> Any:
     raise LookupError(f"no model class {name} in kserve or kubernetes")
 
 
+# The Knative types KServe's status embeds, which its Python SDK names but does
+# not define (knative/serving pkg/apis/serving/v1/route_types.go TrafficTarget;
+# knative.dev/pkg apis.Condition, duck/v1 Addressable, apis.URL).
+_KNATIVE = {
+    "KnativeDevServingPkgApisServingV1TrafficTarget": {
+        "tag": "str", "revisionName": "str", "configurationName": "str", "latestRevision": "bool",
+        "percent": "int", "url": "str"},
+    "KnativeCondition": {"type": "str", "status": "str", "severity": "str", "lastTransitionTime": "str",
+                         "reason": "str", "message": "str"},
+    "KnativeAddressable": {"name": "str", "url": "str", "CACerts": "str", "audience": "str"},
+}
+
+
 def unknown_fields(data: Any, type_name: str, path: str = "") -> list[str]:
     """Paths in ``data`` that ``type_name`` (an SDK type string) does not declare,
     and values of the wrong primitive type."""
     problems: list[str] = []
     if data is None:
+        return problems
+    if type_name == "KnativeURL":
+        type_name = "str"
+    if type_name in _KNATIVE:
+        if not isinstance(data, dict):
+            return [f"{path}: expected an object ({type_name}), got {data!r}"]
+        for key, value in data.items():
+            if key not in _KNATIVE[type_name]:
+                problems.append(f"{path}.{key}: not a field of {type_name}")
+            else:
+                problems += unknown_fields(value, _KNATIVE[type_name][key], f"{path}.{key}")
         return problems
     m = re.fullmatch(r"list\[(.*)\]", type_name)
     if m:
@@ -142,11 +166,15 @@ class FakeKubeAPI:
     InferenceService paths kubeloop uses: GET, POST (create) and PATCH with
     application/merge-patch+json, bearer-token auth, resourceVersion
     preconditions (409), strict field validation against the KServe SDK's
-    schema (400), KServe's webhook bound on canaryTrafficPercent (403), and a
-    status that turns Ready after ``ready_after`` reads of a new generation,
-    with Knative-like traffic for canaries."""
+    schema (400), KServe's webhook rules (403), managedFields naming each
+    writer, and a KServe controller behind it (``KServeController``) that
+    answers with KServe's status shapes: the status stays as it was until the
+    controller has seen a change (``reconcile_after`` reads), new revisions or
+    Deployments come up ``ready_after`` reads later, and every status write
+    moves the resourceVersion, as on a real cluster."""
 
     ready_after: int = 1
+    reconcile_after: int = 1
     objects: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     # (status, Status body) answers to give to the next requests, in order.
@@ -157,8 +185,7 @@ class FakeKubeAPI:
     # Called with each request before it is answered (to change state in between).
     hook: Any = None
     _rv: int = 100
-    _reads_since_write: dict[tuple[str, str], int] = field(default_factory=dict)
-    _revisions: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    controllers: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     def start(self) -> FakeKubeAPI:
         api = self
@@ -263,9 +290,10 @@ class FakeKubeAPI:
         obj = self.objects.get((ns, name))
         if obj is None:
             return self._not_found(name)
-        key = (ns, name)
-        self._reads_since_write[key] = self._reads_since_write.get(key, 0) + 1
-        self._set_status(key, obj)
+        ctl = self.controllers[(ns, name)]
+        if ctl.tick(obj, never_ready=name in self.never_ready, failing=name in self.fail_revision):
+            self._rv += 1
+            obj["metadata"]["resourceVersion"] = str(self._rv)
         return 200, obj
 
     def _validate(self, obj: dict[str, Any], req: Request) -> tuple[int, dict[str, Any]] | None:
@@ -278,10 +306,9 @@ class FakeKubeAPI:
             if problems:
                 return self.status(400, "BadRequest", "strict decoding error: " + ", ".join(
                     f'unknown field "{p.split(":")[0].lstrip(".")}"' for p in problems))
-        pred = (obj.get("spec") or {}).get("predictor") or {}
-        pct = pred.get("canaryTrafficPercent")
-        if pct is not None and not 0 <= pct <= 100:
-            return self.status(403, "Forbidden", f"{WEBHOOK}: canaryTrafficPercent must be between 0 and 100")
+        problem = webhook_problem(obj)
+        if problem:
+            return self.status(403, "Forbidden", f"{WEBHOOK}: {problem}")
         return None
 
     def _create(self, ns: str, req: Request) -> tuple[int, dict[str, Any]]:
@@ -295,10 +322,13 @@ class FakeKubeAPI:
             return bad
         self._rv += 1
         obj["metadata"].update(resourceVersion=str(self._rv), generation=1, uid=f"uid-{name}")
+        _manage(obj, req)
         if req.query.get("dryRun") == ["All"]:
             return 201, obj
         self.objects[(ns, name)] = obj
-        self._written((ns, name), None, obj)
+        self.controllers[(ns, name)] = KServeController(
+            name, ns, ready_after=self.ready_after, reconcile_after=self.reconcile_after)
+        self.controllers[(ns, name)].written()
         return 201, obj
 
     def _patch(self, ns: str, name: str, req: Request) -> tuple[int, dict[str, Any]]:
@@ -321,56 +351,302 @@ class FakeKubeAPI:
         new["metadata"]["resourceVersion"] = str(self._rv)
         if new.get("spec") != cur.get("spec"):
             new["metadata"]["generation"] = cur["metadata"]["generation"] + 1
+        _manage(new, req)
         if req.query.get("dryRun") == ["All"]:
             return 200, new
         self.objects[(ns, name)] = new
-        self._written((ns, name), cur, new)
+        self.controllers[(ns, name)].written()
         return 200, new
 
-    # -- a tiny KServe controller --------------------------------------------------------
+    def edit(self, ns: str, name: str, patch: dict[str, Any], *, manager: str = "kubectl-patch") -> None:
+        """Change the object as a person's ``kubectl patch --type merge`` would."""
+        req = Request("PATCH", "", {"fieldManager": [manager]}, {"content-type": "application/merge-patch+json"},
+                      patch)
+        with self._lock:
+            status, answer = self._patch(ns, name, req)
+        assert status == 200, answer
 
-    def _written(self, key: tuple[str, str], old: dict[str, Any] | None, new: dict[str, Any]) -> None:
-        self._reads_since_write[key] = 0
-        revs = self._revisions.setdefault(key, [])
+def _manage(obj: dict[str, Any], req: Request) -> None:
+    """Record the writer in managedFields, as the API server does for every update."""
+    import datetime as dt
 
-        def template(o: dict[str, Any] | None) -> Any:
-            if o is None:
-                return None
-            p = copy.deepcopy(o["spec"]["predictor"])
-            p.pop("canaryTrafficPercent", None)
-            return p
+    manager = (req.query.get("fieldManager") or ["unknown"])[0]
+    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    entries = [e for e in obj["metadata"].get("managedFields") or [] if e.get("manager") != manager]
+    entries.append({"manager": manager, "operation": "Update", "apiVersion": "serving.kserve.io/v1beta1",
+                    "time": when, "fieldsType": "FieldsV1"})
+    obj["metadata"]["managedFields"] = entries
 
-        if old is None or template(old) != template(new):
-            revs.append(f"{key[1]}-predictor-{len(revs) + 1:05d}")
-        new["status"] = {"observedGeneration": new["metadata"]["generation"] - 1,
-                         "conditions": [{"type": "Ready", "status": "Unknown", "reason": "Reconciling"}]}
 
-    def _set_status(self, key: tuple[str, str], obj: dict[str, Any]) -> None:
-        name = key[1]
-        if self._reads_since_write.get(key, 0) < self.ready_after or name in self.never_ready:
+def webhook_problem(obj: dict[str, Any]) -> str | None:
+    """What KServe's validating webhook refuses, for the fields kubeloop sends
+    (validateCanarySpecs and the canaryTrafficPercent bound in kserve/kserve
+    pkg/apis/serving/v1beta1/inference_service_validation.go)."""
+    spec = obj.get("spec") or {}
+    pred = spec.get("predictor") or {}
+    pct = pred.get("canaryTrafficPercent")
+    if pct is not None and not 0 <= pct <= 100:
+        return "canaryTrafficPercent must be between 0 and 100"
+    canaries = spec.get("canary") or []
+    if not canaries:
+        return None
+    mode = ((obj.get("metadata") or {}).get("annotations") or {}).get("serving.kserve.io/deploymentMode")
+    if mode != "Standard":
+        return "canary is only supported in Standard deployment mode"
+    names: set[str] = set()
+    total = 0
+    for i, c in enumerate(canaries):
+        cp = c.get("predictor") or {}
+        cname = cp.get("name") or ""
+        if not cname:
+            return f"canary[{i}] predictor.name is required"
+        if cname in names:
+            return f'canary predictor.name "{cname}" is duplicated'
+        names.add(cname)
+        if cname == pred.get("name"):
+            return f'canary predictor.name "{cname}" conflicts with stable predictor name'
+        tp = int(c.get("trafficPercent") or 0)
+        if not 0 <= tp <= 100:
+            return f'canary "{cname}" trafficPercent must be between 0 and 100, got {tp}'
+        total += tp
+        for key in ("maxReplicas", "scaleTarget", "scaleMetric", "autoScaling"):
+            if cp.get(key):
+                return f'canary "{cname}" must not set {key} (canary uses fixed replicas)'
+        if cp.get("minReplicas") is not None and cp["minReplicas"] > pred.get("minReplicas", 1):
+            return (f'canary "{cname}" minReplicas ({cp["minReplicas"]}) must not exceed stable predictor '
+                    f'minReplicas ({pred.get("minReplicas", 1)})')
+    if total > 100:
+        return f"sum of canary trafficPercent values ({total}) must be <= 100"
+    return None
+
+
+# KServe's own filter lists (pkg/constants/constants.go), as in kubeloop.deploy.patches.
+_NOT_COPIED = {"autoscaling.knative.dev/min-scale", "autoscaling.knative.dev/max-scale",
+               "internal.serving.kserve.io/storage-initializer-sourceuri",
+               "kubectl.kubernetes.io/last-applied-configuration", "modelFormat"}
+_SCALING = ("minReplicas", "maxReplicas", "scaleTarget", "scaleMetric", "autoScaling")
+
+
+class KServeController:
+    """KServe's InferenceService controller and what it drives, for one object.
+
+    Serverless: a Knative Service with its own generation, whose revision
+    template is the predictor (minus canaryTrafficPercent) plus the copied
+    annotations and labels, and whose traffic follows createKnativeService
+    (reconcilers/knative/ksvc_reconciler.go); the InferenceService's status is
+    what PropagateStatus (pkg/apis/serving/v1beta1/inference_service_status.go)
+    makes of the Knative status, observedGeneration included.
+    Standard: one Deployment per predictor name, each with its own generation;
+    PredictorReady, canaryStatuses and CanaryPredictorReady as
+    reconcileCanaryDeployments (components/predictor.go) sets them, and
+    observedGeneration copied from the stable Deployment (PropagateRawStatus).
+
+    ``revisions`` lists every revision (Serverless) or Deployment pod template
+    (Standard) ever rolled: a change that only moves traffic adds none.
+    """
+
+    def __init__(self, name: str, namespace: str, *, ready_after: int, reconcile_after: int) -> None:
+        self.name, self.namespace = name, namespace
+        self.ready_after, self.reconcile_after = ready_after, reconcile_after
+        self.reads = 0
+        self.dirty = False
+        # Serverless
+        self.ksvc_generation = 0
+        self.template: Any = None
+        self.route: Any = None
+        self.revisions: list[str] = []
+        self.latest_ready: str | None = None
+        self.rolled_out: str | None = None
+        self.previous_rolled_out: str | None = None
+        # Standard: deployment name -> {"generation", "template", "replicas", "ready_at"}
+        self.deployments: dict[str, dict[str, Any]] = {}
+        self.pod_templates: list[str] = []
+
+    def written(self) -> None:
+        self.dirty, self.reads = True, 0
+
+    def tick(self, obj: dict[str, Any], *, never_ready: bool, failing: bool) -> bool:
+        """One read: reconcile if due; True when the status was rewritten."""
+        self.reads += 1
+        if self.dirty and self.reads >= self.reconcile_after:
+            self.dirty = False
+            self._reconcile(obj)
+            self._status(obj, never_ready=never_ready, failing=failing)
+            return True
+        if self.reads >= self.reconcile_after + self.ready_after and not never_ready and not failing:
+            before = copy.deepcopy(obj.get("status"))
+            self._come_up()
+            self._status(obj, never_ready=False, failing=False)
+            return obj.get("status") != before
+        return False
+
+    # -- desired state -------------------------------------------------------------
+
+    @staticmethod
+    def _copied_meta(obj: dict[str, Any]) -> dict[str, Any]:
+        meta = obj.get("metadata") or {}
+        return {"annotations": {k: v for k, v in (meta.get("annotations") or {}).items() if k not in _NOT_COPIED},
+                "labels": dict(meta.get("labels") or {})}
+
+    def _mode(self, obj: dict[str, Any]) -> str:
+        ann = (obj.get("metadata") or {}).get("annotations") or {}
+        return "standard" if ann.get("serving.kserve.io/deploymentMode") in ("Standard", "RawDeployment") \
+            else "serverless"
+
+    def _reconcile(self, obj: dict[str, Any]) -> None:
+        if self._mode(obj) == "serverless":
+            pred = copy.deepcopy(obj["spec"]["predictor"])
+            pct = pred.pop("canaryTrafficPercent", None)
+            template = {"predictor": pred, **self._copied_meta(obj)}
+            if pct is not None and self.rolled_out:
+                route = [{"latestRevision": True, "percent": pct}]
+                if pct < 100:
+                    route.append({"revisionName": self.rolled_out, "latestRevision": False,
+                                  "percent": 100 - pct, "tag": "prev"})
+            else:
+                route = [{"latestRevision": True, "percent": 100}]
+            changed = False
+            if template != self.template:
+                self.template = template
+                self.revisions.append(f"{self.name}-predictor-{len(self.revisions) + 1:05d}")
+                self.ready_at = self.reads + self.ready_after
+                changed = True
+            if route != self.route:
+                self.route, changed = route, True
+            if changed:
+                self.ksvc_generation += 1
             return
-        if name in self.fail_revision:
-            obj["status"] = {"observedGeneration": obj["metadata"]["generation"], "conditions": [
-                {"type": "PredictorReady", "status": "False", "reason": "RevisionFailed",
-                 "message": "Revision failed: container exited with code 1"},
-                {"type": "Ready", "status": "False", "reason": "RevisionFailed"}]}
-            return
-        revs = self._revisions[key]
-        pct = obj["spec"]["predictor"].get("canaryTrafficPercent")
-        if pct is not None and len(revs) > 1:
-            traffic = [{"revisionName": revs[-1], "percent": pct, "latestRevision": True, "tag": "latest"},
-                       {"revisionName": revs[-2], "percent": 100 - pct, "latestRevision": False, "tag": "prev"}]
+        spec = obj["spec"]
+        stable = spec["predictor"]
+        meta = self._copied_meta(obj)
+        stable_min = stable.get("minReplicas", 1)
+        wanted: dict[str, tuple[Any, int]] = {}
+        ready_canary_replicas = 0
+        for c in spec.get("canary") or []:
+            cp = {**copy.deepcopy(stable), **copy.deepcopy(c["predictor"])}
+            replicas = cp["minReplicas"] if "minReplicas" in c["predictor"] else \
+                -(-stable_min * int(c.get("trafficPercent") or 0) // 100)
+            dname = f"{self.name}-{cp['name']}-predictor"
+            wanted[dname] = ({**{k: v for k, v in cp.items() if k not in _SCALING}, **meta}, replicas)
+            if self.deployments.get(dname, {}).get("available"):
+                ready_canary_replicas += replicas
+        sname = f"{self.name}-{stable['name']}-predictor" if stable.get("name") else f"{self.name}-predictor"
+        stable_replicas = max(stable_min - ready_canary_replicas, 1) if ready_canary_replicas else stable_min
+        wanted[sname] = ({**{k: v for k, v in stable.items() if k not in _SCALING}, **meta}, stable_replicas)
+        self.stable = sname
+        self.canary_names = [f"{self.name}-{c['predictor']['name']}-predictor" for c in spec.get("canary") or []]
+        for dname, (template, replicas) in wanted.items():
+            d = self.deployments.get(dname)
+            if d is None:
+                d = self.deployments[dname] = {"generation": 0, "template": None, "replicas": None}
+            if d["template"] != template:
+                d.update(template=template, available=False, ready_at=self.reads + self.ready_after)
+                self.pod_templates.append(dname)
+                d["generation"] += 1
+            elif d["replicas"] != replicas:
+                d["generation"] += 1
+            d["replicas"] = replicas
+        for dname in list(self.deployments):
+            if dname not in wanted:
+                del self.deployments[dname]
+        self.spec = copy.deepcopy(spec)
+
+    def _come_up(self) -> None:
+        if self.revisions:
+            self.latest_ready = self.revisions[-1]
+        for d in self.deployments.values():
+            d["available"] = True
+
+    # -- status ----------------------------------------------------------------------
+
+    def _status(self, obj: dict[str, Any], *, never_ready: bool, failing: bool) -> None:
+        if self._mode(obj) == "serverless":
+            obj["status"] = self._serverless_status(never_ready=never_ready, failing=failing)
         else:
-            traffic = [{"revisionName": revs[-1], "percent": 100, "latestRevision": True}]
-        obj["status"] = {
-            "observedGeneration": obj["metadata"]["generation"],
-            "url": f"http://{name}.{key[0]}.example.com",
-            "conditions": [{"type": "PredictorReady", "status": "True"}, {"type": "Ready", "status": "True"}],
-            "components": {"predictor": {"traffic": traffic}},
+            obj["status"] = self._standard_status(failing=failing)
+
+    def _serverless_status(self, *, never_ready: bool, failing: bool) -> dict[str, Any]:
+        created = self.revisions[-1]
+        ready = self.latest_ready
+        # Knative's route sends the latestRevision share to the latest *ready* revision.
+        traffic = []
+        for t in self.route:
+            t = dict(t)
+            if t.get("latestRevision"):
+                if ready is None:
+                    continue
+                t["revisionName"] = ready
+            traffic.append(t)
+        up = ready == created
+        # PropagateStatus: track what rolled out at 100 %.
+        for t in traffic:
+            if t.get("latestRevision") and t.get("revisionName") == ready and t.get("percent") == 100 \
+                    and self.rolled_out != ready:
+                self.previous_rolled_out, self.rolled_out = self.rolled_out, ready
+        if failing:
+            cond = {"type": "PredictorReady", "status": "False", "reason": "RevisionFailed",
+                    "message": f'Revision "{created}" failed with message: container exited with code 1.'}
+            conds = [cond, {"type": "Ready", "status": "False", "reason": "RevisionFailed"}]
+        elif up and not never_ready:
+            conds = [{"type": t, "status": "True"} for t in
+                     ("IngressReady", "LatestDeploymentReady", "PredictorConfigurationReady",
+                      "PredictorReady", "PredictorRouteReady", "Ready", "RoutesReady")]
+        else:
+            conds = [{"type": "PredictorConfigurationReady", "status": "Unknown", "reason": "RevisionMissing",
+                      "message": f'Configuration "{self.name}-predictor" is waiting for a Revision to become ready.'},
+                     {"type": "PredictorReady", "status": "Unknown", "reason": "RevisionMissing"},
+                     {"type": "Ready", "status": "Unknown", "reason": "RevisionMissing"}]
+        comp: dict[str, Any] = {"latestCreatedRevision": created, "traffic": traffic,
+                                "url": f"http://{self.name}-predictor.{self.namespace}.example.com"}
+        if ready:
+            comp["latestReadyRevision"] = ready
+        if self.rolled_out:
+            comp["latestRolledoutRevision"] = self.rolled_out
+        if self.previous_rolled_out:
+            comp["previousRolledoutRevision"] = self.previous_rolled_out
+        return {"observedGeneration": self.ksvc_generation, "deploymentMode": "Serverless",
+                "url": f"http://{self.name}.{self.namespace}.example.com",
+                "address": {"url": f"http://{self.name}.{self.namespace}.svc.cluster.local"},
+                "conditions": conds, "components": {"predictor": comp},
+                "modelStatus": {"transitionStatus": "UpToDate" if up else "InProgress"}}
+
+    def _standard_status(self, *, failing: bool) -> dict[str, Any]:
+        stable = self.deployments[self.stable]
+        stable_up = stable.get("available") and not failing
+        canaries = []
+        for c, dname in zip(self.spec.get("canary") or [], self.canary_names, strict=True):
+            canaries.append({"name": c["predictor"]["name"], "ready": bool(self.deployments[dname].get("available")),
+                             "trafficPercent": int(c.get("trafficPercent") or 0)})
+        pred = ({"type": "PredictorReady", "status": "True", "reason": "NewReplicaSetAvailable"} if stable_up else
+                {"type": "PredictorReady", "status": "False" if failing else "Unknown",
+                 "reason": "ProgressDeadlineExceeded" if failing else "ReplicaSetUpdated"})
+        conds = [{"type": "IngressReady", "status": "True"}, pred]
+        if canaries:
+            all_ready = all(c["ready"] for c in canaries)
+            conds.append({"type": "CanaryPredictorReady", "status": "True" if all_ready else "False",
+                          "reason": "AllCanariesReady" if all_ready else "CanariesNotReady"})
+        conds.append({"type": "Ready", "status": "True" if stable_up else pred["status"]})
+        out: dict[str, Any] = {
+            "observedGeneration": stable["generation"], "deploymentMode": "Standard",
+            "url": f"http://{self.name}-{self.namespace}.example.com",
+            "conditions": conds,
+            "components": {"predictor": {"url": f"http://{self.stable}-{self.namespace}.example.com"}},
+            "modelStatus": {"transitionStatus": "UpToDate" if stable_up else "InProgress"},
         }
+        if canaries:
+            out["canaryStatuses"] = canaries
+        return out
 
 
 # --------------------------------------------------------------------------- prediction logs
+
+
+def from_now() -> Any:
+    """A start time for log rows inside a canary deployed just before (its
+    recorded canary-since has whole seconds)."""
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=1)
 
 
 def log_rows(version: str, requests: int, *, seed: int, model: str = "churn", role: str = "primary",

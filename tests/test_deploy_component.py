@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from deploy_support import FakeKubeAPI, check_isvc, log_rows, write_log_part
+from deploy_support import FakeKubeAPI, check_isvc, from_now, log_rows, write_log_part
 
 from kubeloop.components.deploy import canary_analysis_step, deploy_step
 from kubeloop.deploy.kube import connect
@@ -55,8 +55,9 @@ def test_dry_run_needs_no_cluster(registry, monkeypatch, tmp_path):
 
 
 def _logs(root, bad):
-    write_log_part(root, log_rows("v1", 300, seed=1), part=0)
-    write_log_part(root, log_rows("v2", 150, seed=2, error_every=6 if bad else 0), part=1)
+    start = from_now()
+    write_log_part(root, log_rows("v1", 300, seed=1, start=start), part=0)
+    write_log_part(root, log_rows("v2", 150, seed=2, error_every=6 if bad else 0, start=start), part=1)
 
 
 @pytest.mark.parametrize("bad,decision,shares", [(False, "promote", [10, 50]), (True, "rollback", [10])])
@@ -111,10 +112,27 @@ def test_deploy_op_runs_under_the_kfp_local_runner(registry, tmp_path, monkeypat
 def test_analysis_since_leaves_older_rows_out(registry, isvcs, tmp_path):
     deploy_step(registry=registry.uri, model_name="churn", config=CONFIG, isvcs=isvcs)
     deploy_step(registry=registry.uri, model_name="churn", config=CONFIG, version="v2", isvcs=isvcs)
-    _logs(tmp_path / "logs", bad=False)  # logged 2026-11-30 from 08:00
+    _logs(tmp_path / "logs", bad=False)  # logged from now on
     out = canary_analysis_step(registry=registry.uri, model_name="churn", config=CONFIG, steps=[],
-                               log_uri=str(tmp_path / "logs"), since="2026-12-01T00:00:00Z", isvcs=isvcs)
+                               log_uri=str(tmp_path / "logs"), since="2099-12-01T00:00:00Z", isvcs=isvcs)
     assert out["decision"] == "hold" and out["analyses"][0]["rows"] == 0
     with pytest.raises(UserError, match="ISO 8601"):
         canary_analysis_step(registry=registry.uri, model_name="churn", config=CONFIG, steps=[],
                              log_uri=str(tmp_path / "logs"), since="yesterday", isvcs=isvcs)
+
+
+def test_the_pipeline_deploy_with_the_example_config_writes_prediction_logs(registry, isvcs):
+    """The pipeline's deploy step gets the run's config: with the example config
+    the predictor it creates logs every answer where canary analyze reads."""
+    from pathlib import Path
+
+    from kubeloop.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "manifests" / "examples" / "churn-config.yaml")
+    deploy_step(registry=registry.uri, model_name="churn", config=cfg.to_dict(), isvcs=isvcs)
+    obj = isvcs.get("churn", "kubeloop")
+    env = {e["name"]: e for e in obj["spec"]["predictor"]["model"]["env"]}
+    assert env["KUBELOOP_LOG_URI"]["value"] == cfg.canary.log_uri == "s3://logs/predictions"
+    assert env["AWS_ENDPOINT_URL"]["value"] == cfg.storage.endpoint_url
+    without = deploy_step(registry=registry.uri, model_name="churn", config=CONFIG, version="v2", dry_run=True)
+    assert any("writes no logs" in n for n in without["notes"])

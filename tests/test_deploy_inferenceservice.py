@@ -41,7 +41,8 @@ def test_first_deployment_has_no_canary_and_matches_the_contract():
     assert obj["apiVersion"] == "serving.kserve.io/v1beta1" and obj["kind"] == "InferenceService"
     meta = obj["metadata"]
     assert meta["name"] == "churn" and meta["namespace"] == "kubeloop"
-    assert meta["labels"] == {"app.kubernetes.io/part-of": "kubeloop", LABEL_MODEL: "churn", LABEL_VERSION: "v1"}
+    # the same for every version: KServe copies these into every revision and pod
+    assert meta["labels"] == {"app.kubernetes.io/part-of": "kubeloop", LABEL_MODEL: "churn"}
     assert meta["annotations"][ANN_PRIMARY] == "v1" and ANN_CANARY not in meta["annotations"]
     assert meta["annotations"][ANN_DEPLOYMENT_MODE] == "Knative"
     pred = obj["spec"]["predictor"]
@@ -84,7 +85,7 @@ def test_serverless_canary_sets_the_new_uri_and_the_share():
     assert pred["model"]["storageUri"].endswith("/versions/v2/model/")
     assert obj["metadata"]["annotations"][ANN_PRIMARY] == "v1"
     assert obj["metadata"]["annotations"][ANN_CANARY] == "v2"
-    assert obj["metadata"]["labels"][LABEL_VERSION] == "v2"
+    assert obj["spec"]["predictor"]["labels"][LABEL_VERSION] == "v2"  # on the new revision's pods
 
 
 @pytest.mark.parametrize("percent", [100, "100"])
@@ -126,7 +127,8 @@ def test_standard_mode_uses_the_canary_list():
     assert entry["trafficPercent"] == 25
     assert entry["predictor"]["name"] == "v2"  # required by KServe for a canary entry
     assert entry["predictor"]["model"]["storageUri"].endswith("/v2/model/")
-    assert env_of(entry["predictor"]["model"])["KUBELOOP_ROLE"]["value"] == "canary"
+    # no role variable: promotion moves this predictor as it is, so its pods keep running
+    assert "KUBELOOP_ROLE" not in env_of(entry["predictor"]["model"])
 
 
 def test_standard_mode_first_deployment():

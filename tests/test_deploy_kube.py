@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import socket
+from pathlib import Path
 
 import pytest
 from deploy_support import WEBHOOK, FakeKubeAPI
 
 from kubeloop.deploy.inferenceservice import ServingSettings, Target, build_inference_service
-from kubeloop.deploy.kube import KubeError, connect, summarize_status
-from kubeloop.deploy.patches import set_percent_patch
+from kubeloop.deploy.kube import Expected, KubeError, connect, expect, pending, summarize_status
+from kubeloop.deploy.patches import apply_merge_patch, deploy_patch, set_percent_patch
 from kubeloop.errors import Conflict
 
 BASE = "/apis/serving.kserve.io/v1beta1/namespaces/kubeloop/inferenceservices"
@@ -161,44 +163,121 @@ def test_unreachable_api_server(tmp_path, monkeypatch):
         isvcs.get("churn", "kubeloop")
 
 
+def _ready(isvcs, expected=None, before=None):
+    clock = FakeClock()
+    obj = isvcs.get("churn", "kubeloop")
+    return isvcs.wait_ready("churn", "kubeloop", timeout=60, poll=1, clock=clock, sleep=clock.sleep,
+                            expected=expected or expect(before, obj))
+
+
 def test_wait_ready_reports_conditions_and_traffic(fake, isvcs):
     fake.ready_after = 3
-    isvcs.create(build_inference_service(target("v1"), ServingSettings()))
+    created = isvcs.create(build_inference_service(target("v1"), ServingSettings()))
+    _ready(isvcs, expect(None, created))
     cur = isvcs.get("churn", "kubeloop")
-    isvcs.patch("churn", "kubeloop", {"metadata": {"resourceVersion": cur["metadata"]["resourceVersion"]},
-                                      **build_inference_service(target("v2"), ServingSettings(), primary=target("v1"),
-                                                                canary_percent=20)})
+    desired = build_inference_service(target("v2"), ServingSettings(), primary=target("v1"), canary_percent=20)
+    sent = deploy_patch(cur, desired)
+    isvcs.patch("churn", "kubeloop", sent)
     clock, polls = FakeClock(), []
     st = isvcs.wait_ready("churn", "kubeloop", timeout=60, poll=1, clock=clock, sleep=clock.sleep,
-                          on_poll=polls.append)
-    assert st.ready and len(polls) == 3 and not polls[0].ready
-    assert {t.get("tag"): t["percent"] for t in st.traffic} == {"latest": 20, "prev": 80}
+                          expected=expect(cur, apply_merge_patch(cur, sent)), on_poll=polls.append)
+    assert st.ready and len(polls) >= 3 and not polls[0].ready
+    # the first poll still shows v1's revision Ready: the stale answer right after a patch
+    assert polls[0].conditions[-1]["status"] == "True" or "Ready" in " ".join(polls[0].pending)
+    assert {t.get("tag", "latest"): t["percent"] for t in st.traffic} == {"latest": 20, "prev": 80}
 
 
-def test_wait_ready_times_out_with_the_pending_conditions(fake, isvcs):
-    fake.never_ready.add("churn")
+def test_a_stale_ready_right_after_a_patch_is_not_taken_for_the_new_revision(fake, isvcs):
+    """Serverless: observedGeneration is the Knative Service's. After a change
+    only Knative sees (an annotation), it runs ahead of the InferenceService's
+    generation, so a generation check would accept the old revision's Ready."""
     isvcs.create(build_inference_service(target("v1"), ServingSettings()))
+    _ready(isvcs)
+    fake.edit("kubeloop", "churn", {"metadata": {"annotations": {"team": "fraud"}}})
+    _ready(isvcs)
+    cur = isvcs.get("churn", "kubeloop")
+    assert cur["status"]["observedGeneration"] > cur["metadata"]["generation"]
+    sent = deploy_patch(cur, build_inference_service(target("v2"), ServingSettings(), primary=target("v1"),
+                                                     canary_percent=10))
+    isvcs.patch("churn", "kubeloop", sent)
+    stale = fake.objects[("kubeloop", "churn")]
+    assert stale["status"]["observedGeneration"] >= stale["metadata"]["generation"]  # a generation check passes here
+    expected = expect(cur, apply_merge_patch(cur, sent))
+    assert summarize_status(stale, expected).pending  # ... but KServe has not made v2's revision yet
+    st = _ready(isvcs, expected)
+    new = isvcs.get("churn", "kubeloop")["status"]["components"]["predictor"]
+    assert new["latestCreatedRevision"] != cur["status"]["components"]["predictor"]["latestCreatedRevision"]
+    assert {t.get("tag", "latest"): t["percent"] for t in st.traffic} == {"latest": 10, "prev": 90}
+
+
+def test_standard_mode_is_ready_although_observed_generation_lags(fake, isvcs):
+    """Standard: observedGeneration is the stable Deployment's, which a change
+    of the canary's share does not touch; a generation check would wait forever."""
+    settings = ServingSettings(mode="standard")
+    isvcs.create(build_inference_service(target("v1"), settings))
+    _ready(isvcs)
+    cur = isvcs.get("churn", "kubeloop")
+    isvcs.patch("churn", "kubeloop", deploy_patch(cur, build_inference_service(
+        target("v2"), settings, primary=target("v1"), canary_percent=10)))
+    _ready(isvcs, before=cur)
+    cur = isvcs.get("churn", "kubeloop")
+    sent = set_percent_patch(cur, 50)
+    isvcs.patch("churn", "kubeloop", sent)
+    st = _ready(isvcs, expect(cur, apply_merge_patch(cur, sent)))
+    obj = isvcs.get("churn", "kubeloop")
+    assert st.ready and st.canaries == [{"name": "v2", "trafficPercent": 50, "ready": True}]
+    assert obj["status"]["observedGeneration"] < obj["metadata"]["generation"]
+
+
+def test_wait_ready_times_out_with_what_is_pending(fake, isvcs):
+    fake.never_ready.add("churn")
+    created = isvcs.create(build_inference_service(target("v1"), ServingSettings()))
     clock = FakeClock()
-    with pytest.raises(KubeError, match="not Ready within 10s: Ready=Unknown \\(Reconciling"):
-        isvcs.wait_ready("churn", "kubeloop", timeout=10, poll=2, clock=clock, sleep=clock.sleep)
+    with pytest.raises(KubeError, match="not Ready within 10s: Ready is Unknown; revision churn-predictor-00001 "
+                                        "is not ready yet"):
+        isvcs.wait_ready("churn", "kubeloop", timeout=10, poll=2, clock=clock, sleep=clock.sleep,
+                         expected=expect(None, created))
     assert 10 <= clock.now <= 12
 
 
 def test_wait_ready_stops_at_a_failed_revision(fake, isvcs):
     fake.fail_revision.add("churn")
-    isvcs.create(build_inference_service(target("v1"), ServingSettings()))
+    created = isvcs.create(build_inference_service(target("v1"), ServingSettings()))
     clock = FakeClock()
     with pytest.raises(KubeError, match="failed: .*RevisionFailed"):
-        isvcs.wait_ready("churn", "kubeloop", timeout=100, poll=1, clock=clock, sleep=clock.sleep)
+        isvcs.wait_ready("churn", "kubeloop", timeout=100, poll=1, clock=clock, sleep=clock.sleep,
+                         expected=expect(None, created))
     assert clock.now < 100
 
 
-def test_summarize_status_needs_the_latest_generation():
-    obj = {"metadata": {"generation": 4}, "status": {"observedGeneration": 3,
-                                                       "conditions": [{"type": "Ready", "status": "True"}]}}
-    assert not summarize_status(obj).ready and not summarize_status(obj).up_to_date
-    obj["status"]["observedGeneration"] = 4
-    assert summarize_status(obj).ready
+FIXTURES = sorted((Path(__file__).parent / "data" / "kserve").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
+def test_readiness_of_kserve_status_shapes(path):
+    """Statuses taken from KServe's controller tests (tests/data/kserve/README.md).
+    observedGeneration differs from metadata.generation in both directions
+    across them, and never decides."""
+    doc = json.loads(path.read_text())
+    want = doc["_expect"]
+    mode = "standard" if want.get("canary_name") else "serverless"
+    expected = Expected(mode, want["canary_percent"], canary_name=want.get("canary_name"))
+    why = pending(doc, expected)
+    assert (not why) == want["ready"], why
+    if "pending" in want:
+        assert any(want["pending"] in w for w in why), why
+    # The generation counters can be swapped either way without changing the answer.
+    for observed in (0, doc["metadata"]["generation"], doc["metadata"]["generation"] + 5):
+        doc["status"]["observedGeneration"] = observed
+        assert pending(doc, expected) == why
+
+
+def test_fixtures_cover_both_directions_of_the_generation_counters():
+    docs = [json.loads(p.read_text()) for p in FIXTURES]
+    ready = [d for d in docs if d["_expect"]["ready"]]
+    not_ready = [d for d in docs if not d["_expect"]["ready"]]
+    assert any(d["status"]["observedGeneration"] < d["metadata"]["generation"] for d in ready)
+    assert any(d["status"]["observedGeneration"] >= d["metadata"]["generation"] for d in not_ready)
 
 
 def test_in_cluster_service_account_when_there_is_no_kubeconfig(tmp_path, monkeypatch):
@@ -219,3 +298,64 @@ def test_in_cluster_service_account_when_there_is_no_kubeconfig(tmp_path, monkey
     assert cfg.api_key["authorization"].lower() == "bearer pod-token" and cfg.ssl_ca_cert == str(cert)
     with pytest.raises(KubeError, match="only the in-cluster account"):
         connect(context="other")
+
+
+@pytest.mark.parametrize("traffic,ready", [
+    ([{"latestRevision": True, "percent": 0, "revisionName": "r2"},
+      {"latestRevision": False, "percent": 100, "revisionName": "r1", "tag": "prev"}], True),
+    ([{"latestRevision": False, "percent": 100, "revisionName": "r1", "tag": "prev"}], True),
+    ([{"latestRevision": True, "percent": 100, "revisionName": "r2"}], False),
+    ([{"latestRevision": False, "percent": 60, "revisionName": "r1", "tag": "prev"}], False),
+])
+def test_a_zero_percent_canary_is_ready_when_the_previous_revision_takes_everything(traffic, ready):
+    obj = {"status": {"conditions": [{"type": "Ready", "status": "True"}],
+                      "components": {"predictor": {"latestCreatedRevision": "r2", "latestReadyRevision": "r2",
+                                                   "traffic": traffic}}}}
+    assert (not pending(obj, Expected("serverless", 0))) is ready
+
+
+@pytest.mark.parametrize("mode", ["serverless", "standard"])
+def test_the_fake_answers_with_kserve_status_fields(fake, isvcs, mode):
+    """Every status field the loopback server writes, and every fixture's, is one
+    KServe's own SDK model of InferenceServiceStatus declares."""
+    from deploy_support import unknown_fields
+
+    settings = ServingSettings(mode=mode)
+    isvcs.create(build_inference_service(target("v1"), settings))
+    _ready(isvcs)
+    cur = isvcs.get("churn", "kubeloop")
+    isvcs.patch("churn", "kubeloop", deploy_patch(cur, build_inference_service(
+        target("v2"), settings, primary=target("v1"), canary_percent=10)))
+    seen = [isvcs.get("churn", "kubeloop")["status"] for _ in range(3)]
+    for status in seen + [json.loads(p.read_text())["status"] for p in FIXTURES]:
+        assert unknown_fields(status, "V1beta1InferenceServiceStatus") == []
+
+
+def _with_status(obj, **predictor):
+    obj = dict(obj)
+    obj["status"] = {"components": {"predictor": predictor}}
+    return obj
+
+
+V1 = build_inference_service(target("v1"), ServingSettings())
+V2_AT_10 = build_inference_service(target("v2"), ServingSettings(), primary=target("v1"), canary_percent=10)
+ROLLED = {"latestCreatedRevision": "churn-predictor-00001", "latestRolledoutRevision": "churn-predictor-00001"}
+STD = ServingSettings(mode="standard")
+
+
+@pytest.mark.parametrize("before,after,want", [
+    (None, V1, Expected("serverless", None)),
+    # a canary over a rolled-out revision: a new revision at the share asked
+    (_with_status(V1, **ROLLED), V2_AT_10, Expected("serverless", 10, replaced_revision="churn-predictor-00001")),
+    # ... over one that never rolled out: KServe gives the latest everything
+    (_with_status(V1, latestCreatedRevision="churn-predictor-00001"), V2_AT_10,
+     Expected("serverless", None, replaced_revision="churn-predictor-00001")),
+    # moving the share makes no revision
+    (_with_status(V2_AT_10, **ROLLED), apply_merge_patch(V2_AT_10, set_percent_patch(V2_AT_10, 50)),
+     Expected("serverless", 50)),
+    (None, build_inference_service(target("v2"), STD, primary=target("v1"), canary_percent=25),
+     Expected("standard", 25, canary_name="v2")),
+    (None, build_inference_service(target("v1"), STD), Expected("standard", None)),
+], ids=["create", "canary", "canary-first-not-rolled-out", "set", "standard-canary", "standard-single"])
+def test_expect_table(before, after, want):
+    assert expect(before, after) == want

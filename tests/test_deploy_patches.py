@@ -5,11 +5,10 @@ from __future__ import annotations
 import copy
 
 import pytest
-from deploy_support import check_isvc, unknown_fields
+from deploy_support import check_isvc, unknown_fields, webhook_problem
 
 from kubeloop.deploy.inferenceservice import (
     ANN_CANARY,
-    ANN_PRIMARY,
     LABEL_VERSION,
     ServingSettings,
     Target,
@@ -19,9 +18,11 @@ from kubeloop.deploy.patches import (
     apply_merge_patch,
     deploy_patch,
     merge_diff,
+    pod_template_inputs,
     promote_patch,
     read_state,
     rollback_patch,
+    rolls_pods,
     set_percent_patch,
 )
 from kubeloop.errors import UserError
@@ -110,8 +111,8 @@ def test_set_percent(mode):
     assert patch["metadata"]["resourceVersion"] == "41"
     res = after(cur, patch)
     assert read_state(res).canary_percent == 50
-    assert res["metadata"]["annotations"][ANN_PRIMARY] == "v1"
-    assert res["metadata"]["annotations"][ANN_CANARY] == "v2"
+    assert (read_state(res).primary_version, read_state(res).canary_version) == ("v1", "v2")
+    assert set(patch["metadata"]) == {"resourceVersion"}  # no annotation: it would roll a revision
     if mode == "serverless":
         assert patch["spec"] == {"predictor": {"canaryTrafficPercent": 50}}
     else:
@@ -134,17 +135,16 @@ def test_set_percent_without_a_canary_is_a_clear_error():
 
 # -- promote ----------------------------------------------------------------------------
 
-def test_promote_serverless_removes_the_field_and_moves_the_annotations():
+def test_promote_serverless_removes_only_the_traffic_field():
     cur = canary(percent=50)
     patch = promote_patch(cur)
-    assert patch["spec"] == {"predictor": {"canaryTrafficPercent": None}}
-    assert patch["metadata"]["annotations"] == {ANN_PRIMARY: "v2", ANN_CANARY: None}
+    assert patch == {"spec": {"predictor": {"canaryTrafficPercent": None}}, "metadata": {"resourceVersion": "41"}}
     res = after(cur, patch)
     assert "canaryTrafficPercent" not in res["spec"]["predictor"]
     assert res["spec"]["predictor"]["model"]["storageUri"].endswith("/v2/model/")
     st = read_state(res)
     assert (st.primary_version, st.canary_version) == ("v2", None)
-    assert res["metadata"]["labels"][LABEL_VERSION] == "v2"
+    assert LABEL_VERSION not in res["metadata"]["labels"]  # per pod, not per InferenceService
     assert promote_patch(res) == {}  # already promoted: nothing to send
 
 
@@ -156,13 +156,8 @@ def test_promote_standard_makes_the_canary_predictor_the_primary():
     pred = res["spec"]["predictor"]
     assert pred["name"] == "v2" and pred["model"]["storageUri"].endswith("/v2/model/")
     assert "canary" not in res["spec"]
-    assert all(e["name"] != "KUBELOOP_ROLE" for e in pred["model"].get("env", []))
     # exactly the canary's predictor: nothing of the old primary's is left behind
-    expected = copy.deepcopy(cur["spec"]["canary"][0]["predictor"])
-    expected["model"]["env"] = [e for e in expected["model"].get("env", []) if e["name"] != "KUBELOOP_ROLE"]
-    if not expected["model"]["env"]:
-        del expected["model"]["env"]
-    assert pred == expected
+    assert pred == cur["spec"]["canary"][0]["predictor"]
     st = read_state(res)
     assert (st.primary_version, st.canary_version) == ("v2", None)
     assert promote_patch(res) == {}
@@ -173,10 +168,8 @@ def test_promote_standard_makes_the_canary_predictor_the_primary():
 def test_rollback_serverless_pins_traffic_to_the_previous_revision():
     cur = canary(percent=50)
     patch = rollback_patch(cur)
-    # annotations keep their values: a changed annotation would roll a new Knative revision
-    assert patch == {"spec": {"predictor": {"canaryTrafficPercent": 0}},
-                     "metadata": {"resourceVersion": "41",
-                                  "annotations": {ANN_PRIMARY: "v1", ANN_CANARY: "v2"}}}
+    # no annotation: a changed annotation would roll a new Knative revision
+    assert patch == {"spec": {"predictor": {"canaryTrafficPercent": 0}}, "metadata": {"resourceVersion": "41"}}
     res = after(cur, patch)
     st = read_state(res)
     assert (st.primary_version, st.canary_version, st.canary_percent) == ("v1", "v2", 0)
@@ -257,3 +250,91 @@ def test_a_canary_started_with_kubectl_is_recognised():
     assert (st.primary_version, st.canary_version, st.canary_percent) == ("v1", "v2", 20)
     res = apply_merge_patch(cur, promote_patch(cur))
     assert read_state(res).primary_version == "v2"
+
+
+# -- traffic moves never roll pods ----------------------------------------------------------
+
+MOVES = {
+    "set 50": lambda cur: set_percent_patch(cur, 50),
+    "set 0": lambda cur: set_percent_patch(cur, 0),
+    "promote": promote_patch,
+    "rollback": rollback_patch,
+}
+
+
+def _paths(patch: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for k, v in patch.items():
+        path = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, dict) and v:
+            out |= _paths(v, path)
+        else:
+            out.add(path)
+    return out
+
+
+@pytest.mark.parametrize("mode", ["serverless", "standard"])
+@pytest.mark.parametrize("move", sorted(MOVES))
+@pytest.mark.parametrize("settings", [{}, {"max_replicas": 4, "min_replicas": 2}], ids=["defaults", "autoscaled"])
+def test_traffic_moves_change_only_traffic_fields_and_roll_no_pods(mode, move, settings):
+    """KServe copies annotations and labels into the revision template (Serverless)
+    or the pod template (Standard): set, promote and rollback touch neither, so
+    the revision that was analysed is the one that gets the traffic."""
+    cur = live(build_inference_service(target("v2"), ServingSettings(mode=mode, **settings), primary=target("v1"),
+                                       canary_percent=10, canary_since="2026-12-01T08:00:00Z"))
+    patch = MOVES[move](cur)
+    res = after(cur, patch)
+    assert not rolls_pods(cur, res)
+    assert pod_template_inputs(cur)["annotations"] == pod_template_inputs(res)["annotations"]
+    assert pod_template_inputs(cur)["labels"] == pod_template_inputs(res)["labels"]
+    paths = _paths(patch) - {"metadata.resourceVersion"}
+    if mode == "serverless":
+        assert paths == {"spec.predictor.canaryTrafficPercent"}
+    elif move.startswith("set"):
+        assert paths == {"spec.canary"}
+        assert [{k: v for k, v in c.items() if k != "trafficPercent"} for c in patch["spec"]["canary"]] == \
+               [{k: v for k, v in c.items() if k != "trafficPercent"} for c in cur["spec"]["canary"]]
+    elif move == "rollback":
+        assert paths == {"spec.canary"}
+    else:
+        # the canary's predictor, as it ran, becomes the primary (KServe keeps its Deployment)
+        assert {p.split(".")[1] for p in paths} == {"predictor", "canary"}
+        promoted = {k: v for k, v in res["spec"]["predictor"].items() if k not in ("maxReplicas",)}
+        assert promoted == cur["spec"]["canary"][0]["predictor"]
+    assert not webhook_problem(res)
+
+
+def test_a_change_of_annotation_or_model_rolls_pods():
+    cur = canary()
+    assert rolls_pods(cur, apply_merge_patch(cur, {"metadata": {"annotations": {"team": "fraud"}}}))
+    assert rolls_pods(cur, apply_merge_patch(cur, {"spec": {"predictor": {"model": {"storageUri": "s3://x/"}}}}))
+    # ... but not one KServe keeps out of its pods
+    assert not rolls_pods(cur, apply_merge_patch(
+        cur, {"metadata": {"annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}}}))
+
+
+def test_standard_canary_is_what_the_webhook_accepts_and_promote_restores_autoscaling():
+    settings = ServingSettings(mode="standard", min_replicas=2, max_replicas=5)
+    obj = build_inference_service(target("v2"), settings, primary=target("v1"), canary_percent=10)
+    cpred = obj["spec"]["canary"][0]["predictor"]
+    assert "maxReplicas" not in cpred and cpred["minReplicas"] <= obj["spec"]["predictor"]["minReplicas"]
+    assert not webhook_problem(obj)
+    # what the earlier builder sent (maxReplicas inherited) is refused
+    bad = copy.deepcopy(obj)
+    bad["spec"]["canary"][0]["predictor"]["maxReplicas"] = 5
+    assert "must not set maxReplicas" in webhook_problem(bad)
+    res = apply_merge_patch(live(obj), promote_patch(live(obj)))
+    assert res["spec"]["predictor"]["maxReplicas"] == 5 and res["spec"]["predictor"]["name"] == "v2"
+    assert not webhook_problem(res)
+
+
+@pytest.mark.parametrize("mode", ["serverless", "standard"])
+def test_canary_since_is_recorded_with_the_canary_and_read_back(mode):
+    cur = live(build_inference_service(target("v2"), ServingSettings(mode=mode), primary=target("v1"),
+                                       canary_percent=10, canary_since="2026-12-01T08:00:00Z"))
+    assert read_state(cur).canary_since == "2026-12-01T08:00:00Z"
+    if mode == "standard":
+        # not on the InferenceService: KServe would copy it into the primary's pods too
+        assert "kubeloop.dev/canary-since" not in cur["metadata"]["annotations"]
+    promoted = apply_merge_patch(cur, promote_patch(cur))
+    assert read_state(promoted).canary_since is None

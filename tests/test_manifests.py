@@ -220,7 +220,10 @@ def test_example_inference_service_follows_the_contract(example) -> None:
     assert meta["namespace"] == "kubeloop"
     assert meta["labels"]["app.kubernetes.io/part-of"] == "kubeloop"
     assert meta["labels"]["kubeloop.dev/model"] == meta["name"]
-    version = meta["labels"]["kubeloop.dev/version"]
+    # the version labels the predictor's pods, not the InferenceService (whose
+    # labels KServe copies into every revision)
+    assert "kubeloop.dev/version" not in meta["labels"]
+    version = isvc["spec"]["predictor"]["labels"]["kubeloop.dev/version"]
     assert meta["annotations"]["kubeloop.dev/primary-version"] == version
     assert "kubeloop.dev/canary-version" in meta["annotations"]
     predictor = isvc["spec"]["predictor"]
@@ -704,6 +707,22 @@ def test_example_config_trains_the_example_inference_service(example) -> None:
     assert cfg.storage.endpoint_url == "http://minio.kubeloop-storage.svc:9000"
     # The Secret the steps read exists where KFP runs them.
     assert cfg.storage.credentials_secret == "kubeloop-s3-pipeline"
+    # Logs by default: what the pipeline's deploy and `kubeloop deploy` build from
+    # this config writes prediction logs where the example InferenceService does.
+    from kubeloop.deploy.inferenceservice import (
+        Target,
+        build_inference_service,
+        settings_from_config,
+    )
+
+    example_env = {e["name"]: e.get("value") for e in isvc["spec"]["predictor"]["model"]["env"]}
+    assert cfg.canary.log_uri == example_env["KUBELOOP_LOG_URI"] == "s3://logs/predictions"
+    built = build_inference_service(Target(cfg.model_name, "v2", f"{cfg.registry}/churn/versions/v2/model/"),
+                                    settings_from_config(cfg))
+    env = {e["name"]: e for e in built["spec"]["predictor"]["model"]["env"]}
+    assert env["KUBELOOP_LOG_URI"]["value"] == cfg.canary.log_uri
+    assert env["AWS_ENDPOINT_URL"]["value"] == cfg.storage.endpoint_url
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == cfg.canary.credentials_secret
 
 
 def _merge_patch(target: Any, patch: Any) -> Any:
@@ -723,18 +742,26 @@ def test_runbook_patches_keep_the_inference_service_valid(example) -> None:
     import json
 
     readme = (REPO / "README.md").read_text()
-    patches = [json.loads(m) for m in re.findall(r"patch inferenceservice churn --type merge -p '(\{.*?\})'", readme, re.S)]
+    # The canary's start time is the shell's: `'$(date -u +%FT%TZ)'` splices it into the JSON.
+    found = re.findall(r"patch inferenceservice churn --type merge -p '(\{.*?\})'\n", readme, re.S)
+    patches = [json.loads(m.replace("'$(date -u +%FT%TZ)'", "2026-12-01T08:00:00Z")) for m in found]
     assert len(patches) == 3  # canary, promote, roll back
     isvc = _one(example, "InferenceService", "churn")
     traffic = []
     for patch in patches:
         patched = _merge_patch(isvc, patch)
         assert unknown_fields(patched, "V1beta1InferenceService") == []
-        traffic.append(patched["spec"]["predictor"]["canaryTrafficPercent"])
+        traffic.append(patched["spec"]["predictor"].get("canaryTrafficPercent"))
+        isvc = patched if len(traffic) == 1 else isvc  # promote and rollback both start from the canary
         if "model" in patch["spec"]["predictor"]:
             uri = patched["spec"]["predictor"]["model"]["storageUri"]
             assert re.fullmatch(r"s3://models/registry/churn/versions/v\d+/model/", uri), uri
-    assert traffic == [10, 100, 0]
+    assert traffic == [10, None, 0]
+    # promote and rollback move traffic only: KServe copies annotations and labels into revisions
+    assert all(set(p) == {"spec"} and set(p["spec"]["predictor"]) == {"canaryTrafficPercent"} for p in patches[1:])
+    from kubeloop.deploy.patches import read_state
+
+    assert read_state(_merge_patch(isvc, patches[0])).canary_since == "2026-12-01T08:00:00Z"
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")

@@ -14,7 +14,6 @@ prints that patch); the README shows both side by side.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 from typing import Any
 
@@ -32,7 +31,8 @@ def register(sub: Any, common: Any) -> None:
     p.add_argument("--percent", type=int, help="set: the canary's share of traffic, 0-100")
     p.add_argument("--logs", help="analyze: prediction-log root (default: canary.log_uri)")
     p.add_argument("--labels", help="analyze: ground-truth labels, a Parquet/CSV file or a folder of them")
-    p.add_argument("--since", help="analyze: only rows logged at or after this UTC time (ISO 8601)")
+    p.add_argument("--since", help="analyze: only rows logged at or after this UTC time (ISO 8601; "
+                                   "default: when the canary was deployed, as the InferenceService records it)")
     p.add_argument("--primary", metavar="VERSION", help="analyze: primary version (default: from the cluster)")
     p.add_argument("--canary", metavar="VERSION", help="analyze: canary version (default: from the cluster)")
     p.add_argument("--steps", help="analyze: traffic schedule, e.g. 10,50,100 (default: judge only)")
@@ -143,9 +143,9 @@ def _analyze(args: argparse.Namespace, cfg: Any, registry: Any, settings: Any) -
     since = None
     if args.since:
         try:
-            since = dt.datetime.fromisoformat(args.since.replace("Z", "+00:00"))
-        except ValueError:
-            raise UserError(f"--since {args.since!r}: not an ISO 8601 time (e.g. 2026-11-30T08:00:00Z)") from None
+            since = rollout.parse_time(args.since)
+        except UserError as exc:
+            raise UserError(f"--since {exc}") from None
     steps = _parse_steps(args.steps) if args.steps else None
     dry_run = args.dry_run
     isvcs = current = None

@@ -136,4 +136,6 @@ def describe_status(st: dict[str, Any]) -> str:
                      + (f" {t['url']}" if t.get("url") else ""))
     for c in st.get("canaries") or []:
         lines.append(f"  canary {c.get('name')} {c.get('trafficPercent')}% ready={c.get('ready')}")
+    for why in st.get("pending") or []:
+        lines.append(f"  waiting: {why}")
     return "\n".join(lines)

@@ -50,6 +50,11 @@ LABEL_MODEL = "kubeloop.dev/model"
 LABEL_VERSION = "kubeloop.dev/version"
 ANN_PRIMARY = "kubeloop.dev/primary-version"
 ANN_CANARY = "kubeloop.dev/canary-version"
+# When the deploy put the canary in place (UTC, ISO 8601): the start of the
+# canary's own analysis window. Written only together with the canary's new
+# storageUri, which makes a new revision (or Deployment) anyway, so recording it
+# never rolls pods of its own.
+ANN_CANARY_SINCE = "kubeloop.dev/canary-since"
 ANN_TAG_ROUTING = "serving.kserve.io/enable-tag-routing"
 ANN_DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
 # KServe >= 0.15 names the modes Knative and Standard (Serverless and
@@ -246,24 +251,37 @@ def _model(target: Target, settings: ServingSettings, role: str | None) -> dict[
 
 
 def predictor(target: Target, settings: ServingSettings, *, role: str | None = None,
-              name: str | None = None) -> dict[str, Any]:
-    """A ``PredictorSpec`` serving ``target`` on the project's runtime."""
+              name: str | None = None, canary: bool = False,
+              annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    """A ``PredictorSpec`` serving ``target`` on the project's runtime.
+
+    ``canary``: an entry of Standard mode's ``spec.canary``. KServe's webhook
+    refuses maxReplicas, scaleTarget, scaleMetric and autoScaling there, and a
+    minReplicas above the stable predictor's (validateCanarySpecs in
+    kserve/kserve pkg/apis/serving/v1beta1/inference_service_validation.go):
+    the canary runs a fixed replica count derived from its share.
+    """
     spec: dict[str, Any] = {}
     if name:
         spec["name"] = name
     spec["serviceAccountName"] = settings.service_account
     if settings.min_replicas is not None:
         spec["minReplicas"] = settings.min_replicas
-    if settings.max_replicas is not None:
+    if settings.max_replicas is not None and not canary:
         spec["maxReplicas"] = settings.max_replicas
+    if annotations:
+        spec["annotations"] = dict(annotations)
     # Pod labels: each revision's pods say which registry version they serve.
     spec["labels"] = {LABEL_MODEL: target.model, LABEL_VERSION: target.version}
     spec["model"] = _model(target, settings, role)
     return spec
 
 
-def labels(model: str, version: str) -> dict[str, str]:
-    return {LABEL_PART_OF: "kubeloop", LABEL_MODEL: model, LABEL_VERSION: version}
+def labels(model: str) -> dict[str, str]:
+    """The InferenceService's own labels: the same for every version, since
+    KServe copies them into every revision and pod (the version is a label of
+    each predictor's pods instead)."""
+    return {LABEL_PART_OF: "kubeloop", LABEL_MODEL: model}
 
 
 # --------------------------------------------------------------------------- object
@@ -275,6 +293,7 @@ def build_inference_service(
     *,
     primary: Target | None = None,
     canary_percent: int | None = None,
+    canary_since: str | None = None,
 ) -> dict[str, Any]:
     """The whole InferenceService that serves ``target``.
 
@@ -282,7 +301,14 @@ def build_inference_service(
     ``canary_percent`` 100, ``target`` takes all traffic and there is no canary.
     Otherwise ``target`` is a canary beside ``primary`` with ``canary_percent``
     of the traffic (0 is a blue-green launch: deployed, reachable by its tag URL
-    with tag routing, and taking no traffic until promoted).
+    with tag routing, and taking no traffic until promoted). ``canary_since``
+    (UTC ISO 8601) records when the canary went in, next to the canary's own
+    fields.
+
+    Serverless mode records the versions in annotations (a Knative spec names
+    only the latest one); Standard mode's spec names both, and it sets no
+    annotation that changes between versions, because KServe copies the
+    InferenceService's annotations into the primary's pods as well.
     """
     if primary is not None and primary.model != target.model:
         raise UserError(f"primary {primary.model} and canary {target.model} are different models")
@@ -297,11 +323,14 @@ def build_inference_service(
     annotations = {ANN_DEPLOYMENT_MODE: DEPLOYMENT_MODES[settings.mode]}
     if settings.tag_routing:
         annotations[ANN_TAG_ROUTING] = "true"
-    if is_canary:
-        annotations[ANN_PRIMARY] = primary.version
-        annotations[ANN_CANARY] = target.version
-    else:
-        annotations[ANN_PRIMARY] = target.version
+    if settings.mode == "serverless":
+        if is_canary:
+            annotations[ANN_PRIMARY] = primary.version
+            annotations[ANN_CANARY] = target.version
+            if canary_since:
+                annotations[ANN_CANARY_SINCE] = canary_since
+        else:
+            annotations[ANN_PRIMARY] = target.version
 
     spec: dict[str, Any]
     if settings.mode == "serverless":
@@ -318,7 +347,11 @@ def build_inference_service(
                 "predictor": predictor(primary, settings, name=primary.version),
                 "canary": [{
                     "trafficPercent": percent,
-                    "predictor": predictor(target, settings, role="canary", name=target.version),
+                    # No role variable: the logs tell versions apart by their
+                    # version column, and a promotion moves this predictor into
+                    # spec.predictor as it is, so its pods keep running.
+                    "predictor": predictor(target, settings, name=target.version, canary=True,
+                                           annotations={ANN_CANARY_SINCE: canary_since} if canary_since else None),
                 }],
             }
         else:
@@ -330,7 +363,7 @@ def build_inference_service(
         "metadata": {
             "name": target.model,
             "namespace": settings.namespace,
-            "labels": labels(target.model, target.version),
+            "labels": labels(target.model),
             "annotations": annotations,
         },
         "spec": spec,

@@ -12,8 +12,9 @@ errors:
   carries the resourceVersion it was computed from, so a concurrent change
   makes it fail with 409 instead of being overwritten;
 - reads: the object and a summary of its status (conditions, traffic);
-- ``wait_ready``: polls until the object's Ready condition is True for the
-  latest generation, or the timeout passes.
+- ``wait_ready``: polls until the object serves what was sent, as KServe
+  reports it (``pending``: revisions and traffic in Serverless mode, the
+  predictor's and canaries' conditions in Standard mode), or the timeout passes.
 
 API errors (401, 403, 404, 409, 422, admission webhook denials, strict
 decoding errors) become ``UserError``/``Conflict`` with messages that say what
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubeloop.deploy.inferenceservice import GROUP, PLURAL, VERSION
+from kubeloop.deploy.patches import read_state, rolls_pods
 from kubeloop.errors import Conflict, UserError
 
 FIELD_MANAGER = "kubeloop"
@@ -143,6 +145,127 @@ def translate(exc: Any, action: str, namespace: str, name: str | None = None) ->
     return KubeError(f"{action} {obj}: the API server answered {status} {reason}: {message}")
 
 
+@dataclass(frozen=True)
+class Expected:
+    """What an InferenceService must report before a change counts as rolled out.
+
+    Built from the object as sent (``expect``), never from generation
+    counters: KServe copies ``status.observedGeneration`` from the Knative
+    Service (Serverless) or the stable Deployment (Standard), not from the
+    InferenceService (PropagateStatus and PropagateRawStatus in kserve/kserve
+    pkg/apis/serving/v1beta1/inference_service_status.go), so comparing it
+    with the InferenceService's ``metadata.generation`` compares unrelated
+    counters.
+    """
+
+    mode: str
+    # Serverless: the latest revision's share (None: all of it). Standard: the
+    # canary entry's trafficPercent (None: no canary).
+    canary_percent: int | None = None
+    # Standard: the canary's predictor name, as KServe reports it in canaryStatuses.
+    canary_name: str | None = None
+    # Serverless: the latest created revision before a change that makes a new
+    # one; ready only once KServe reports a different one.
+    replaced_revision: str | None = None
+
+
+def expect(before: dict[str, Any] | None, after: dict[str, Any]) -> Expected:
+    """Pure: the state to wait for after ``before`` (None: just created) became ``after``."""
+    state = read_state(after)
+    if state.mode == "serverless":
+        pct = ((after.get("spec") or {}).get("predictor") or {}).get("canaryTrafficPercent")
+        replaced = None
+        if before is not None and rolls_pods(before, after):
+            replaced = _predictor_status(before).get("latestCreatedRevision")
+        # KServe splits traffic only once a revision has rolled out
+        # (createKnativeService in reconcilers/knative/ksvc_reconciler.go):
+        # the first revision takes everything whatever the field says.
+        first = before is None or not _predictor_status(before).get("latestRolledoutRevision")
+        return Expected("serverless", None if first or pct is None else int(pct), replaced_revision=replaced)
+    return Expected("standard", state.canary_percent, canary_name=state.canary_name)
+
+
+def last_writer(obj: dict[str, Any]) -> str | None:
+    """The field manager that last changed the object's spec or metadata, from
+    ``metadata.managedFields`` (status writes by KServe's controller excluded)."""
+    entries = [e for e in (obj.get("metadata") or {}).get("managedFields") or []
+               if e.get("subresource") != "status" and e.get("manager")]
+    if not entries:
+        return None
+    # Times have whole seconds; on a tie the later entry is the later write.
+    last = max(enumerate(entries), key=lambda ie: (ie[1].get("time") or "", ie[0]))[1]
+    return f"{last['manager']}" + (f" at {last['time']}" if last.get("time") else "")
+
+
+def _predictor_status(obj: dict[str, Any]) -> dict[str, Any]:
+    return ((obj.get("status") or {}).get("components") or {}).get("predictor") or {}
+
+
+def _condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == kind), None)
+
+
+def pending(obj: dict[str, Any], expected: Expected) -> list[str]:
+    """Pure: why ``obj`` does not yet serve what ``expected`` asks ([] when it does).
+
+    Serverless (Knative): the latest created revision is the latest ready one
+    (Knative's ConfigurationStatusFields, knative/serving
+    pkg/apis/serving/v1/configuration_types.go), it is not the revision the
+    change replaced, and the route's traffic gives it the share asked, the rest
+    to the previous rolled-out revision. Standard: PredictorReady, and for a
+    canary CanaryPredictorReady with its canaryStatuses entry ready at the
+    share asked; with no canary, none reported (reconcileCanaryDeployments in
+    pkg/controller/v1beta1/inferenceservice/components/predictor.go). Both: the
+    aggregated Ready condition.
+    """
+    status = obj.get("status") or {}
+    out: list[str] = []
+    ready = _condition(status, "Ready")
+    if not ready or ready.get("status") != "True":
+        out.append("Ready is " + (ready.get("status", "Unknown") if ready else "not reported yet"))
+    if expected.mode == "serverless":
+        comp = _predictor_status(obj)
+        created, latest_ready = comp.get("latestCreatedRevision"), comp.get("latestReadyRevision")
+        if not created:
+            out.append("no revision reported yet")
+        elif expected.replaced_revision and created == expected.replaced_revision:
+            out.append(f"KServe has not made the new revision yet (latest is still {created})")
+        elif created != latest_ready:
+            out.append(f"revision {created} is not ready yet (latest ready: {latest_ready or 'none'})")
+        want = 100 if expected.canary_percent is None else expected.canary_percent
+        traffic = comp.get("traffic") or []
+        latest = [t for t in traffic if t.get("latestRevision")]
+        got = sum(int(t.get("percent") or 0) for t in latest)
+        # A 0 % target may be left out of the route's status; the rest is checked below.
+        if (latest or want) and got != want:
+            out.append(f"the latest revision gets {got if latest else 'no'}% of the traffic, not {want}%")
+        elif want < 100:
+            rest = sum(int(t.get("percent") or 0) for t in traffic if not t.get("latestRevision"))
+            if rest != 100 - want:
+                out.append(f"the previous revision gets {rest}% of the traffic, not {100 - want}%")
+    else:
+        pred = _condition(status, "PredictorReady")
+        if not pred or pred.get("status") != "True":
+            out.append("PredictorReady is " + (pred.get("status", "Unknown") if pred else "not reported yet"))
+        canaries = status.get("canaryStatuses") or []
+        if expected.canary_name is None:
+            if canaries:
+                out.append("KServe still reports canaries: " + ", ".join(str(c.get("name")) for c in canaries))
+        else:
+            mine = next((c for c in canaries if c.get("name") == expected.canary_name), None)
+            cond = _condition(status, "CanaryPredictorReady")
+            if mine is None:
+                out.append(f"canary {expected.canary_name} not reported yet")
+            elif not mine.get("ready"):
+                out.append(f"canary {expected.canary_name} is not ready")
+            elif int(mine.get("trafficPercent") or 0) != expected.canary_percent:
+                out.append(f"canary {expected.canary_name} is at {mine.get('trafficPercent')}%, "
+                           f"not {expected.canary_percent}%")
+            elif not cond or cond.get("status") != "True":
+                out.append("CanaryPredictorReady is " + (cond.get("status", "Unknown") if cond else "not reported"))
+    return out
+
+
 @dataclass
 class ServiceStatus:
     """What ``status`` says about an InferenceService, flattened for people and JSON."""
@@ -154,25 +277,28 @@ class ServiceStatus:
     traffic: list[dict[str, Any]] = field(default_factory=list)
     canaries: list[dict[str, Any]] = field(default_factory=list)
     failure: str | None = None
+    pending: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"ready": self.ready, "up_to_date": self.up_to_date, "url": self.url,
                 "conditions": self.conditions, "traffic": self.traffic, "canaries": self.canaries,
-                "failure": self.failure}
+                "failure": self.failure, "pending": self.pending}
 
 
-def summarize_status(obj: dict[str, Any]) -> ServiceStatus:
-    """Pure: readiness, conditions and traffic of an InferenceService as returned by the API."""
-    meta = obj.get("metadata") or {}
+def summarize_status(obj: dict[str, Any], expected: Expected | None = None) -> ServiceStatus:
+    """Pure: readiness, conditions and traffic of an InferenceService as returned by the API.
+
+    With ``expected``, ready means serving exactly that (``pending`` says what
+    is missing); without, the object's Ready condition and its own spec.
+    """
     status = obj.get("status") or {}
     conditions = [
         {k: c.get(k) for k in ("type", "status", "reason", "message") if c.get(k) is not None}
         for c in status.get("conditions") or []
     ]
-    ready_cond = next((c for c in conditions if c.get("type") == "Ready"), None)
-    generation, observed = meta.get("generation"), status.get("observedGeneration")
-    up_to_date = generation is None or (observed is not None and observed >= generation)
-    predictor = (status.get("components") or {}).get("predictor") or {}
+    # Read alone, the object is judged against its own spec.
+    waiting = pending(obj, expected if expected is not None else expect(obj, obj))
+    predictor = _predictor_status(obj)
     traffic = [
         {k: t.get(k) for k in ("revisionName", "percent", "tag", "latestRevision", "url") if t.get(k) is not None}
         for t in predictor.get("traffic") or []
@@ -190,9 +316,9 @@ def summarize_status(obj: dict[str, Any]) -> ServiceStatus:
     if model_status.get("transitionStatus") in _FAILED_REASONS:
         info = model_status.get("lastFailureInfo") or {}
         failure = f"model {model_status['transitionStatus']}: {info.get('message', '')}".rstrip(": ")
-    ready = bool(ready_cond and ready_cond.get("status") == "True" and up_to_date)
-    return ServiceStatus(ready, up_to_date, url if isinstance(url, str) else None,
-                         conditions, traffic, canaries, failure)
+    ready = not waiting
+    return ServiceStatus(ready, ready, url if isinstance(url, str) else None,
+                         conditions, traffic, canaries, failure, waiting)
 
 
 class InferenceServices:
@@ -256,19 +382,31 @@ class InferenceServices:
         namespace: str,
         *,
         timeout: float,
+        expected: Expected | None = None,
+        generation: int | None = None,
         poll: float = 2.0,
         on_poll: Callable[[ServiceStatus], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> ServiceStatus:
-        """Poll until Ready for the latest generation; raise KubeError on a
-        failure KServe reports or when ``timeout`` seconds pass."""
+        """Poll until the object serves ``expected`` (see ``pending``); raise
+        KubeError on a failure KServe reports or when ``timeout`` seconds pass,
+        and Conflict when the spec moves past ``generation`` (the one the
+        write produced): someone else changed it, and it will never serve
+        what was asked."""
         deadline = clock() + timeout
         while True:
             obj = self.get(name, namespace)
             if obj is None:
                 raise KubeError(f"InferenceService {namespace}/{name} disappeared while waiting for it")
-            st = summarize_status(obj)
+            now = (obj.get("metadata") or {}).get("generation")
+            if generation is not None and now is not None and now != generation:
+                raise Conflict(
+                    f"InferenceService {namespace}/{name} was changed by someone else while kubeloop waited "
+                    f"for it (generation {generation} -> {now}"
+                    + (f", last written by {writer}" if (writer := last_writer(obj)) else "") + "); "
+                    "the change kubeloop made was applied, and then changed. Look with `kubeloop canary status`")
+            st = summarize_status(obj, expected)
             if on_poll:
                 on_poll(st)
             if st.ready:
@@ -276,13 +414,12 @@ class InferenceServices:
             if st.failure:
                 raise KubeError(f"InferenceService {namespace}/{name} failed: {st.failure}")
             if clock() >= deadline:
-                pending = "; ".join(
-                    f"{c['type']}={c.get('status')}" + (f" ({c.get('reason')}: {c.get('message', '')})"
-                                                        if c.get("reason") else "")
-                    for c in st.conditions if c.get("status") != "True"
-                ) or "no conditions reported yet"
+                why = "; ".join(st.pending + [
+                    f"{c['type']}={c.get('status')} ({c.get('reason')}: {c.get('message', '')})"
+                    for c in st.conditions if c.get("status") != "True" and c.get("reason")
+                ]) or "no conditions reported yet"
                 raise KubeError(
-                    f"InferenceService {namespace}/{name} was not Ready within {timeout:g}s: {pending}. "
+                    f"InferenceService {namespace}/{name} was not Ready within {timeout:g}s: {why}. "
                     "The change was applied; check `kubeloop canary status` or "
                     f"`kubectl -n {namespace} describe isvc {name}`"
                 )

@@ -33,9 +33,9 @@ from typing import Any
 
 from kubeloop.deploy.inferenceservice import (
     ANN_CANARY,
+    ANN_CANARY_SINCE,
     ANN_DEPLOYMENT_MODE,
     ANN_PRIMARY,
-    LABEL_VERSION,
     check_percent,
     version_of_uri,
 )
@@ -87,9 +87,30 @@ def changes(current: dict[str, Any], patch: dict[str, Any]) -> bool:
 # --------------------------------------------------------------------------- state
 
 
+# What KServe keeps out of the pods it builds. Its predictor copies the
+# InferenceService's annotations and labels into the Knative revision template
+# (Serverless) or the Deployment's pod template (Standard), minus these lists
+# (kserve/kserve pkg/constants/constants.go ServiceAnnotationDisallowedList and
+# RevisionTemplateLabelDisallowedList, filtered in
+# pkg/controller/v1beta1/inferenceservice/components/predictor.go
+# buildPredictorResources and reconcilers/knative/ksvc_reconciler.go
+# createKnativeService). Anything else that changes rolls a revision or
+# restarts pods.
+KSERVE_ANNOTATIONS_NOT_COPIED = frozenset({
+    "autoscaling.knative.dev/min-scale", "autoscaling.knative.dev/max-scale",
+    "internal.serving.kserve.io/storage-initializer-sourceuri",
+    "kubectl.kubernetes.io/last-applied-configuration", "modelFormat",
+})
+KSERVE_LABELS_NOT_COPIED = frozenset({"networking.knative.dev/visibility"})
+# The fields that only move traffic: changing them never makes a revision.
+TRAFFIC_FIELDS = ("spec.predictor.canaryTrafficPercent", "spec.canary[].trafficPercent")
+
+
 @dataclass(frozen=True)
 class RolloutState:
-    """What an InferenceService serves, read from its spec and kubeloop's annotations."""
+    """What an InferenceService serves, read from its spec (and, in serverless
+    mode, kubeloop's primary-version annotation: a Knative spec names only the
+    latest version)."""
 
     name: str
     namespace: str
@@ -99,6 +120,11 @@ class RolloutState:
     # Share of traffic the canary gets (None: no canary in progress).
     canary_percent: int | None
     resource_version: str | None
+    generation: int | None = None
+    # When the deploy put the canary in place (UTC ISO 8601), if it recorded it.
+    canary_since: str | None = None
+    # Standard mode: the canary's predictor name (its Deployment is {isvc}-{name}-predictor).
+    canary_name: str | None = None
 
     @property
     def in_progress(self) -> bool:
@@ -110,6 +136,7 @@ class RolloutState:
             "primary_version": self.primary_version, "canary_version": self.canary_version,
             "canary_percent": self.canary_percent,
             "primary_percent": None if self.canary_percent is None else 100 - self.canary_percent,
+            "canary_since": self.canary_since,
         }
 
 
@@ -124,49 +151,102 @@ def _mode(obj: dict[str, Any]) -> str:
     return "serverless"
 
 
+def _uri_version(pred: dict[str, Any]) -> str | None:
+    return version_of_uri(((pred.get("model") or {}).get("storageUri")) or "")
+
+
 def read_state(obj: dict[str, Any]) -> RolloutState:
-    """The rollout state of an InferenceService as the cluster returned it."""
+    """The rollout state of an InferenceService as the cluster returned it.
+
+    The spec is the truth: a canary started or moved by hand (kubectl) is read
+    from the storage URIs, and annotations left from an earlier rollout (a
+    promote changes only traffic fields) never override it.
+    """
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     ann = _annotations(obj)
     mode = _mode(obj)
     pred = spec.get("predictor") or {}
-    spec_version = version_of_uri(((pred.get("model") or {}).get("storageUri")) or "")
-    primary = ann.get(ANN_PRIMARY)
-    canary = ann.get(ANN_CANARY)
+    spec_version = _uri_version(pred)
+    canary: str | None = None
     percent: int | None = None
+    since: str | None = None
+    canary_name: str | None = None
     if mode == "serverless":
-        if pred.get("canaryTrafficPercent") is not None and not canary and spec_version != primary:
-            # A canary started by hand (kubectl) without kubeloop's annotations:
-            # the spec's version is the one the share goes to.
-            canary = spec_version
-        if pred.get("canaryTrafficPercent") is not None and canary:
-            percent = int(pred["canaryTrafficPercent"])
+        primary = ann.get(ANN_PRIMARY)
+        pct = pred.get("canaryTrafficPercent")
+        if pct is not None and spec_version and spec_version != primary:
+            # The spec's version is the one the share goes to; the rest stays
+            # on the last revision rolled out, the annotated primary.
+            canary, percent = spec_version, int(pct)
+            since = ann.get(ANN_CANARY_SINCE) if ann.get(ANN_CANARY) == spec_version else None
         else:
             # No canary field: the spec's version takes every request.
-            primary, canary = spec_version or primary, None
+            primary = spec_version or primary
     else:
+        primary = spec_version or ann.get(ANN_PRIMARY)
         entries = spec.get("canary") or []
-        if entries and canary:
-            percent = int(entries[0].get("trafficPercent", 0))
-        else:
-            canary = None
-        primary = primary or spec_version
+        if entries:
+            cpred = entries[0].get("predictor") or {}
+            canary, percent = _uri_version(cpred), int(entries[0].get("trafficPercent", 0))
+            canary_name = cpred.get("name")
+            since = (cpred.get("annotations") or {}).get(ANN_CANARY_SINCE)
     return RolloutState(
         name=meta.get("name", ""), namespace=meta.get("namespace", ""), mode=mode,
         primary_version=primary, canary_version=canary, canary_percent=percent,
-        resource_version=meta.get("resourceVersion"),
+        resource_version=meta.get("resourceVersion"), generation=meta.get("generation"),
+        canary_since=since, canary_name=canary_name,
     )
+
+
+def pod_template_inputs(obj: dict[str, Any]) -> dict[str, Any]:
+    """Everything of ``obj`` KServe turns into pod templates: the predictors
+    without their traffic fields, and the annotations and labels it copies.
+    Two objects with equal inputs run the same revisions and pods."""
+    spec = obj.get("spec") or {}
+    meta = obj.get("metadata") or {}
+    pred = dict(spec.get("predictor") or {})
+    pred.pop("canaryTrafficPercent", None)
+    canaries = [{k: v for k, v in (c or {}).items() if k != "trafficPercent"} for c in spec.get("canary") or []]
+    return {
+        "predictor": pred, "canary": canaries,
+        "annotations": {k: v for k, v in (meta.get("annotations") or {}).items()
+                        if k not in KSERVE_ANNOTATIONS_NOT_COPIED},
+        "labels": {k: v for k, v in (meta.get("labels") or {}).items() if k not in KSERVE_LABELS_NOT_COPIED},
+    }
+
+
+def rolls_pods(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """Whether going from ``before`` to ``after`` makes KServe build a new
+    revision (Serverless) or new pods (Standard) for a predictor that exists in
+    both. A Standard promotion keeps the canary's pods: its predictor, name
+    included, becomes ``spec.predictor`` unchanged."""
+    a, b = pod_template_inputs(before), pod_template_inputs(after)
+    if a["annotations"] != b["annotations"] or a["labels"] != b["labels"]:
+        return True
+    if _mode(after) == "serverless":
+        return a["predictor"] != b["predictor"]
+    old = {p.get("name"): p for p in [a["predictor"], *(c.get("predictor") or {} for c in a["canary"])]}
+    new = [b["predictor"], *(c.get("predictor") or {} for c in b["canary"])]
+    return any(p.get("name") in old and _pod_part(old[p.get("name")]) != _pod_part(p) for p in new)
+
+
+# Fields of a Standard predictor that size its Deployment or HPA, not its pods
+# (KServe zeroes them for canaries: buildCanaryPredictor in components/predictor.go).
+_SCALING = ("minReplicas", "maxReplicas", "scaleTarget", "scaleMetric", "autoScaling")
+
+
+def _pod_part(pred: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in pred.items() if k not in _SCALING}
 
 
 def _finish(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     """``patch`` with the object's resourceVersion, or ``{}`` when it changes nothing."""
     if not changes(current, patch):
         return {}
-    meta = patch.setdefault("metadata", {})
     rv = (current.get("metadata") or {}).get("resourceVersion")
     if rv:
-        meta["resourceVersion"] = rv
+        patch.setdefault("metadata", {})["resourceVersion"] = rv
     return patch
 
 
@@ -180,6 +260,10 @@ def _require_canary(state: RolloutState, action: str) -> None:
 
 
 # --------------------------------------------------------------------------- patches
+#
+# set, promote and rollback change traffic fields only: no annotation or label
+# (KServe would copy it into a new revision or restart pods), so the revision
+# that was analysed is the one that takes the traffic.
 
 
 def set_percent_patch(current: dict[str, Any], percent: Any) -> dict[str, Any]:
@@ -187,15 +271,13 @@ def set_percent_patch(current: dict[str, Any], percent: Any) -> dict[str, Any]:
     percent = check_percent(percent)
     state = read_state(current)
     _require_canary(state, "set a share for")
-    ann = {ANN_PRIMARY: state.primary_version, ANN_CANARY: state.canary_version}
     if state.mode == "serverless":
-        patch = {"metadata": {"annotations": ann},
-                 "spec": {"predictor": {"canaryTrafficPercent": percent}}}
+        patch: dict[str, Any] = {"spec": {"predictor": {"canaryTrafficPercent": percent}}}
     else:
         # A merge patch replaces a list whole, so the entry is sent in full.
         entries = copy.deepcopy(current["spec"]["canary"])
         entries[0]["trafficPercent"] = percent
-        patch = {"metadata": {"annotations": ann}, "spec": {"canary": entries}}
+        patch = {"spec": {"canary": entries}}
     return _finish(current, patch)
 
 
@@ -205,58 +287,47 @@ def promote_patch(current: dict[str, Any]) -> dict[str, Any]:
     Serverless: remove ``canaryTrafficPercent`` (KServe then rolls the latest
     revision out to 100 % and it becomes the revision a later rollback returns
     to). Standard: the canary's named predictor becomes ``spec.predictor`` and
-    the ``spec.canary`` entry goes, so its Deployment keeps serving unchanged.
-    ``{}`` when there is no canary (already promoted).
+    the ``spec.canary`` entry goes, so its Deployment keeps serving unchanged
+    (KServe's canary_controller_test "Should not trigger a redeployment of the
+    canary pods"); the primary's autoscaling bounds, which a canary may not
+    carry, come with it. ``{}`` when there is no canary (already promoted).
     """
     state = read_state(current)
     if state.canary_version is None:
         return {}
-    ann = {ANN_PRIMARY: state.canary_version, ANN_CANARY: None}
-    labels = {LABEL_VERSION: state.canary_version}
     if state.mode == "serverless":
-        patch = {"metadata": {"annotations": ann, "labels": labels},
-                 "spec": {"predictor": {"canaryTrafficPercent": None}}}
-    else:
-        entry = current["spec"]["canary"][0]
-        promoted = copy.deepcopy(entry["predictor"])
-        # The canary-only setting does not follow it into the primary.
-        env = [e for e in (promoted.get("model") or {}).get("env") or [] if e.get("name") != "KUBELOOP_ROLE"]
-        if "model" in promoted:
-            if env:
-                promoted["model"]["env"] = env
-            else:
-                promoted["model"].pop("env", None)
-        # spec.predictor is replaced field by field: fields only the old primary
-        # had are removed so the result is exactly the canary's predictor.
-        old = current["spec"].get("predictor") or {}
-        pred = {k: None for k in old if k not in promoted}
-        pred.update(promoted)
-        if isinstance(old.get("model"), dict) and isinstance(promoted.get("model"), dict):
-            model = {k: None for k in old["model"] if k not in promoted["model"]}
-            model.update(promoted["model"])
-            pred["model"] = model
-        patch = {"metadata": {"annotations": ann, "labels": labels},
-                 "spec": {"predictor": pred, "canary": None}}
-    return _finish(current, patch)
+        return _finish(current, {"spec": {"predictor": {"canaryTrafficPercent": None}}})
+    old = current["spec"].get("predictor") or {}
+    promoted = copy.deepcopy(current["spec"]["canary"][0]["predictor"])
+    for k in _SCALING:
+        if k in old and k != "minReplicas":
+            promoted[k] = copy.deepcopy(old[k])
+    # spec.predictor is replaced field by field: fields only the old primary
+    # had are removed so the result is exactly the canary's predictor.
+    pred: dict[str, Any] = {k: None for k in old if k not in promoted}
+    pred.update(promoted)
+    for sub in ("model", "annotations", "labels"):
+        if isinstance(old.get(sub), dict) and isinstance(promoted.get(sub), dict):
+            merged = {k: None for k in old[sub] if k not in promoted[sub]}
+            merged.update(promoted[sub])
+            pred[sub] = merged
+    return _finish(current, {"spec": {"predictor": pred, "canary": None}})
 
 
 def rollback_patch(current: dict[str, Any]) -> dict[str, Any]:
     """Send every request back to the primary.
 
     Serverless: ``canaryTrafficPercent: 0`` pins all traffic to the previous
-    rolled-out revision; the canary revision stays deployed (at 0 %) and the
-    annotations keep their values, so no new revision is rolled. Standard:
-    the ``spec.canary`` entry is removed, and with it the canary's Deployment.
+    rolled-out revision; the canary revision stays deployed (at 0 %), so no new
+    revision is rolled. Standard: the ``spec.canary`` entry is removed, and
+    with it the canary's Deployment.
     """
     state = read_state(current)
     _require_canary(state, "roll back")
     if state.mode == "serverless":
-        # The annotations keep their values (re-stated so the patch says which
-        # versions it is about): a changed annotation would roll a new revision.
-        ann = {ANN_PRIMARY: state.primary_version, ANN_CANARY: state.canary_version}
-        patch = {"metadata": {"annotations": ann}, "spec": {"predictor": {"canaryTrafficPercent": 0}}}
+        patch: dict[str, Any] = {"spec": {"predictor": {"canaryTrafficPercent": 0}}}
     else:
-        patch = {"metadata": {"annotations": {ANN_CANARY: None}}, "spec": {"canary": None}}
+        patch = {"spec": {"canary": None}}
     return _finish(current, patch)
 
 
@@ -275,6 +346,11 @@ def deploy_patch(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, 
         patch.setdefault("spec", {}).setdefault("predictor", {})["canaryTrafficPercent"] = None
     if "canary" not in spec and cur_spec.get("canary"):
         patch.setdefault("spec", {})["canary"] = None
-    if ANN_CANARY not in desired["metadata"]["annotations"] and ANN_CANARY in _annotations(current):
-        patch.setdefault("metadata", {}).setdefault("annotations", {})[ANN_CANARY] = None
+    if _mode(desired) == "serverless":
+        # Left from an earlier canary; removed with the change of storageUri
+        # that rolls a revision anyway. (Standard mode never sets them: the
+        # InferenceService's annotations go into every Deployment's pods.)
+        for key in (ANN_CANARY, ANN_CANARY_SINCE):
+            if key not in desired["metadata"]["annotations"] and key in _annotations(current):
+                patch.setdefault("metadata", {}).setdefault("annotations", {})[key] = None
     return _finish(current, patch)

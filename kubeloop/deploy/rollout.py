@@ -30,7 +30,7 @@ from kubeloop.deploy.inferenceservice import (
     build_inference_service,
     check_percent,
 )
-from kubeloop.deploy.kube import InferenceServices, KubeError, summarize_status
+from kubeloop.deploy.kube import InferenceServices, KubeError, expect, last_writer, summarize_status
 from kubeloop.deploy.patches import (
     apply_merge_patch,
     deploy_patch,
@@ -60,6 +60,8 @@ class Result:
     registry: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     verdicts: list[dict[str, Any]] = field(default_factory=list)
+    # The object as the API server answered the write (not part of the summary).
+    applied: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def changed(self) -> bool:
@@ -96,13 +98,18 @@ def _move_alias(registry: Any, model: str, alias: str, version: str, *, expected
 
 
 def _wait(isvcs: InferenceServices | None, res: Result, *, wait: bool, timeout: float,
-          on_progress: Callable[[str], None] | None) -> None:
+          on_progress: Callable[[str], None] | None, before: dict[str, Any] | None = None,
+          after: dict[str, Any] | None = None) -> None:
+    """With ``wait``, poll until the object serves ``after`` (what was sent on
+    top of ``before``, the object as read before the change)."""
     if isvcs is None or res.dry_run:
         return
-    if wait and res.changed:
+    if wait and res.changed and after is not None:
         if on_progress:
             on_progress(f"waiting up to {timeout:g}s for {res.namespace}/{res.name} to be Ready")
-        res.status = isvcs.wait_ready(res.name, res.namespace, timeout=timeout).to_dict()
+        applied = (res.applied or {}).get("metadata") or {}
+        res.status = isvcs.wait_ready(res.name, res.namespace, timeout=timeout, expected=expect(before, after),
+                                      generation=applied.get("generation")).to_dict()
     else:
         obj = isvcs.get(res.name, res.namespace)
         res.status = summarize_status(obj).to_dict() if obj else None
@@ -124,6 +131,7 @@ def deploy(
     wait: bool = True,
     timeout: float = 300.0,
     on_progress: Callable[[str], None] | None = None,
+    now: str | None = None,
 ) -> Result:
     """Create the InferenceService for ``target``, or move the existing one to it.
 
@@ -131,6 +139,8 @@ def deploy(
     canary beside the current primary at ``canary_percent`` (default
     ``default_percent``; 100 is a full rollout). ``current`` stands in for the
     cluster's object when ``isvcs`` is None (a dry run with no cluster).
+    A canary records ``now`` (default: the current UTC time) as the start of
+    its analysis window (``kubeloop.dev/canary-since``).
     """
     name, ns = target.model, settings.namespace
     if isvcs is not None:
@@ -138,8 +148,11 @@ def deploy(
     res = Result("unchanged", name, ns, dry_run=dry_run)
     primary = None
     percent = None if canary_percent is None else check_percent(canary_percent)
+    since = now or utc_now()
     if current is not None:
         state = read_state(current)
+        if state.canary_version == target.version and state.canary_since:
+            since = state.canary_since  # the same canary again: its window goes on
         if state.mode != settings.mode:
             raise UserError(
                 f"{ns}/{name} runs in {state.mode} mode, but the configuration asks for {settings.mode}: "
@@ -151,7 +164,11 @@ def deploy(
     elif percent not in (None, 100):
         res.notes.append(f"first deployment of {name}: {target.version} takes all traffic "
                          f"(--canary-percent {percent} applies from the next version on)")
-    desired = build_inference_service(target, settings, primary=primary, canary_percent=percent)
+    desired = build_inference_service(target, settings, primary=primary, canary_percent=percent,
+                                      canary_since=since)
+    if not settings.log_uri:
+        res.notes.append("no prediction-log root (canary.log_uri in the config, or --log-uri): the predictor "
+                         "writes no logs, so `kubeloop canary analyze` and monitoring have nothing to read")
 
     if current is None:
         res.action, res.kind, res.sent = "created", "object", desired
@@ -173,9 +190,9 @@ def deploy(
     # Read before the cluster changes: the alias moves only if nobody moved it meanwhile.
     prod_before = registry.get_alias(name, PRODUCTION) if registry is not None else None
     if current is None:
-        isvcs.create(desired)
+        res.applied = isvcs.create(desired)
     else:
-        isvcs.patch(name, ns, res.sent)
+        res.applied = isvcs.patch(name, ns, res.sent)
     if registry is not None:
         if is_canary:
             _move_alias(registry, name, CANARY, target.version, expected=...,
@@ -183,8 +200,26 @@ def deploy(
         else:
             _move_alias(registry, name, PRODUCTION, target.version, expected=prod_before,
                         reason="deployed with all traffic", moves=res.registry)
-    _wait(isvcs, res, wait=wait, timeout=timeout, on_progress=on_progress)
+    _wait(isvcs, res, wait=wait, timeout=timeout, on_progress=on_progress, before=current, after=after)
     return res
+
+
+def parse_time(text: str) -> Any:
+    """An ISO 8601 time (``Z`` or an offset; naive means UTC) as an aware datetime."""
+    import datetime as dt
+
+    try:
+        value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UserError(f"{text!r}: not an ISO 8601 time (e.g. 2026-11-30T08:00:00Z)") from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def utc_now() -> str:
+    """The current UTC time as recorded in the InferenceService (ISO 8601, seconds)."""
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 # --------------------------------------------------------------------------- canary moves
@@ -208,7 +243,7 @@ def _patch_result(action: str, isvcs: InferenceServices | None, name: str, ns: s
     if not patch:
         res.notes.append("already in that state; nothing sent")
     elif not dry_run:
-        isvcs.patch(name, ns, patch)
+        res.applied = isvcs.patch(name, ns, patch)
     return res
 
 
@@ -217,7 +252,8 @@ def set_percent(isvcs: InferenceServices | None, name: str, ns: str, percent: An
                 timeout: float = 300.0, on_progress: Callable[[str], None] | None = None) -> Result:
     current = _get(isvcs, name, ns, current)
     res = _patch_result("set", isvcs, name, ns, current, set_percent_patch(current, percent), dry_run=dry_run)
-    _wait(isvcs, res, wait=wait, timeout=timeout, on_progress=on_progress)
+    _wait(isvcs, res, wait=wait, timeout=timeout, on_progress=on_progress, before=current,
+          after=apply_merge_patch(current, res.sent or {}))
     return res
 
 
@@ -242,7 +278,8 @@ def promote(isvcs: InferenceServices | None, name: str, ns: str, *, registry: An
         _move_alias(registry, name, PRODUCTION, state.canary_version, expected=prod,
                     reason=f"canary {state.canary_version} promoted over {state.primary_version}",
                     moves=res.registry)
-    _wait(isvcs, res, wait=wait, timeout=timeout, on_progress=on_progress)
+    _wait(isvcs, res, wait=wait, timeout=timeout, on_progress=on_progress, before=current,
+          after=apply_merge_patch(current, res.sent or {}))
     return res
 
 
@@ -259,7 +296,8 @@ def rollback(isvcs: InferenceServices | None, name: str, ns: str, *, registry: A
         if prod == state.canary_version:
             _move_alias(registry, name, PRODUCTION, state.primary_version, expected=prod,
                         reason=f"canary {state.canary_version} rolled back", moves=res.registry)
-    _wait(isvcs, res, wait=wait, timeout=timeout, on_progress=on_progress)
+    _wait(isvcs, res, wait=wait, timeout=timeout, on_progress=on_progress, before=current,
+          after=apply_merge_patch(current, res.sent or {}))
     return res
 
 
@@ -281,6 +319,48 @@ def status(isvcs: InferenceServices, name: str, ns: str, *, registry: Any = None
 
 
 # --------------------------------------------------------------------------- schedule
+
+
+def pause(seconds: float) -> None:
+    """The wait between steps (one name, so a test can stand in for the clock)."""
+    time.sleep(seconds)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What a stepper action was decided on: the object's resourceVersion and
+    generation as read, and the versions and share that were judged."""
+
+    resource_version: str | None
+    generation: int | None
+    primary: str | None
+    canary: str | None
+    percent: int | None
+
+    @classmethod
+    def of(cls, obj: dict[str, Any], *, primary: str | None = None, canary: str | None = None) -> Observed:
+        st = read_state(obj)
+        return cls(st.resource_version, st.generation, primary or st.primary_version,
+                   canary or st.canary_version, st.canary_percent)
+
+
+def what_moved(seen: Observed, obj: dict[str, Any]) -> list[str]:
+    """Pure: how ``obj`` differs from what was judged ([] when nothing that
+    matters moved). The resourceVersion alone does not count: KServe's
+    controller moves it with every status write; the generation moves only
+    with the spec."""
+    now = Observed.of(obj)
+    out = []
+    if now.primary != seen.primary:
+        out.append(f"the primary is {now.primary or 'unknown'}, not {seen.primary}")
+    if now.canary != seen.canary:
+        out.append(f"the canary is {now.canary}, not {seen.canary}" if now.canary else
+                   f"there is no canary any more ({seen.canary} was promoted or rolled back)")
+    elif now.percent != seen.percent:
+        out.append(f"the canary's share is {now.percent}%, not {seen.percent}%")
+    if not out and now.generation != seen.generation:
+        out.append(f"its spec changed (generation {seen.generation} -> {now.generation})")
+    return out
 
 
 def step_through(
@@ -357,7 +437,7 @@ def analyze_and_step(
     dry_run: bool = False,
     wait: bool = True,
     timeout: float = 300.0,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
     on_progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Judge the canary from its prediction logs; with ``steps``, move its traffic
@@ -367,17 +447,26 @@ def analyze_and_step(
     settings). Versions come from ``primary``/``canary``, else the cluster's
     object, else the registry's production and canary aliases. With
     ``dry_run`` nothing is sent: each step's patch is computed on a local copy.
+    With no ``since``, the window starts when the deploy put the canary in
+    place (``kubeloop.dev/canary-since``), when the object records it.
+    Each step acts only if the object still serves what was judged (``what_moved``);
+    otherwise it stops with ``Conflict``.
     Returns the decision, each step's verdict and analysis, and what was sent.
     """
     from kubeloop.deploy.analysis import analyze
 
     say = on_progress or (lambda _msg: None)
+    sleep = sleep or pause
     if isvcs is not None:
         current = isvcs.get(name, ns)
         if current is None and (steps is not None or not (primary and canary)):
             raise KubeError(f"no InferenceService {ns}/{name}; deploy it first with `kubeloop deploy {name}`")
     if current is not None:
         state = read_state(current)
+        if since is None and state.canary_since and canary in (None, state.canary_version):
+            # The canary's own window: from when the deploy put it in place.
+            since = parse_time(state.canary_since)
+            say(f"analysis window: since {state.canary_since}, when canary {state.canary_version} was deployed")
         primary, canary = primary or state.primary_version, canary or state.canary_version
     if registry is not None and not (primary and canary):
         primary = primary or registry.get_alias(name, PRODUCTION)
@@ -398,20 +487,43 @@ def analyze_and_step(
         return a.verdict
 
     out: dict[str, Any] = {"name": name, "namespace": ns, "primary": primary, "canary": canary,
+                           "since": since.isoformat() if since is not None else None,
                            "dry_run": dry_run, "sent": [], "analyses": analyses}
     if steps is None:
         out["decision"] = judge(None).decision
         return out
     if current is None:
         raise UserError(f"stepping traffic needs the InferenceService {ns}/{name} (a cluster, or its object)")
-    box = {"obj": current}
+    box = {"obj": current, "seen": Observed.of(current, primary=primary, canary=canary)}
 
     def act(fn: Callable[..., Result], *args: Any, **kw: Any) -> None:
+        # Act only on what was judged: re-read, and stop if anyone moved the
+        # versions, the share or the spec since. The patch then carries the
+        # resourceVersion of this read, so a change in between is a 409.
+        if not dry_run:
+            fresh = isvcs.get(name, ns)
+            if fresh is None:
+                raise Conflict(f"{ns}/{name} was deleted while the canary was being stepped; nothing was sent")
+            moved = what_moved(box["seen"], fresh)
+            if moved:
+                who = last_writer(fresh)
+                raise Conflict(
+                    f"{ns}/{name} changed since the stepper judged canary {canary} against primary {primary} "
+                    f"(resourceVersion {box['seen'].resource_version} -> {fresh['metadata'].get('resourceVersion')}"
+                    + (f", last written by {who}" if who else "") + "): " + "; ".join(moved)
+                    + f". Nothing was sent; look with `kubeloop canary status {name}` and analyze again")
+            box["obj"] = fresh
         res = fn(None if dry_run else isvcs, name, ns, *args, current=box["obj"], dry_run=dry_run,
                  wait=wait, timeout=timeout, on_progress=say, **kw)
         if res.sent:
-            out["sent"].append({"action": res.action, "patch": res.sent, "registry": res.registry})
-            box["obj"] = apply_merge_patch(box["obj"], res.sent) if dry_run else isvcs.get(name, ns)
+            out["sent"].append({"action": res.action, "patch": res.sent, "registry": res.registry,
+                                "resource_version": (box["obj"].get("metadata") or {}).get("resourceVersion"),
+                                "primary": primary, "canary": canary})
+            # What the write itself produced: a change by anyone while it
+            # rolled out then shows at the next step as a new generation.
+            box["obj"] = apply_merge_patch(box["obj"], res.sent) if dry_run else (
+                res.applied or isvcs.get(name, ns))
+        box["seen"] = Observed.of(box["obj"], primary=primary, canary=canary)
         say(f"{res.action}: {res.state}")
 
     decision, history = step_through(
