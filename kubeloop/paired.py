@@ -268,7 +268,7 @@ def _check(task: str, y: Any, a: Any, b: Any) -> tuple[np.ndarray, ...]:
     return tuple(arrays)
 
 
-def _resample_counts(rng: np.random.Generator, replicates: int, n: int) -> np.ndarray:
+def resample_counts(rng: np.random.Generator, replicates: int, n: int) -> np.ndarray:
     """Multinomial bootstrap counts (replicates, n): each row of draws, counted."""
     draws = rng.integers(0, n, size=(replicates, n)) + (np.arange(replicates) * n)[:, None]
     return (
@@ -356,7 +356,7 @@ def paired_bootstrap(
     done = 0
     while done < n_bootstrap:
         size = min(block, n_bootstrap - done)
-        W = _resample_counts(rng, size, m_rows)
+        W = resample_counts(rng, size, m_rows)
         ra, rb = sa.metrics(W, names), sb.metrics(W, names)
         for m in names:
             sign = 1.0 if higher_is_better(m) else -1.0

@@ -377,7 +377,8 @@ def log_rows(version: str, requests: int, *, seed: int, model: str = "churn", ro
              yes_share: float = 0.2, latency_ms: float = 8.0, error_every: int = 0, reject_every: int = 0,
              start: Any = None, task: str = "classification") -> list[dict[str, Any]]:
     """Rows as the predictor logs them: two rows per request, one request in
-    ``reject_every`` refused whole (row -1), one row in ``error_every`` failed."""
+    ``reject_every`` refused whole (row -1), one in ``error_every`` failed whole
+    (the predictor scores a request at once: its rows fail together, status "failed")."""
     import datetime as dt
 
     import numpy as np
@@ -397,7 +398,7 @@ def log_rows(version: str, requests: int, *, seed: int, model: str = "churn", ro
             continue
         for row in range(2):
             n += 1
-            failed = bool(error_every) and n % error_every == 0
+            failed = bool(error_every) and r % error_every == 0
             if task == "classification":
                 yes = float(rng.random() < yes_share)
                 p_yes = float(np.clip(0.8 * yes + 0.1 + rng.normal(0, 0.05), 0, 1))
@@ -408,7 +409,7 @@ def log_rows(version: str, requests: int, *, seed: int, model: str = "churn", ro
                 probas = {}
             out.append(dict(request_id=rid, row=row, time=t, model=model, version=version, role=role,
                             tenure=float(rng.integers(1, 72)), plan=str(rng.choice(["basic", "pro"])),
-                            prediction=pred, **probas, latency_ms=lat, status="error" if failed else "ok"))
+                            prediction=pred, **probas, latency_ms=lat, status="failed" if failed else "ok"))
     return out
 
 

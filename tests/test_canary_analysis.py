@@ -43,7 +43,8 @@ def test_canary_that_errors_rolls_back(tmp_path):
     traffic(tmp_path, {"error_every": 10})
     a = analyze(str(tmp_path), "churn", "v1", "v2", CFG)
     assert a.verdict.decision == "rollback"
-    assert a.canary.errors == a.canary.rows // 10
+    # Whole requests fail: both rows of one request in ten (of the 100 on each day).
+    assert a.canary.errors == 2 * 2 * 10
     assert "error rate" in a.verdict.reason
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from kubeloop.deploy.verdict import Verdict, VersionSummary, decide
 from kubeloop.errors import UserError
+from kubeloop.serving.schema import FAILED, OK
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,9 +28,10 @@ if TYPE_CHECKING:
     from kubeloop.config import CanaryConfig, StorageConfig
 
 BASE_COLUMNS = ["request_id", "row", "time", "model", "version", "role", "prediction", "latency_ms", "status"]
-# Statuses that mean the predictor failed, as opposed to refusing bad input
-# (every other non-"ok" status is a rejection reason code).
-ERROR_STATUSES = {"error", "internal_error", "timeout", "unavailable"}
+# The status the predictor writes for a row it failed on (answered 500), as
+# opposed to refusing bad input (every other non-"ok" status is a rejection
+# reason code). Failures it never sees come from Prometheus (``prometheus.py``).
+ERROR_STATUSES = {FAILED}
 REGRESSION_BINS = 10
 _PART = re.compile(r"date=(\d{4}-\d{2}-\d{2})/part-[^/]+\.parquet")
 
@@ -53,8 +55,7 @@ class Analysis:
 
 
 def _is_error(status: Any) -> bool:
-    s = str(status)
-    return s in ERROR_STATUSES or s.startswith("error")
+    return str(status) in ERROR_STATUSES
 
 
 # --------------------------------------------------------------------------- reading
@@ -172,21 +173,38 @@ def regression_edges(predictions: Any, bins: int = REGRESSION_BINS) -> list[floa
     return sorted(set(np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1]).tolist()))
 
 
+def _per_request(frame: pd.DataFrame, value: Any) -> tuple[Any, Any]:
+    """(numerator, rows) per request: the request is the unit the bootstrap draws."""
+    import numpy as np
+
+    grouped = frame.assign(_v=np.asarray(value, dtype=float)).groupby("request_id", sort=False)["_v"]
+    return grouped.sum().to_numpy(), grouped.size().to_numpy(dtype=float)
+
+
 def summarise(df: pd.DataFrame, version: str, *, task: str | None, edges: list[float] | None = None,
               labels: pd.DataFrame | None = None) -> VersionSummary:
-    """One version's VersionSummary from its logged rows."""
+    """One version's VersionSummary from its logged rows; standard errors from
+    resampling requests (``sequential.py``)."""
     import numpy as np
+
+    from kubeloop.deploy.sequential import quantile_se, ratio_se
 
     rows = df[df["version"] == version]
     status = rows["status"].astype(str)
-    errors = status.map(_is_error)
-    rejections = (status != "ok") & ~errors
-    ok = rows[status == "ok"]
+    errors = status.map(_is_error).to_numpy(dtype=bool)
+    rejections = (status != OK).to_numpy() & ~errors
+    ok = rows[(status == OK).to_numpy()]
+    error_num, per_rows = _per_request(rows, errors)
+    reject_num, _ = _per_request(rows, rejections)
     # Latency is per request: every row of a request shares it.
     per_request = rows.groupby("request_id")["latency_ms"].max().dropna().to_numpy(dtype=float)
-    p50 = p95 = p99 = None
-    if per_request.size:
-        p50, p95, p99 = (float(x) for x in np.percentile(per_request, [50, 95, 99]))
+    quantiles: dict[str, tuple[float | None, float | None]] = {}
+    for name, q in (("p50", 0.50), ("p95", 0.95), ("p99", 0.99)):
+        if per_request.size:
+            quantiles[name] = (float(np.quantile(per_request, q)),
+                               quantile_se(per_request, q))
+        else:
+            quantiles[name] = (None, None)
 
     preds = ok["prediction"].dropna()
     if task == "regression":
@@ -204,23 +222,29 @@ def summarise(df: pd.DataFrame, version: str, *, task: str | None, edges: list[f
         labeled_rows = len(joined)
         if labeled_rows:
             metric_name, losses = row_losses(joined, task, proba)
-            metric = float(losses.mean())
-            metric_se = float(losses.std(ddof=1) / np.sqrt(len(losses))) if len(losses) > 1 else None
+            metric = float(np.mean(losses))
+            metric_se = ratio_se(*_per_request(joined, losses))
     return VersionSummary(
         version=version, rows=len(rows), errors=int(errors.sum()), rejections=int(rejections.sum()),
-        latency_p50_ms=p50, latency_p95_ms=p95, latency_p99_ms=p99, prediction_counts=counts,
+        latency_p50_ms=quantiles["p50"][0], latency_p95_ms=quantiles["p95"][0],
+        latency_p99_ms=quantiles["p99"][0], prediction_counts=counts,
         labeled_rows=labeled_rows, metric=metric, metric_se=metric_se,
         metric_name=metric_name or ("mae" if task == "regression" else "brier_score"),
+        requests=int(per_rows.size), error_rate_se=ratio_se(error_num, per_rows),
+        rejection_rate_se=ratio_se(reject_num, per_rows), latency_p50_se_ms=quantiles["p50"][1],
+        latency_p95_se_ms=quantiles["p95"][1], latency_p99_se_ms=quantiles["p99"][1],
     )
 
 
 def row_losses(joined: pd.DataFrame, task: str | None, proba: list[str]) -> tuple[str, Any]:
     """The metric's name and its value per labelled row (the metric is their mean).
 
-    Classification is judged by the Brier score of the logged probabilities:
-    accuracy cannot tell a model that always answers the majority class from a
-    useful one when one class is most of the traffic. Without probabilities in the
-    log, accuracy is what is left.
+    Classification is judged by the Brier score of the logged probabilities, as
+    ``components.evaluate`` defines it: for two classes the squared error of the
+    positive class's probability (half the sum over both classes), for more the
+    sum over classes. Accuracy cannot tell a model that always answers the
+    majority class from a useful one when one class is most of the traffic.
+    Without probabilities in the log, accuracy is what is left.
     """
     import numpy as np
     import pandas as pd
@@ -233,7 +257,9 @@ def row_losses(joined: pd.DataFrame, task: str | None, proba: list[str]) -> tupl
         probs = joined[proba].to_numpy(dtype=float)
         classes = np.array([str(c)[len("proba_"):] for c in proba])
         onehot = (labels[:, None] == classes[None, :]).astype(float)
-        return "brier_score", np.nansum((probs - onehot) ** 2, axis=1)
+        squared = np.nansum((probs - onehot) ** 2, axis=1)
+        # Binary: (p_pos - y)^2 equals (p_neg - (1 - y))^2, so either class gives it.
+        return "brier_score", squared / 2 if len(proba) == 2 else squared
     return "accuracy", (labels == joined["prediction"].astype(str).to_numpy()).astype(float)
 
 
@@ -253,7 +279,7 @@ def analyze_frame(df: pd.DataFrame, primary_version: str, canary_version: str, c
     task = _task(both) if len(both) else None
     edges = None
     if task == "regression":
-        primary_preds = both[(both["version"] == primary_version) & (both["status"] == "ok")]["prediction"]
+        primary_preds = both[(both["version"] == primary_version) & (both["status"] == OK)]["prediction"]
         edges = regression_edges(primary_preds.dropna())
     p = summarise(both, primary_version, task=task, edges=edges, labels=labels)
     c = summarise(both, canary_version, task=task, edges=edges, labels=labels)

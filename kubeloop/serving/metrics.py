@@ -17,7 +17,7 @@ LATENCY_BUCKETS = (0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.
 PROBABILITY_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 
 REQUESTS = Counter(
-    "kubeloop_requests", "Prediction requests by outcome (ok or rejected)",
+    "kubeloop_requests", "Prediction requests by outcome (ok, rejected or failed)",
     ["model", "version", "role", "protocol", "outcome"],
 )
 REJECTIONS = Counter(

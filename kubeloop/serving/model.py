@@ -8,12 +8,18 @@ the rows with the compiled model (``fastpath``), answers predictions, class
 probabilities, the model name and version, and hands the rows to the prediction
 log and the shadow version, both on background threads.
 
-Errors map to status codes here and only here: a ``RequestRejected`` becomes a
-``Rejected`` (KServe's ``InvalidInput``: 400) whose JSON body lists every
-problem with its row and field; ``install`` adds the handler that writes that
-body, a 400 for bodies FastAPI refuses before the model sees them (KServe would
-answer 422), and a middleware that logs and counts requests KServe rejects
-before they reach the model (malformed JSON).
+Every request the predictor handles is logged with its outcome: ``ok``, the
+rejection reason, or ``failed``. Errors map to status codes here and only here:
+a ``RequestRejected`` becomes a ``Rejected`` (KServe's ``InvalidInput``: 400)
+whose JSON body lists every problem with its row and field; an exception while
+scoring becomes a ``Failed`` (KServe's ``InferenceError``: 500) naming the
+request id, logged with its traceback, and the server keeps serving. KServe's
+own handlers (``kserve/errors.py``, registered in ``kserve/protocol/rest/
+server.py``) would answer both, but without the request id and without the
+log row. ``install`` adds the handler that writes both bodies, a 400 for
+bodies FastAPI refuses before the model sees them (KServe would answer 422),
+and a middleware that logs and counts requests KServe refuses or fails before
+they reach the model (malformed JSON, model not ready).
 """
 
 from __future__ import annotations
@@ -27,14 +33,16 @@ from datetime import datetime, timezone
 from typing import Any
 
 import kserve
-from kserve.errors import InvalidInput
+from kserve.errors import InferenceError, InvalidInput
 
 from kubeloop.serving import metrics
 from kubeloop.serving.loader import LoadedVersion, load_version
 from kubeloop.serving.logs import Entry, PredictionLog
 from kubeloop.serving.schema import (
     DEFAULT_MAX_ROWS,
+    FAILED,
     INVALID_INPUT,
+    OK,
     Problem,
     RequestRejected,
     parse_v1,
@@ -67,6 +75,19 @@ class Rejected(InvalidInput):
             "version": version,
             "request_id": request_id,
         }
+
+
+class Failed(InferenceError):
+    """A 500: scoring raised. The body names the request id to find it in the log."""
+
+    status_code = 500
+
+    def __init__(self, exc: BaseException, *, model: str, version: str, request_id: str):
+        super().__init__(f"the model failed on this request ({type(exc).__name__})")
+        self.body = {"error": self.reason, "model": model, "version": version, "request_id": request_id}
+
+
+Rejected.status_code = 400
 
 
 def _request_id(headers: dict[str, str] | None, fallback: Any = None) -> str:
@@ -146,6 +167,7 @@ class KubeloopModel(kserve.Model):
         name, ver, role = self.name, v.version, self.role
         self._m_ok = {p: metrics.REQUESTS.labels(name, ver, role, p, "ok") for p in ("v1", "v2")}
         self._m_rejected = {p: metrics.REQUESTS.labels(name, ver, role, p, "rejected") for p in ("v1", "v2")}
+        self._m_failed = {p: metrics.REQUESTS.labels(name, ver, role, p, FAILED) for p in ("v1", "v2")}
         self._m_latency = {p: metrics.LATENCY.labels(name, ver, p) for p in ("v1", "v2")}
         self._m_rows = metrics.ROWS.labels(name, ver, role)
         self._m_labels = {str(c): metrics.PREDICTIONS.labels(name, ver, role, str(c)) for c in v.labels}
@@ -201,23 +223,30 @@ class KubeloopModel(kserve.Model):
             self._reject(exc, request_id, when, protocol, rows if exc.rows is None else exc.rows, t0)
             raise Rejected(exc, model=self.name, version=version.version, request_id=request_id) from None
 
-        index, proba = version.compiled.predict(checked.rows)
+        try:
+            index, proba = version.compiled.predict(checked.rows)
+            if version.task == "classification":
+                predictions = [self._classes[i] for i in index]
+                names = [self._class_names[i] for i in index]
+            else:
+                predictions = [float(x) for x in index]
+            if len(predictions) != len(checked.rows):
+                raise ValueError(f"the model answered {len(predictions)} predictions for {len(checked.rows)} rows")
+            latency = time.perf_counter() - t0
+            # Answer first; everything below is bookkeeping that costs microseconds.
+            if v2:
+                response = self._v2_response(request_id, predictions, proba)
+            else:
+                response = {"predictions": predictions, "model": self.name, "version": version.version,
+                            "request_id": request_id}
+                if proba is not None:
+                    response["probabilities"] = [dict(zip(self._class_names, map(float, p), strict=True))
+                                                 for p in proba]
+        except Exception as exc:  # noqa: BLE001 - whatever scoring raises, it is this request's 500
+            log.exception("request %s failed in %s %s", request_id, self.name, version.version)
+            self._fail(request_id, when, protocol, rows, t0)
+            raise Failed(exc, model=self.name, version=version.version, request_id=request_id) from None
         n = len(checked.rows)
-        if version.task == "classification":
-            predictions = [self._classes[i] for i in index]
-            names = [self._class_names[i] for i in index]
-        else:
-            predictions = [float(x) for x in index]
-        latency = time.perf_counter() - t0
-
-        # Answer first; everything below is bookkeeping that costs microseconds.
-        if v2:
-            response = self._v2_response(request_id, predictions, proba)
-        else:
-            response = {"predictions": predictions, "model": self.name, "version": version.version,
-                        "request_id": request_id}
-            if proba is not None:
-                response["probabilities"] = [dict(zip(self._class_names, map(float, p), strict=True)) for p in proba]
         self._m_ok[protocol].inc()
         self._m_latency[protocol].observe(latency)
         self._m_rows.inc(n)
@@ -232,7 +261,7 @@ class KubeloopModel(kserve.Model):
         for _, feature in checked.unseen:
             metrics.UNSEEN_CATEGORIES.labels(self.name, version.version, feature).inc()
         if self.plog is not None:
-            self.plog.record(Entry(request_id, when, version.version, self.role, rows, ["ok"] * n,
+            self.plog.record(Entry(request_id, when, version.version, self.role, rows, [OK] * n,
                                    latency * 1000, predictions, proba))
         if self.shadow is not None:
             self.shadow.submit(request_id, when, rows)
@@ -269,6 +298,21 @@ class KubeloopModel(kserve.Model):
         statuses = [reasons.get(i, "rejected_with_request") for i in range(len(rows))]
         self.plog.record(Entry(request_id, when, version.version, self.role, rows, statuses, latency))
 
+    def _fail(self, request_id: str, when: datetime, protocol: str, rows: list[Any] | None, t0: float) -> None:
+        version = self.version
+        assert version is not None
+        self._m_failed[protocol].inc()
+        if self.plog is None:
+            return
+        latency = (time.perf_counter() - t0) * 1000
+        rows = rows if isinstance(rows, list) and rows else None
+        self.plog.record(Entry(request_id, when, version.version, self.role, rows,
+                               [FAILED] * (len(rows) if rows else 1), latency))
+
+    def fail_unread(self, request_id: str, protocol: str) -> None:
+        """A request that got a 5xx before the model saw it (KServe's own handlers)."""
+        self._fail(request_id, datetime.now(timezone.utc), protocol, None, time.perf_counter())
+
     def reject_unread(self, request_id: str, protocol: str, reason: str) -> None:
         """A request KServe refused before the model saw it (its body was not JSON)."""
         self._reject(RequestRejected([Problem(reason, "refused before reaching the model")]), request_id,
@@ -304,8 +348,9 @@ def install(app: Any, model: KubeloopModel, *, max_body_bytes: int = DEFAULT_MAX
     def json_400(body: dict[str, Any]) -> Response:
         return Response(orjson.dumps(body), status_code=400, media_type="application/json")
 
-    async def rejected(_request: Any, exc: Rejected) -> Any:
-        return json_400(exc.body)
+    async def answered(_request: Any, exc: Rejected | Failed) -> Any:
+        # The one place a typed error becomes a status code (each class names its own).
+        return Response(orjson.dumps(exc.body), status_code=exc.status_code, media_type="application/json")
 
     async def unreadable(_request: Any, exc: RequestValidationError) -> Any:
         problems = []
@@ -320,7 +365,8 @@ def install(app: Any, model: KubeloopModel, *, max_body_bytes: int = DEFAULT_MAX
             return json_400({"error": f"invalid request: {exc.detail}"})
         return await http_exception_handler(request, exc)
 
-    app.add_exception_handler(Rejected, rejected)
+    app.add_exception_handler(Rejected, answered)
+    app.add_exception_handler(Failed, answered)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, unreadable)
     app.add_middleware(_Edge, model=model, max_body_bytes=max_body_bytes)
@@ -361,11 +407,19 @@ class _Edge:
 
         try:
             await self.app(scope, receive, capture)
+        except Exception:
+            # Starlette's outermost handler answers it 500; the log still gets the row.
+            if not state["handled"] and self.model.version is not None:
+                self.model.fail_unread(request_id, protocol)
+            raise
         finally:
             _request_state.reset(token)
-        if not state["handled"] and state["status"] is not None and 400 <= state["status"] < 500 \
-                and self.model.version is not None:
+        if state["handled"] or state["status"] is None or self.model.version is None:
+            return
+        if 400 <= state["status"] < 500:
             self.model.reject_unread(request_id, protocol, INVALID_INPUT)
+        elif state["status"] >= 500:
+            self.model.fail_unread(request_id, protocol)
 
     @staticmethod
     async def _refuse(send: Any, status: int, body: dict[str, Any]) -> None:

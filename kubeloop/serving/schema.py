@@ -47,6 +47,10 @@ MAX_TEXT_CHARS = 1024
 # Problems listed in one message; the rest are counted ("and 12 more").
 MAX_LISTED_PROBLEMS = 20
 
+# Outcomes in the prediction log's ``status`` column besides the rejection reasons:
+# answered, or failed inside the predictor (answered 500).
+OK = "ok"
+FAILED = "failed"
 # Reason codes, as they appear in the 400 body, the metrics and the prediction logs.
 MALFORMED_JSON = "malformed_json"
 INVALID_INPUT = "invalid_input"
