@@ -55,8 +55,10 @@ def test_dry_run_needs_no_cluster(registry, monkeypatch, tmp_path):
 
 
 def _logs(root, bad):
-    write_log_part(root, log_rows("v1", 300, seed=1), part=0)
-    write_log_part(root, log_rows("v2", 150, seed=2, error_every=6 if bad else 0), part=1)
+    # 600 clean rows are what it takes to show a failure rate under the 1% bound
+    # (the verdict's confidence sequence); the bad canary fails one request in six.
+    write_log_part(root, log_rows("v1", 600, seed=1), part=0)
+    write_log_part(root, log_rows("v2", 300, seed=2, error_every=6 if bad else 0), part=1)
 
 
 @pytest.mark.parametrize("bad,decision,shares", [(False, "promote", [10, 50]), (True, "rollback", [10])])

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from kubeloop.config import CanaryConfig, StorageConfig
+    from kubeloop.deploy.prometheus import RevisionTraffic
 
 BASE_COLUMNS = ["request_id", "row", "time", "model", "version", "role", "prediction", "latency_ms", "status"]
 # The status the predictor writes for a row it failed on (answered 500), as
@@ -263,9 +264,44 @@ def row_losses(joined: pd.DataFrame, task: str | None, proba: list[str]) -> tupl
     return "accuracy", (labels == joined["prediction"].astype(str).to_numpy()).astype(float)
 
 
+def with_queue_proxy(summary: VersionSummary, traffic: RevisionTraffic) -> VersionSummary:
+    """``summary`` with errors and latency as Knative's queue-proxy counted them: every
+    request routed to the revision, the ones the predictor never saw included."""
+    from dataclasses import replace
+
+    from kubeloop.deploy.prometheus import quantile_with_se
+
+    q = {name: quantile_with_se(traffic.buckets, share) for name, share in (("p50", 0.5), ("p95", 0.95),
+                                                                          ("p99", 0.99))}
+    return replace(summary, errors=traffic.failures, requests=traffic.requests, error_rate_se=None,
+                   latency_p50_ms=q["p50"][0], latency_p50_se_ms=q["p50"][1],
+                   latency_p95_ms=q["p95"][0], latency_p95_se_ms=q["p95"][1],
+                   latency_p99_ms=q["p99"][0], latency_p99_se_ms=q["p99"][1], source="prometheus")
+
+
+def revision_names(isvc: dict[str, Any] | None, primary: str, canary: str) -> dict[str, str] | None:
+    """Version -> Knative revision of a Serverless canary, from the InferenceService's
+    ``status.components.predictor`` (KServe's ComponentStatusSpec,
+    pkg/apis/serving/v1beta1/inference_service_status.go: ``latestCreatedRevision``
+    is the canary, ``previousRolledoutRevision`` the primary while a canary is out;
+    else the ``traffic`` entries, the canary's marked ``latestRevision``)."""
+    predictor = (((isvc or {}).get("status") or {}).get("components") or {}).get("predictor") or {}
+    latest, previous = predictor.get("latestCreatedRevision"), predictor.get("previousRolledoutRevision")
+    if latest and previous and latest != previous:
+        return {canary: latest, primary: previous}
+    traffic = [t for t in predictor.get("traffic") or [] if t.get("revisionName")]
+    new = [t["revisionName"] for t in traffic if t.get("latestRevision")]
+    old = [t["revisionName"] for t in traffic if not t.get("latestRevision")]
+    if len(new) == 1 and len(old) == 1:
+        return {canary: new[0], primary: old[0]}
+    return None
+
+
 def analyze_frame(df: pd.DataFrame, primary_version: str, canary_version: str, cfg: CanaryConfig,
-                  *, labels: pd.DataFrame | None = None, files: int = 0) -> Analysis:
-    """The verdict for logs already in a DataFrame."""
+                  *, labels: pd.DataFrame | None = None, files: int = 0,
+                  queue_proxy: dict[str, RevisionTraffic] | None = None) -> Analysis:
+    """The verdict for logs already in a DataFrame; ``queue_proxy`` (version ->
+    its revision's traffic from Prometheus) replaces errors and latency."""
     if primary_version == canary_version:
         raise UserError(f"primary and canary are the same version {primary_version}: nothing to compare")
     notes = []
@@ -283,16 +319,58 @@ def analyze_frame(df: pd.DataFrame, primary_version: str, canary_version: str, c
         edges = regression_edges(primary_preds.dropna())
     p = summarise(both, primary_version, task=task, edges=edges, labels=labels)
     c = summarise(both, canary_version, task=task, edges=edges, labels=labels)
+    if queue_proxy and primary_version in queue_proxy and canary_version in queue_proxy:
+        p = with_queue_proxy(p, queue_proxy[primary_version])
+        c = with_queue_proxy(c, queue_proxy[canary_version])
+        notes.append("errors and latency from Knative's queue-proxy metrics in Prometheus "
+                     f"({p.requests} and {c.requests} requests); rejections and the model metric from the logs")
+    else:
+        notes.append("errors and latency judged from the prediction logs alone: failures the predictor "
+                     "never saw (queue-proxy 502/503, timeouts) are not counted")
     return Analysis(decide(p, c, cfg), p, c, files, len(both), task, notes)
 
 
 def analyze(log_root: str, model: str, primary_version: str, canary_version: str, cfg: CanaryConfig, *,
             labels_uri: str | None = None, since: dt.datetime | None = None,
-            storage_cfg: StorageConfig | None = None) -> Analysis:
-    """Read ``model``'s prediction logs (and labels) and judge the canary."""
+            storage_cfg: StorageConfig | None = None, revisions: dict[str, str] | None = None,
+            now: dt.datetime | None = None) -> Analysis:
+    """Read ``model``'s prediction logs (and labels) and judge the canary. With
+    ``cfg.prometheus_url`` and the versions' Knative ``revisions``, errors and latency
+    come from the queue-proxy's metrics over ``since`` .. ``now``."""
     df, files = read_prediction_logs(log_root, model, since=since, storage_cfg=storage_cfg)
     labels = read_labels(labels_uri, storage_cfg) if labels_uri else None
-    result = analyze_frame(df, primary_version, canary_version, cfg, labels=labels, files=files)
+    pre: list[str] = []
+    queue_proxy = None
+    if cfg.prometheus_url:
+        queue_proxy, pre = _queue_proxy(cfg, primary_version, canary_version, since=since, now=now,
+                                        revisions=revisions)
+    result = analyze_frame(df, primary_version, canary_version, cfg, labels=labels, files=files,
+                           queue_proxy=queue_proxy)
+    result.notes[:0] = pre
     if files == 0:
         result.notes.append(f"no prediction logs under {log_root}/{model}/")
     return result
+
+
+# Without a recorded canary start, Prometheus is asked about the last hour.
+DEFAULT_WINDOW = dt.timedelta(hours=1)
+
+
+def _queue_proxy(cfg: CanaryConfig, primary: str, canary: str, *, since: dt.datetime | None,
+                 now: dt.datetime | None, revisions: dict[str, str] | None,
+                 ) -> tuple[dict[str, RevisionTraffic] | None, list[str]]:
+    from kubeloop.deploy.prometheus import revision_traffic
+
+    if not revisions or primary not in revisions or canary not in revisions:
+        return None, [f"canary.prometheus_url is set, but the Knative revisions of {primary} and {canary} are "
+                      "unknown (no InferenceService status read)"]
+    end = _utc(now or dt.datetime.now(dt.timezone.utc))
+    start = _utc(since) if since is not None else end - DEFAULT_WINDOW
+    notes = [] if since is not None else [f"no --since: Prometheus asked about the last {DEFAULT_WINDOW}"]
+    traffic = revision_traffic(cfg.prometheus_url, cfg.namespace, [revisions[primary], revisions[canary]],
+                               window_seconds=(end - start).total_seconds(), at=end.timestamp())
+    missing = [f"{v} ({revisions[v]})" for v in (primary, canary) if revisions[v] not in traffic]
+    if missing:
+        notes.append(f"Prometheus has no queue-proxy requests for {', '.join(missing)} in the window")
+        return None, notes
+    return {primary: traffic[revisions[primary]], canary: traffic[revisions[canary]]}, notes

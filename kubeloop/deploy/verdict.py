@@ -87,8 +87,13 @@ class VersionSummary:
     source: str = "logs"
 
     @property
+    def error_base(self) -> int:
+        """What ``errors`` are counted in: requests for Prometheus, logged rows else."""
+        return self.requests if self.source == "prometheus" else self.rows
+
+    @property
     def error_rate(self) -> float:
-        return self.errors / self.rows if self.rows else 0.0
+        return self.errors / self.error_base if self.error_base else 0.0
 
     @property
     def rejection_rate(self) -> float:
@@ -194,9 +199,12 @@ def _rate_check(name: str, canary: VersionSummary, primary: VersionSummary, boun
                 alpha: float) -> Check:
     kind = "error" if name.startswith("error") else "rejection"
     c, p = getattr(canary, f"{kind}_rate"), getattr(primary, f"{kind}_rate")
-    count = "errors" if kind == "error" else "rejections"
-    se = math.hypot(rate_se(getattr(canary, count), canary.rows, getattr(canary, f"{kind}_rate_se")),
-                    rate_se(getattr(primary, count), primary.rows, getattr(primary, f"{kind}_rate_se")))
+    def se_of(s: VersionSummary) -> float:
+        if kind == "error":
+            return rate_se(s.errors, s.error_base, s.error_rate_se)
+        return rate_se(s.rejections, s.rows, s.rejection_rate_se)
+
+    se = math.hypot(se_of(canary), se_of(primary))
     b = judge(c - p - bound - _EPS, se, bound, alpha)
     return _check(name, f"{name} {c:.2%} vs primary {p:.2%} (may be higher by at most {bound:.2%})",
                   b, c, p, p + bound)
