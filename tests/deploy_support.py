@@ -430,7 +430,8 @@ def write_log_part(root: Path, rows: list[dict[str, Any]], *, model: str = "chur
     schema = pa.schema(fields)
     table = pa.Table.from_pylist(rows, schema=schema)
     day = rows[0]["time"].strftime("%Y-%m-%d")
-    stamp = rows[0]["time"].strftime("%Y%m%dT%H%M%S")
+    # Named for when it was written, after its last row, as the predictor names parts.
+    stamp = max(r["time"] for r in rows).strftime("%Y%m%dT%H%M%S")
     path = root / model / f"date={day}" / f"part-{stamp}-{part:08x}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path)

@@ -168,3 +168,28 @@ def test_logs_and_labels_on_s3(tmp_path, s3_endpoint, bucket, monkeypatch):
                 labels_uri=f"s3://{bucket}/labels/")
     assert a.files == 4 and a.verdict.decision == "rollback"
     assert a.canary.labeled_rows > 0
+
+
+def test_parts_written_before_the_window_are_not_read(tmp_path):
+    traffic(tmp_path)
+    # Same day as the window, written a minute before it starts: it cannot hold a row
+    # of the window, so it is never fetched (were it read, this one would be an error).
+    early = tmp_path / "churn" / "date=2026-11-30" / "part-20261130T080000-0000dead.parquet"
+    early.write_bytes(b"not parquet")
+    since = DAY2 + dt.timedelta(minutes=1)
+    df, files = read_prediction_logs(str(tmp_path), "churn", since=since)
+    assert files == 2 and len(df) and (df["time"] >= since).all()
+    with pytest.raises(UserError, match="not a readable Parquet file"):
+        read_prediction_logs(str(tmp_path), "churn", since=DAY2 - dt.timedelta(seconds=1))
+
+
+def test_many_parts_are_read_whole(tmp_path):
+    """Parts fetched on several threads: every row of every part, none twice."""
+    rows = []
+    for i in range(12):
+        part = log_rows("v1", 20, seed=i, start=DAY2 + dt.timedelta(minutes=i))
+        rows += part
+        write_log_part(tmp_path, part, part=i)
+    df, files = read_prediction_logs(str(tmp_path), "churn")
+    assert files == 12 and len(df) == len(rows)
+    assert not df.duplicated(["request_id", "row"]).any()

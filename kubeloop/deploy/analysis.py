@@ -34,7 +34,7 @@ BASE_COLUMNS = ["request_id", "row", "time", "model", "version", "role", "predic
 # reason code). Failures it never sees come from Prometheus (``prometheus.py``).
 ERROR_STATUSES = {FAILED}
 REGRESSION_BINS = 10
-_PART = re.compile(r"date=(\d{4}-\d{2}-\d{2})/part-[^/]+\.parquet")
+_PART = re.compile(r"date=(\d{4}-\d{2}-\d{2})/part-(\d{8}T\d{6})-[^/]+\.parquet")
 
 
 @dataclass
@@ -69,49 +69,71 @@ def _utc(when: dt.datetime) -> dt.datetime:
 
 def log_files(log_root: str, model: str, *, since: dt.datetime | None = None,
               storage_cfg: StorageConfig | None = None) -> tuple[Any, list[str]]:
-    """The store and the keys of ``model``'s log parts, oldest day first; days
-    before ``since`` are skipped without being read."""
+    """The store and the keys of ``model``'s log parts, oldest first. With ``since``,
+    parts that cannot hold a row at or after it are skipped unread: days before it
+    (the ``date=`` partition), and parts written before it (a part is named for the
+    second it was written, after every row in it)."""
     from kubeloop.storage import open_store
 
     store = open_store(log_root, storage_cfg)
+    start = _utc(since) if since is not None else None
     keys = []
     for key in store.list(f"{model}/"):
         m = _PART.fullmatch(key[len(model) + 1:])
         if not m:
             continue
-        if since is not None and m.group(1) < _utc(since).date().isoformat():
-            continue
+        if start is not None:
+            if m.group(1) < start.date().isoformat():
+                continue
+            written = dt.datetime.strptime(m.group(2), "%Y%m%dT%H%M%S").replace(tzinfo=dt.timezone.utc)
+            if written + dt.timedelta(seconds=1) <= start:
+                continue
         keys.append(key)
     return store, sorted(keys)
 
 
-def read_prediction_logs(log_root: str, model: str, *, since: dt.datetime | None = None,
-                         storage_cfg: StorageConfig | None = None) -> tuple[pd.DataFrame, int]:
-    """Every logged row of ``model`` at or after ``since`` (all when None):
-    the contract's fixed columns plus ``proba_*``; feature columns are not read.
-    Returns the frame and the number of files read."""
-    import pandas as pd
+def _read_part(store: Any, key: str, since: dt.datetime | None) -> Any:
+    """One part's contract columns (and ``proba_*``), rows at or after ``since``, as Arrow."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    store, keys = log_files(log_root, model, since=since, storage_cfg=storage_cfg)
-    frames = []
-    for key in keys:
-        data = store.read_bytes(key)
-        try:
-            pf = pq.ParquetFile(io.BytesIO(data))
-        except Exception as exc:  # noqa: BLE001 - any unreadable part is the same problem
-            raise UserError(f"prediction log {store.uri_of(key)} is not a readable Parquet file: {exc}") from None
-        names = pf.schema_arrow.names
-        missing = [c for c in BASE_COLUMNS if c not in names]
-        if missing:
-            raise UserError(f"prediction log {store.uri_of(key)} lacks the columns {missing}")
-        cols = BASE_COLUMNS + [c for c in names if c.startswith("proba_")]
-        frames.append(pf.read(columns=cols).to_pandas())
-    if not frames:
-        return pd.DataFrame(columns=BASE_COLUMNS), 0
-    df = pd.concat(frames, ignore_index=True)
+    data = store.read_bytes(key)
+    try:
+        pf = pq.ParquetFile(io.BytesIO(data))
+    except Exception as exc:  # noqa: BLE001 - any unreadable part is the same problem
+        raise UserError(f"prediction log {store.uri_of(key)} is not a readable Parquet file: {exc}") from None
+    names = pf.schema_arrow.names
+    missing = [c for c in BASE_COLUMNS if c not in names]
+    if missing:
+        raise UserError(f"prediction log {store.uri_of(key)} lacks the columns {missing}")
+    table = pf.read(columns=BASE_COLUMNS + [c for c in names if c.startswith("proba_")])
     if since is not None:
-        df = df[df["time"] >= pd.Timestamp(_utc(since))].reset_index(drop=True)
+        table = table.filter(pc.greater_equal(table["time"], pa.scalar(_utc(since), table.schema.field("time").type)))
+    return table
+
+
+# Parts fetched at once: the bytes in flight stay a few parts' worth, whatever the window.
+READ_THREADS = 4
+
+
+def read_prediction_logs(log_root: str, model: str, *, since: dt.datetime | None = None,
+                         storage_cfg: StorageConfig | None = None) -> tuple[pd.DataFrame, int]:
+    """Every logged row of ``model`` at or after ``since`` (all when None): the
+    contract's fixed columns plus ``proba_*``; feature columns are not read. Parts
+    are fetched ``READ_THREADS`` at a time and cut to the window as they arrive.
+    Returns the frame and the number of files read."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pandas as pd
+    import pyarrow as pa
+
+    store, keys = log_files(log_root, model, since=since, storage_cfg=storage_cfg)
+    if not keys:
+        return pd.DataFrame(columns=BASE_COLUMNS), 0
+    with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(keys))) as pool:
+        tables = list(pool.map(lambda key: _read_part(store, key, since), keys))
+    df = pa.concat_tables(tables, promote_options="default").to_pandas()
     return df, len(keys)
 
 
