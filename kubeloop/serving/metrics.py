@@ -56,6 +56,10 @@ SHADOW_DROPPED = Counter(
     "kubeloop_shadow_requests_dropped", "Requests not shadow-scored because the shadow queue was full",
     ["model"],
 )
+SHADOW_LOAD_FAILURES = Counter(
+    "kubeloop_shadow_load_failures", "Shadow versions that could not be loaded (the primary serves alone)",
+    ["model"],
+)
 MODEL_INFO = Gauge(
     "kubeloop_model_info", "The versions this predictor serves (1 per version and role)",
     ["model", "version", "role", "head"],

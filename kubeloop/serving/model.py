@@ -142,14 +142,7 @@ class KubeloopModel(kserve.Model):
             self.plog = PredictionLog(self.log_uri, self.name, features, v.task, labels,
                                       storage_cfg=self.storage_cfg, **self.log_options)
         if self.shadow_uri:
-            sv = load_version(self.shadow_uri, name=self.name, storage_cfg=self.storage_cfg, max_rows=self.max_rows)
-            slog = None
-            if self.log_uri:
-                slog = PredictionLog(self.log_uri, self.name, list(sv.schema.features), sv.task,
-                                     [str(c) for c in sv.labels], storage_cfg=self.storage_cfg,
-                                     **self.log_options)
-            self.shadow = Shadow(sv, self.name, slog)
-            metrics.MODEL_INFO.labels(self.name, sv.version, "shadow", sv.compiled.head_kind).set(1)
+            self._load_shadow()
         metrics.MODEL_INFO.labels(self.name, v.version, self.role, v.compiled.head_kind).set(1)
         self._bind_metrics()
         if v.compiled.fallback_reason:
@@ -160,6 +153,24 @@ class KubeloopModel(kserve.Model):
                  f"; prediction log {self.log_uri}" if self.log_uri else "")
         self.ready = True
         return True
+
+    def _load_shadow(self) -> None:
+        """Load the shadow version; one that cannot be loaded is logged and counted, and
+        the primary serves without it (a shadow answers nobody)."""
+        try:
+            sv = load_version(self.shadow_uri, name=self.name, storage_cfg=self.storage_cfg, max_rows=self.max_rows)
+            slog = None
+            if self.log_uri:
+                slog = PredictionLog(self.log_uri, self.name, list(sv.schema.features), sv.task,
+                                     [str(c) for c in sv.labels], storage_cfg=self.storage_cfg,
+                                     **self.log_options)
+            self.shadow = Shadow(sv, self.name, slog)
+            metrics.MODEL_INFO.labels(self.name, sv.version, "shadow", sv.compiled.head_kind).set(1)
+        except Exception as exc:  # noqa: BLE001 - no shadow problem may stop the primary
+            self.shadow = None
+            metrics.SHADOW_LOAD_FAILURES.labels(self.name).inc()
+            log.error("%s: the shadow %s cannot be loaded (%s: %s); serving without a shadow",
+                      self.name, self.shadow_uri, type(exc).__name__, exc)
 
     def _bind_metrics(self) -> None:
         v = self.version
