@@ -4,15 +4,17 @@ model cannot take."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import tempfile
+import threading
 
 import pytest
 from serving_support import register, rows_of, trained
 
 from kubeloop.registry import Registry
-from kubeloop.serving.model import KubeloopModel, Rejected
+from kubeloop.serving.model import INLINE_ROWS, KubeloopModel, Rejected
 
 MODEL = "churn"
 
@@ -36,13 +38,13 @@ def test_a_row_exactly_as_in_the_training_file_is_scored(registry):
     extra = [c for c in model.test.columns if c not in model.features]
     assert {"customer_id", "churned"} <= set(extra)  # the id and the target
     rows = rows_of(model.test.head(5), list(model.test.columns))
-    answer = m.predict({"instances": rows}, {"x-request-id": "training-rows"})
-    expected = m.predict({"instances": rows_of(model.test.head(5), model.features)})
+    answer = m.score({"instances": rows}, {"x-request-id": "training-rows"})
+    expected = m.score({"instances": rows_of(model.test.head(5), model.features)})
     assert answer["predictions"] == expected["predictions"]
     assert answer["probabilities"] == expected["probabilities"]
     # A field that is in no training column is still refused, naming it.
     with pytest.raises(Rejected) as info:
-        m.predict({"instances": [{**rows[0], "custmer_id": "x"}]})
+        m.score({"instances": [{**rows[0], "custmer_id": "x"}]})
     assert [(p["field"], p["reason"]) for p in info.value.body["problems"]] == [("custmer_id", "unknown_field")]
 
 
@@ -52,7 +54,7 @@ def test_values_beyond_float32_are_a_400(registry):
     numeric = next(f.name for f in m.version.schema.features if f.kind == "numeric")
     row = {**rows_of(model.test.head(1), model.features)[0], numeric: 1e39}
     with pytest.raises(Rejected) as info:
-        m.predict({"instances": [row]})
+        m.score({"instances": [row]})
     assert Rejected.status_code == 400
     assert info.value.body["problems"][0]["reason"] == "out_of_range"
     assert "float32" in info.value.body["problems"][0]["message"]
@@ -68,7 +70,7 @@ def test_a_shadow_that_cannot_load_never_takes_the_primary_down(registry, tmp_pa
     assert m.ready and m.shadow is None
     assert any("shadow" in r.getMessage() and "cannot be loaded" in r.getMessage() for r in caplog.records)
     model = trained("linear", "classification")
-    assert m.predict({"instances": rows_of(model.test.head(2), model.features)})["predictions"]
+    assert m.score({"instances": rows_of(model.test.head(2), model.features)})["predictions"]
     m.close()
 
 
@@ -78,3 +80,28 @@ def test_the_model_is_hashed_where_it_lies(registry, monkeypatch, tmp_path):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-dir"))
     m = _model(registry)
     assert m.version is not None and m.version.version == "v1"
+
+
+def test_large_requests_are_scored_off_the_event_loop(registry):
+    """A big batch on the scoring threads, a small one in place: the loop stays free to
+    answer other requests (and health checks) while a large batch is scored."""
+    model = trained("linear", "classification")
+    m = _model(registry)
+    threads = []
+    scorer = m.version.compiled.predict
+
+    def recording(rows):
+        threads.append(threading.get_ident())
+        return scorer(rows)
+
+    m.version.compiled.predict = recording
+
+    async def both():
+        loop_thread = threading.get_ident()
+        small = await m.predict({"instances": rows_of(model.test.head(2), model.features)})
+        big = await m.predict({"instances": rows_of(model.test.head(INLINE_ROWS + 1), model.features)})
+        return loop_thread, small, big
+
+    loop_thread, small, big = asyncio.run(both())
+    assert threads[0] == loop_thread and threads[1] != loop_thread
+    assert len(small["predictions"]) == 2 and len(big["predictions"]) == INLINE_ROWS + 1

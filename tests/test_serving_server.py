@@ -285,6 +285,31 @@ def test_fuzz_bad_requests_all_get_400_and_the_server_stays_healthy(setup):
     assert status == 200
 
 
+def _chunked(setup, body: bytes, rid: str) -> tuple[int, Any]:
+    """POST ``body`` with Transfer-Encoding: chunked (no Content-Length) on its own connection."""
+    host, port = setup["server"].url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    setup["client"].sent.append(rid)
+    try:
+        pieces = (body[i:i + 8192] for i in range(0, len(body), 8192))
+        conn.request("POST", V1, body=pieces, encode_chunked=True,
+                     headers={"Content-Type": "application/json", "x-request-id": rid})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def test_the_body_limit_counts_the_bytes_read_chunked_included(setup):
+    rows = _rows(setup["model"], 1)
+    small = json.dumps({"instances": rows}).encode()
+    assert _chunked(setup, small, "chunked-small")[0] == 200
+    big = b'{"instances": ["' + b"x" * (MAX_BODY + 10) + b'"]}'
+    status, body = _chunked(setup, big, "chunked-big")
+    assert status == 400 and f"more than {MAX_BODY} bytes" in body["error"]
+    assert setup["client"].post(V1, {"instances": rows})[0] == 200
+
+
 def test_prometheus_metrics(setup):
     status, text = get(setup["server"].url + "/metrics")
     assert status == 200

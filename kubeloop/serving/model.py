@@ -24,11 +24,15 @@ they reach the model (malformed JSON, model not ready).
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+import functools
 import logging
 import re
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
@@ -99,6 +103,33 @@ def _request_id(headers: dict[str, str] | None, fallback: Any = None) -> str:
 
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
+
+
+# Requests of up to this many rows are scored on the event loop (well under a
+# millisecond of model time); larger ones on the scoring threads.
+INLINE_ROWS = 64
+SCORING_THREADS = 2
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _scoring_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=SCORING_THREADS, thread_name_prefix="kubeloop-score")
+        return _pool
+
+
+def _rows_in(payload: Any) -> int:
+    """How many rows a decoded request claims, without checking it (0 if unclear)."""
+    if isinstance(payload, kserve.InferRequest):
+        shape = payload.inputs[0].shape if payload.inputs else None
+        return int(shape[0]) if shape and isinstance(shape[0], int) else 0
+    if isinstance(payload, dict):
+        rows = payload.get("instances", payload.get("inputs"))
+        return len(rows) if isinstance(rows, list) else 0
+    return 0
 
 
 class KubeloopModel(kserve.Model):
@@ -206,7 +237,19 @@ class KubeloopModel(kserve.Model):
 
     # -- requests ----------------------------------------------------------------------------
 
-    def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
+    async def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
+        """KServe's entry point (awaited on its event loop): small requests are scored
+        in place, large ones on a scoring thread so that one big batch does not stall
+        every other request's answer, health checks included."""
+        if _rows_in(payload) <= INLINE_ROWS:
+            return self.score(payload, headers)
+        loop = asyncio.get_running_loop()
+        # The request's context (the edge middleware's state) goes with it.
+        call = functools.partial(contextvars.copy_context().run, self.score, payload, headers)
+        return await loop.run_in_executor(_scoring_pool(), call)
+
+    def score(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
+        """Parse, check and score one decoded request; the answer, or Rejected / Failed."""
         t0 = time.perf_counter()
         state = _request_state.get()
         if state is not None:
@@ -385,7 +428,8 @@ def install(app: Any, model: KubeloopModel, *, max_body_bytes: int = DEFAULT_MAX
 
 class _Edge:
     """Pure ASGI middleware on the predict paths: refuses oversized bodies with a 400
-    before reading them, and logs and counts 400s that never reached the model."""
+    (announced, before reading them; or as soon as the bytes read pass the limit),
+    and logs and counts 4xx and 5xx answers that never reached the model."""
 
     def __init__(self, app: Any, model: KubeloopModel, max_body_bytes: int):
         self.app = app
@@ -408,6 +452,34 @@ class _Edge:
                                                     f"more than {self.max_body_bytes}; split the batch"})
             self.model.reject_unread(request_id, protocol, "too_many_rows")
             return
+        # Count the bytes actually read (a chunked body has no content-length, and a
+        # client may send more than it announced): at most max_body_bytes are held.
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                await self._refuse(send, 400, {"error": f"invalid request: the body holds more than "
+                                                        f"{self.max_body_bytes} bytes; split the batch"})
+                self.model.reject_unread(request_id, protocol, "too_many_rows")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        chunks = []
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return body
+            return await receive()
+
         state: dict[str, Any] = {"handled": False, "status": None}
         token = _request_state.set(state)
 
@@ -417,7 +489,7 @@ class _Edge:
             await send(message)
 
         try:
-            await self.app(scope, receive, capture)
+            await self.app(scope, replay, capture)
         except Exception:
             # Starlette's outermost handler answers it 500; the log still gets the row.
             if not state["handled"] and self.model.version is not None:
