@@ -105,3 +105,22 @@ def test_large_requests_are_scored_off_the_event_loop(registry):
     loop_thread, small, big = asyncio.run(both())
     assert threads[0] == loop_thread and threads[1] != loop_thread
     assert len(small["predictions"]) == 2 and len(big["predictions"]) == INLINE_ROWS + 1
+
+
+def test_a_refused_request_holds_no_more_than_its_log_rows(registry, tmp_path):
+    """A 400 for a huge unknown field and over-long text: the queued log rows keep the
+    features only, so they fit a small byte-bounded queue and are written."""
+    from kubeloop.serving.logs import read_logs
+
+    model = trained("linear", "classification")
+    logs = tmp_path / "logs"
+    m = _model(registry, log_uri=str(logs), log_options={"max_queue_bytes": 20_000, "flush_seconds": 60})
+    row = rows_of(model.test.head(1), model.features)[0]
+    categorical = next(f.name for f in m.version.schema.features if f.kind == "categorical")
+    for i, bad in enumerate([{**row, "blob": "x" * 200_000}, {**row, categorical: "y" * 200_000}]):
+        with pytest.raises(Rejected):
+            m.score({"instances": [bad]}, {"x-request-id": f"refused-{i}"})
+    m.close()
+    logged = read_logs(logs, MODEL)
+    assert set(logged["request_id"]) == {"refused-0", "refused-1"}
+    assert set(logged["status"]) == {"unknown_field", "out_of_range"}

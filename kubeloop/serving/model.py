@@ -46,6 +46,7 @@ from kubeloop.serving.schema import (
     DEFAULT_MAX_ROWS,
     FAILED,
     INVALID_INPUT,
+    MAX_TEXT_CHARS,
     OK,
     Problem,
     RequestRejected,
@@ -99,6 +100,15 @@ def _request_id(headers: dict[str, str] | None, fallback: Any = None) -> str:
         if isinstance(candidate, str) and _REQUEST_ID.fullmatch(candidate):
             return candidate
     return uuid.uuid4().hex
+
+
+def _loggable(rows: list[Any], version: LoadedVersion) -> list[Any]:
+    """What the log keeps of a request's rows while they wait to be written: the
+    features only, text past what validation accepts dropped (its cell is null in the
+    log either way), so a refused or oversized request holds no more than its log rows."""
+    names = version.schema.names
+    return [{n: (None if isinstance(v, str) and len(v) > MAX_TEXT_CHARS else v)
+             for n, v in ((n, r.get(n)) for n in names)} if isinstance(r, dict) else None for r in rows]
 
 
 def _plain(value: Any) -> Any:
@@ -315,7 +325,8 @@ class KubeloopModel(kserve.Model):
         for _, feature in checked.unseen:
             metrics.UNSEEN_CATEGORIES.labels(self.name, version.version, feature).inc()
         if self.plog is not None:
-            self.plog.record(Entry(request_id, when, version.version, self.role, rows, [OK] * n,
+            self.plog.record(Entry(request_id, when, version.version, self.role, _loggable(rows, version),
+                                   [OK] * n,
                                    latency * 1000, predictions, proba))
         if self.shadow is not None:
             self.shadow.submit(request_id, when, rows)
@@ -350,7 +361,8 @@ class KubeloopModel(kserve.Model):
             return
         reasons = exc.row_reasons()
         statuses = [reasons.get(i, "rejected_with_request") for i in range(len(rows))]
-        self.plog.record(Entry(request_id, when, version.version, self.role, rows, statuses, latency))
+        self.plog.record(Entry(request_id, when, version.version, self.role, _loggable(rows, version), statuses,
+                               latency))
 
     def _fail(self, request_id: str, when: datetime, protocol: str, rows: list[Any] | None, t0: float) -> None:
         version = self.version
@@ -359,7 +371,7 @@ class KubeloopModel(kserve.Model):
         if self.plog is None:
             return
         latency = (time.perf_counter() - t0) * 1000
-        rows = rows if isinstance(rows, list) and rows else None
+        rows = _loggable(rows, version) if isinstance(rows, list) and rows else None
         self.plog.record(Entry(request_id, when, version.version, self.role, rows,
                                [FAILED] * (len(rows) if rows else 1), latency))
 
