@@ -163,6 +163,81 @@ def test_v2_over_grpc(setup):
     assert f"field '{model.features[0]}'" in info.value.details()
 
 
+def _binary_columns(model, frame):
+    """Each feature as a binary tensor: FP64 little-endian for numbers, else BYTES
+    (a 4-byte little-endian length before each UTF-8 value), as the KServe v2
+    binary data extension and gRPC's raw_input_contents carry them."""
+    import struct
+
+    rows = rows_of(frame, model.features)
+    kinds = {f: model.schema["columns"][f]["kind"] for f in model.features}
+    out = []
+    for f in model.features:
+        values = [r[f] for r in rows]
+        if kinds[f] == "numeric":
+            out.append((f, "FP64", np.asarray(values, dtype="<f8").tobytes()))
+        else:
+            out.append((f, "BYTES", b"".join(struct.pack("<I", len(str(v).encode())) + str(v).encode()
+                                              for v in values)))
+    return out
+
+
+def test_v2_binary_tensors_over_rest(setup):
+    model, client = setup["model"], setup["client"]
+    frame = model.test[model.features].dropna().head(4)
+    columns = _binary_columns(model, frame)
+    header = json.dumps({"inputs": [{"name": n, "shape": [len(frame)], "datatype": d,
+                                     "parameters": {"binary_data_size": len(raw)}} for n, d, raw in columns]}).encode()
+    body = header + b"".join(raw for _, _, raw in columns)
+    rid = uuid.uuid4().hex
+    client.sent.append(rid)
+    host, port = setup["server"].url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("POST", V2, body=body, headers={"Content-Type": "application/octet-stream",
+                                                      "Inference-Header-Content-Length": str(len(header)),
+                                                      "x-request-id": rid})
+        resp = conn.getresponse()
+        status, payload = resp.status, resp.read()
+    finally:
+        conn.close()
+    assert status == 200, payload[:500]
+    outputs = {o["name"]: o["data"] for o in json.loads(payload)["outputs"]}
+    assert outputs["prediction"] == list(model.pipeline.predict(frame))
+    np.testing.assert_allclose(outputs["proba_yes"], model.pipeline.predict_proba(frame)[:, 1], atol=1e-6)
+
+
+def test_v2_raw_input_contents_over_grpc(setup):
+    import asyncio
+
+    from kserve import InferenceGRPCClient, InferInput, InferRequest
+
+    model, client = setup["model"], setup["client"]
+    frame = model.test[model.features].dropna().head(3)
+    inputs = []
+    for name, datatype, raw in _binary_columns(model, frame):
+        i = InferInput(name, [len(frame)], datatype)
+        i._raw_data = raw  # what InferInput.set_data_from_numpy(..., binary_data=True) sets
+        inputs.append(i)
+
+    async def call():
+        grpc_client = InferenceGRPCClient(f"127.0.0.1:{setup['grpc_port']}", timeout=10, retries=2)
+        rid = uuid.uuid4().hex
+        client.sent.append(rid)
+        try:
+            return await grpc_client.infer(InferRequest(model_name=MODEL, infer_inputs=inputs, request_id=rid),
+                                           headers=(("x-request-id", rid),))
+        finally:
+            await grpc_client._channel.close()
+
+    response = asyncio.run(call())
+    outputs = {o.name: (o.as_numpy() if o.data is None else o.data) for o in response.outputs}
+    labels = [p.decode() if isinstance(p, bytes) else p for p in list(outputs["prediction"])]
+    assert labels == list(model.pipeline.predict(frame))
+    np.testing.assert_allclose(np.asarray(outputs["proba_yes"], dtype=float),
+                               model.pipeline.predict_proba(frame)[:, 1], atol=1e-6)
+
+
 def test_health_and_model_metadata(setup):
     url = setup["server"].url
     assert get(url + "/v2/health/ready")[0] == 200

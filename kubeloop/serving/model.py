@@ -102,6 +102,18 @@ def _request_id(headers: dict[str, str] | None, fallback: Any = None) -> str:
     return uuid.uuid4().hex
 
 
+def _v2_columns(payload: kserve.InferRequest) -> list[tuple[Any, Any, Any, Any]]:
+    """(name, shape, datatype, data) per input. Binary tensors (REST's binary data
+    extension, gRPC's ``raw_input_contents``) arrive as raw bytes that KServe keeps
+    beside the input; ``as_numpy`` decodes them (4-byte-length-prefixed BYTES, or the
+    datatype's little-endian array)."""
+    out = []
+    for i in payload.inputs:
+        data = i.as_numpy() if getattr(i, "_raw_data", None) is not None else i.data
+        out.append((i.name, i.shape, i.datatype, data))
+    return out
+
+
 def _loggable(rows: list[Any], version: LoadedVersion) -> list[Any]:
     """What the log keeps of a request's rows while they wait to be written: the
     features only, text past what validation accepts dropped (its cell is null in the
@@ -274,7 +286,7 @@ class KubeloopModel(kserve.Model):
         try:
             try:
                 if v2:
-                    rows = parse_v2([(i.name, i.shape, i.datatype, i.data) for i in payload.inputs], version.schema)
+                    rows = parse_v2(_v2_columns(payload), version.schema)
                 else:
                     rows = parse_v1(payload, version.schema)
                 checked = validate(rows, version.schema)
