@@ -124,13 +124,31 @@ def test_v2_named_inputs(setup):
     np.testing.assert_allclose(outputs["proba_yes"], model.pipeline.predict_proba(frame)[:, 1], atol=1e-6)
 
 
-def test_v2_over_grpc(setup):
+def _grpc_infer(setup, inputs):
+    """One gRPC ModelInfer call with its own request id (recorded as sent)."""
     import asyncio
 
-    import grpc
-    from kserve import InferenceGRPCClient, InferInput, InferRequest
+    from kserve import InferenceGRPCClient, InferRequest
 
-    model, client = setup["model"], setup["client"]
+    async def call():
+        grpc_client = InferenceGRPCClient(f"127.0.0.1:{setup['grpc_port']}", timeout=10, retries=2)
+        rid = uuid.uuid4().hex
+        setup["client"].sent.append(rid)
+        try:
+            return await grpc_client.infer(InferRequest(model_name=MODEL, infer_inputs=inputs, request_id=rid),
+                                           headers=(("x-request-id", rid),))
+        finally:
+            await grpc_client._channel.close()
+
+    return asyncio.run(call())
+
+
+def test_v2_over_grpc(setup):
+
+    import grpc
+    from kserve import InferInput
+
+    model = setup["model"]
     frame = model.test[model.features].dropna().head(3)
     rows = rows_of(frame, model.features)
     kinds = {f: model.schema["columns"][f]["kind"] for f in model.features}
@@ -141,24 +159,17 @@ def test_v2_over_grpc(setup):
             return InferInput(name, [len(rows)], "FP64", [float(v) for v in values])
         return InferInput(name, [len(rows)], "BYTES", [str(v).encode() for v in values])
 
-    async def call(inputs):
-        grpc_client = InferenceGRPCClient(f"127.0.0.1:{setup['grpc_port']}", timeout=10, retries=2)
-        rid = uuid.uuid4().hex
-        client.sent.append(rid)
-        try:
-            return await grpc_client.infer(InferRequest(model_name=MODEL, infer_inputs=inputs, request_id=rid),
-                                           headers=(("x-request-id", rid),))
-        finally:
-            await grpc_client._channel.close()
+    def call(inputs):
+        return _grpc_infer(setup, inputs)
 
-    response = asyncio.run(call([column(f) for f in model.features]))
+    response = call([column(f) for f in model.features])
     assert response.model_version == setup["v1"]
     outputs = {o.name: o.data for o in response.outputs}
     labels = [p.decode() if isinstance(p, bytes) else p for p in outputs["prediction"]]
     assert labels == list(model.pipeline.predict(frame))
     np.testing.assert_allclose(outputs["proba_yes"], model.pipeline.predict_proba(frame)[:, 1], atol=1e-6)
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        asyncio.run(call([column(f) for f in model.features[1:]]))
+        call([column(f) for f in model.features[1:]])
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert f"field '{model.features[0]}'" in info.value.details()
 
@@ -208,11 +219,10 @@ def test_v2_binary_tensors_over_rest(setup):
 
 
 def test_v2_raw_input_contents_over_grpc(setup):
-    import asyncio
 
-    from kserve import InferenceGRPCClient, InferInput, InferRequest
+    from kserve import InferInput
 
-    model, client = setup["model"], setup["client"]
+    model = setup["model"]
     frame = model.test[model.features].dropna().head(3)
     inputs = []
     for name, datatype, raw in _binary_columns(model, frame):
@@ -220,17 +230,7 @@ def test_v2_raw_input_contents_over_grpc(setup):
         i._raw_data = raw  # what InferInput.set_data_from_numpy(..., binary_data=True) sets
         inputs.append(i)
 
-    async def call():
-        grpc_client = InferenceGRPCClient(f"127.0.0.1:{setup['grpc_port']}", timeout=10, retries=2)
-        rid = uuid.uuid4().hex
-        client.sent.append(rid)
-        try:
-            return await grpc_client.infer(InferRequest(model_name=MODEL, infer_inputs=inputs, request_id=rid),
-                                           headers=(("x-request-id", rid),))
-        finally:
-            await grpc_client._channel.close()
-
-    response = asyncio.run(call())
+    response = _grpc_infer(setup, inputs)
     outputs = {o.name: (o.as_numpy() if o.data is None else o.data) for o in response.outputs}
     labels = [p.decode() if isinstance(p, bytes) else p for p in list(outputs["prediction"])]
     assert labels == list(model.pipeline.predict(frame))
