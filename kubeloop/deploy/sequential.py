@@ -143,26 +143,40 @@ def cluster_bootstrap(groups: list[np.ndarray], statistic: Callable[[list[np.nda
 def ratio_se(num: np.ndarray, den: np.ndarray, **kw: int) -> float | None:
     """Bootstrap standard error of ``sum(num) / sum(den)`` over requests (a rate or a
     mean loss per row, each request contributing its rows together)."""
+    num = np.asarray(num, dtype=float)
+    if num.size >= 2 and not num.any():
+        return 0.0  # every replicate is 0 (the verdict puts a floor under a rate's)
 
     def stat(g: list[np.ndarray]) -> np.ndarray:
         w, a, b = g
         total = w @ b
         return np.divide(w @ a, total, out=np.full(len(total), np.nan), where=total > 0)
 
-    return cluster_bootstrap([np.asarray(num, dtype=float), np.asarray(den, dtype=float)], stat, **kw)
+    return cluster_bootstrap([num, np.asarray(den, dtype=float)], stat, **kw)
 
 
-def quantile_se(per_request: np.ndarray, q: float, **kw: int) -> float | None:
-    """Bootstrap standard error of the ``q`` quantile of per-request values
-    (latency): each replicate is the quantile of the requests drawn, with repeats."""
+def quantile_se(per_request: np.ndarray, q: float) -> float | None:
+    """Standard error of the ``q`` quantile of per-request values (latency) under the
+    bootstrap that resamples requests, computed exactly instead of by drawing: in a
+    resample of the n requests, the number at or below the i-th smallest value is
+    Binomial(n, i/n), so the resample's quantile (inverted CDF) is the i-th value
+    with probability P(Binomial(n, i/n) >= k) - P(Binomial(n, (i-1)/n) >= k),
+    k = ceil(q n). Only the ranks within 10 standard deviations of k matter."""
+    from scipy.stats import binom
+
     x = np.sort(np.asarray(per_request, dtype=float))
-
-    def stat(g: list[np.ndarray]) -> np.ndarray:
-        w = g[0]
-        cum = np.cumsum(w, axis=1)
-        # The smallest value whose cumulative count reaches q of the draws (inverted CDF).
-        target = np.ceil(q * cum[:, -1:])
-        idx = (cum < target).sum(axis=1)
-        return x[np.minimum(idx, len(x) - 1)]
-
-    return cluster_bootstrap([x], stat, **kw)
+    n = x.size
+    if n < 2:
+        return None
+    k = max(1, math.ceil(q * n))
+    spread = 10 * math.sqrt(n * q * (1 - q)) + 2
+    ranks = np.arange(max(1, int(k - spread)), min(n, int(k + spread)) + 1)
+    at_most = binom.sf(k - 1, n, ranks / n)  # P(J <= i)
+    below = binom.sf(k - 1, n, (ranks - 1) / n)
+    p = np.clip(at_most - below, 0, None)
+    if p.sum() <= 0:
+        return None
+    p = p / p.sum()
+    values = x[ranks - 1]
+    mean = float(p @ values)
+    return float(math.sqrt(max(p @ (values - mean) ** 2, 0.0)))
