@@ -188,11 +188,15 @@ def test_histogram_quantile_interpolates_as_prometheus_does():
 
 def test_revision_names_from_kserve_status():
     status = {"status": {"components": {"predictor": {
-        "latestCreatedRevision": CANARY_REV, "previousRolledoutRevision": PRIMARY_REV,
+        "latestCreatedRevision": CANARY_REV, "latestRolledoutRevision": PRIMARY_REV,
+        "previousRolledoutRevision": "churn-predictor-00000",
         "traffic": [{"revisionName": CANARY_REV, "percent": 10, "latestRevision": True, "tag": "latest"},
                     {"revisionName": PRIMARY_REV, "percent": 90, "latestRevision": False, "tag": "prev"}]}}}}
     assert revision_names(status, "v1", "v2") == REVISIONS
-    del status["status"]["components"]["predictor"]["previousRolledoutRevision"]
+    del status["status"]["components"]["predictor"]["traffic"]
     assert revision_names(status, "v1", "v2") == REVISIONS
+    # Promoted: one revision at 100 %, no canary to tell apart.
+    status["status"]["components"]["predictor"]["latestRolledoutRevision"] = CANARY_REV
+    assert revision_names(status, "v1", "v2") is None
     assert revision_names({"status": {}}, "v1", "v2") is None
     assert revision_names(None, "v1", "v2") is None

@@ -304,18 +304,18 @@ def with_queue_proxy(summary: VersionSummary, traffic: RevisionTraffic) -> Versi
 def revision_names(isvc: dict[str, Any] | None, primary: str, canary: str) -> dict[str, str] | None:
     """Version -> Knative revision of a Serverless canary, from the InferenceService's
     ``status.components.predictor`` (KServe's ComponentStatusSpec,
-    pkg/apis/serving/v1beta1/inference_service_status.go: ``latestCreatedRevision``
-    is the canary, ``previousRolledoutRevision`` the primary while a canary is out;
-    else the ``traffic`` entries, the canary's marked ``latestRevision``)."""
+    pkg/apis/serving/v1beta1/inference_service_status.go): the ``traffic`` entries
+    (the canary's marked ``latestRevision``), else ``latestCreatedRevision`` (the
+    canary) beside ``latestRolledoutRevision`` (the last revision at 100 %)."""
     predictor = (((isvc or {}).get("status") or {}).get("components") or {}).get("predictor") or {}
-    latest, previous = predictor.get("latestCreatedRevision"), predictor.get("previousRolledoutRevision")
-    if latest and previous and latest != previous:
-        return {canary: latest, primary: previous}
     traffic = [t for t in predictor.get("traffic") or [] if t.get("revisionName")]
     new = [t["revisionName"] for t in traffic if t.get("latestRevision")]
     old = [t["revisionName"] for t in traffic if not t.get("latestRevision")]
     if len(new) == 1 and len(old) == 1:
         return {canary: new[0], primary: old[0]}
+    latest, rolled_out = predictor.get("latestCreatedRevision"), predictor.get("latestRolledoutRevision")
+    if latest and rolled_out and latest != rolled_out:
+        return {canary: latest, primary: rolled_out}
     return None
 
 
