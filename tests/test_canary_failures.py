@@ -55,7 +55,7 @@ def fleet(tmp_path_factory, request):
                           f"--model_dir={registry.model_uri(MODEL, v)}"], "env": env} for v in models}
     servers: dict = {}
     request.addfinalizer(lambda: stop_servers(servers, sig=signal.SIGKILL, timeout=10))
-    start_servers(specs, servers, timeout=60)
+    start_servers(specs, servers, timeout=180)
     clients = {v: Client(s.url) for v, s in servers.items()}
     pool = primary.test.reset_index(drop=True)
     features = primary.features
