@@ -49,6 +49,9 @@ def predictor_metadata(
             {"name": c, "kind": cols[c]["kind"], "categories": cols[c].get("categories")}
             for c in feature_columns(schema)
         ],
+        # The training file's other columns (target, id, constant, ...): a request may
+        # carry them, as a row of the training file does; the predictor ignores them.
+        "ignored_columns": [c for c in cols if c not in set(feature_columns(schema))],
         "sklearn_version": pickle_versions()["scikit-learn"],
         # Checked before unpickling: another version of these may load it differently.
         "packages": pickle_versions(),

@@ -269,7 +269,9 @@ class CanaryConfig(_Section):
     max_error_rate_increase: float = Field(0.01, ge=0, le=1)
     max_rejection_rate_increase: float = Field(0.02, ge=0, le=1)
     # Latency: the canary's percentile may be at most ratio x the primary's, but a
-    # difference under latency_slack_ms always passes (noise on fast models).
+    # difference under latency_slack_ms always passes (noise on fast models). Each
+    # is judged on its interval (requests resampled), once both versions have
+    # 10 requests beyond it (200 for p95, 1000 for p99).
     max_latency_p50_ratio: float = Field(1.5, ge=1)
     max_latency_p95_ratio: float = Field(1.5, ge=1)
     max_latency_p99_ratio: float = Field(2.0, ge=1)
@@ -279,8 +281,18 @@ class CanaryConfig(_Section):
     max_psi: float = Field(0.25, gt=0)
     # Labelled rows each version needs before the model metric is compared.
     min_labeled_rows: int = Field(100, ge=1)
-    # How much worse (absolute, accuracy or MAE) the canary may be on labelled rows.
+    # How much worse the canary may be on labelled rows: absolute, in the metric's
+    # units (Brier score, accuracy or MAE), plus a share of the primary's value
+    # (0.05: 5 % worse than the primary's MAE); the two add up.
     max_metric_degradation: float = Field(0.02, ge=0)
+    max_metric_degradation_ratio: float = Field(0.0, ge=0, lt=1)
+    # Chance that a canary exactly at a bound passes it, over every look at the same
+    # canary together (confidence sequences, kubeloop/deploy/sequential.py).
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    # Prometheus HTTP API (http://prometheus:9090): request counts by response class
+    # and latency histograms per revision from Knative's queue-proxy, which sees the
+    # failures the predictor never does (502/503, timeouts). Unset: logs alone.
+    prometheus_url: str | None = None
     # Hold until labels arrive instead of promoting on operational signals alone.
     require_labels: bool = False
 

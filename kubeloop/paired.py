@@ -278,7 +278,7 @@ def _check(task: str, y: Any, a: Any, b: Any) -> tuple[np.ndarray, ...]:
     return tuple(arrays)
 
 
-def _resample_counts(rng: np.random.Generator, replicates: int, n: int) -> np.ndarray:
+def resample_counts(rng: np.random.Generator, replicates: int, n: int) -> np.ndarray:
     """Multinomial bootstrap counts (replicates, n): each row of draws, counted."""
     draws = rng.integers(0, n, size=(replicates, n)) + (np.arange(replicates) * n)[:, None]
     return (
@@ -403,9 +403,9 @@ def paired_bootstrap(
         while done < n_bootstrap:
             size = min(block, n_bootstrap - done)
             if gidx is None:
-                W = _resample_counts(rng, size, m_rows)
+                W = resample_counts(rng, size, m_rows)
             else:  # whole groups: each row weighs as often as its group was drawn
-                W = np.take(_resample_counts(rng, size, m_groups), gidx, axis=1)
+                W = np.take(resample_counts(rng, size, m_groups), gidx, axis=1)
             ra, rb = sa.metrics(W, names), sb.metrics(W, names)
             for m in names:
                 sign = 1.0 if higher_is_better(m) else -1.0

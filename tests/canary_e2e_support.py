@@ -6,7 +6,9 @@ Models come from kubeloop's own stage functions (as in ``serving_support``),
 fitted on a changed copy of the churn table: labels swapped ("yes" and "no"
 exchanged upstream, a model that predicts the opposite of the truth), labels
 shuffled (a model that has learnt nothing), or one feature left out (a version
-whose request schema no longer accepts what clients send).
+whose request schema no longer accepts what clients send), or wrapped so that
+its head raises on a share of the rows it scores (a version that fails in
+production: ``failing``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +85,44 @@ def variant(family: str, *, rows: int, seed: int = 0, labels: str = "true", drop
     meta = predictor_metadata(schema, model_name=MODEL, sha256=sha256_file(model_path))
     return Trained(family, "classification", pipeline, schema, splits.test.reset_index(drop=True),
                    model_path, meta)
+
+
+class FailsOnSomeRows:
+    """A classifier head that raises on a share of the rows it scores, decided by a
+    checksum of each row's features (the same row always fails, in any process), and
+    otherwise answers as the head it wraps. Pickled by reference to this module: a
+    server process needs this directory on its PYTHONPATH."""
+
+    def __init__(self, head: Any, share: float):
+        self.head, self.share = head, share
+        self.classes_ = head.classes_
+
+    def _fails(self, x: Any) -> bool:
+        values = np.round(np.asarray(x, dtype=np.float64), 6)
+        return any(zlib.crc32(row.tobytes()) % 1000 < self.share * 1000 for row in values)
+
+    def predict_proba(self, x: Any) -> Any:
+        if self._fails(x):
+            raise RuntimeError("the model cannot score this row")
+        return self.head.predict_proba(x)
+
+    def predict(self, x: Any) -> Any:
+        return self.classes_[self.predict_proba(x).argmax(axis=1)]
+
+
+def failing(base: Trained, share: float) -> Trained:
+    """``base`` with its head wrapped in ``FailsOnSomeRows(share)``: stored and hashed
+    like any trained model, so the registry and the predictor load it normally."""
+    import copy
+
+    root = _workdir() / f"failing-{base.family}-{share:g}-{id(base)}"
+    (root / "model").mkdir(parents=True, exist_ok=True)
+    pipeline = copy.deepcopy(base.pipeline)
+    pipeline.steps[-1] = ("model", FailsOnSomeRows(pipeline.steps[-1][1], share))
+    model_path = root / "model" / "model.joblib"
+    joblib.dump(pipeline, model_path)
+    meta = dict(base.metadata, sha256=sha256_file(model_path))
+    return Trained(base.family, base.task, pipeline, base.schema, base.test, model_path, meta)
 
 
 # --------------------------------------------------------------------------- servers

@@ -653,7 +653,8 @@ def log_rows(version: str, requests: int, *, seed: int, model: str = "churn", ro
              yes_share: float = 0.2, latency_ms: float = 8.0, error_every: int = 0, reject_every: int = 0,
              start: Any = None, task: str = "classification") -> list[dict[str, Any]]:
     """Rows as the predictor logs them: two rows per request, one request in
-    ``reject_every`` refused whole (row -1), one row in ``error_every`` failed."""
+    ``reject_every`` refused whole (row -1), one in ``error_every`` failed whole
+    (the predictor scores a request at once: its rows fail together, status "failed")."""
     import datetime as dt
 
     import numpy as np
@@ -673,7 +674,7 @@ def log_rows(version: str, requests: int, *, seed: int, model: str = "churn", ro
             continue
         for row in range(2):
             n += 1
-            failed = bool(error_every) and n % error_every == 0
+            failed = bool(error_every) and r % error_every == 0
             if task == "classification":
                 yes = float(rng.random() < yes_share)
                 p_yes = float(np.clip(0.8 * yes + 0.1 + rng.normal(0, 0.05), 0, 1))
@@ -684,7 +685,7 @@ def log_rows(version: str, requests: int, *, seed: int, model: str = "churn", ro
                 probas = {}
             out.append(dict(request_id=rid, row=row, time=t, model=model, version=version, role=role,
                             tenure=float(rng.integers(1, 72)), plan=str(rng.choice(["basic", "pro"])),
-                            prediction=pred, **probas, latency_ms=lat, status="error" if failed else "ok"))
+                            prediction=pred, **probas, latency_ms=lat, status="failed" if failed else "ok"))
     return out
 
 
@@ -705,7 +706,8 @@ def write_log_part(root: Path, rows: list[dict[str, Any]], *, model: str = "chur
     schema = pa.schema(fields)
     table = pa.Table.from_pylist(rows, schema=schema)
     day = rows[0]["time"].strftime("%Y-%m-%d")
-    stamp = rows[0]["time"].strftime("%Y%m%dT%H%M%S")
+    # Named for when it was written, after its last row, as the predictor names parts.
+    stamp = max(r["time"] for r in rows).strftime("%Y%m%dT%H%M%S")
     path = root / model / f"date={day}" / f"part-{stamp}-{part:08x}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path)

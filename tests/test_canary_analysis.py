@@ -43,7 +43,8 @@ def test_canary_that_errors_rolls_back(tmp_path):
     traffic(tmp_path, {"error_every": 10})
     a = analyze(str(tmp_path), "churn", "v1", "v2", CFG)
     assert a.verdict.decision == "rollback"
-    assert a.canary.errors == a.canary.rows // 10
+    # Whole requests fail: both rows of one request in ten (of the 100 on each day).
+    assert a.canary.errors == 2 * 2 * 10
     assert "error rate" in a.verdict.reason
 
 
@@ -57,8 +58,13 @@ def test_canary_that_rejects_valid_requests_rolls_back(tmp_path):
 def test_slow_canary_rolls_back_and_slightly_slower_promotes(tmp_path):
     traffic(tmp_path / "slow", {"latency_ms": 40.0})
     assert analyze(str(tmp_path / "slow"), "churn", "v1", "v2", CFG).verdict.decision == "rollback"
+    # 25 % slower against a 50 % bound: on 200 canary requests p95's interval still
+    # reaches the bound (hold); on 600 it is inside it (promote).
     traffic(tmp_path / "bit", {"latency_ms": 10.0})
     a = analyze(str(tmp_path / "bit"), "churn", "v1", "v2", CFG)
+    assert a.verdict.decision == "hold" and "latency p95" in a.verdict.reason
+    traffic(tmp_path / "more", {"latency_ms": 10.0}, primary_requests=1800, canary_requests=600)
+    a = analyze(str(tmp_path / "more"), "churn", "v1", "v2", CFG)
     assert a.verdict.decision == "promote" and "slower but within bounds" in a.verdict.reason
 
 
@@ -167,3 +173,28 @@ def test_logs_and_labels_on_s3(tmp_path, s3_endpoint, bucket, monkeypatch):
                 labels_uri=f"s3://{bucket}/labels/")
     assert a.files == 4 and a.verdict.decision == "rollback"
     assert a.canary.labeled_rows > 0
+
+
+def test_parts_written_before_the_window_are_not_read(tmp_path):
+    traffic(tmp_path)
+    # Same day as the window, written a minute before it starts: it cannot hold a row
+    # of the window, so it is never fetched (were it read, this one would be an error).
+    early = tmp_path / "churn" / "date=2026-11-30" / "part-20261130T080000-0000dead.parquet"
+    early.write_bytes(b"not parquet")
+    since = DAY2 + dt.timedelta(minutes=1)
+    df, files = read_prediction_logs(str(tmp_path), "churn", since=since)
+    assert files == 2 and len(df) and (df["time"] >= since).all()
+    with pytest.raises(UserError, match="not a readable Parquet file"):
+        read_prediction_logs(str(tmp_path), "churn", since=DAY2 - dt.timedelta(seconds=1))
+
+
+def test_many_parts_are_read_whole(tmp_path):
+    """Parts fetched on several threads: every row of every part, none twice."""
+    rows = []
+    for i in range(12):
+        part = log_rows("v1", 20, seed=i, start=DAY2 + dt.timedelta(minutes=i))
+        rows += part
+        write_log_part(tmp_path, part, part=i)
+    df, files = read_prediction_logs(str(tmp_path), "churn")
+    assert files == 12 and len(df) == len(rows)
+    assert not df.duplicated(["request_id", "row"]).any()

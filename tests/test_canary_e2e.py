@@ -78,7 +78,7 @@ ROWS_PER_REQUEST = 10
 CANARY_SHARE = 0.2
 DROPPED = "support_calls"
 CLI_TIMEOUT = 120
-SERVER_TIMEOUT = 60
+SERVER_TIMEOUT = 180  # five servers starting at once on two shared cores
 CONFIG = """\
 canary:
   latency_slack_ms: 50

@@ -55,9 +55,11 @@ def test_dry_run_needs_no_cluster(registry, monkeypatch, tmp_path):
 
 
 def _logs(root, bad):
+    # 600 clean rows are what it takes to show a failure rate under the 1% bound
+    # (the verdict's confidence sequence); the bad canary fails one request in six.
     start = from_now()
-    write_log_part(root, log_rows("v1", 300, seed=1, start=start), part=0)
-    write_log_part(root, log_rows("v2", 150, seed=2, error_every=6 if bad else 0, start=start), part=1)
+    write_log_part(root, log_rows("v1", 600, seed=1, start=start), part=0)
+    write_log_part(root, log_rows("v2", 300, seed=2, error_every=6 if bad else 0, start=start), part=1)
 
 
 @pytest.mark.parametrize("bad,decision,shares", [(False, "promote", [10, 50]), (True, "rollback", [10])])

@@ -89,6 +89,22 @@ def test_a_full_queue_drops_and_counts(tmp_path):
     assert set(read_logs(tmp_path, "full")["request_id"]) == {"req-0", "req-1"}
 
 
+def test_the_queue_is_bounded_in_bytes_too(tmp_path):
+    """Rows of long text weigh more than their count: the byte bound drops them."""
+    before = _metric("kubeloop_log_rows_dropped_total", {"model": "heavy", "reason": "queue_full"})
+    log = _log(tmp_path, "heavy", max_queue_rows=1000, max_queue_bytes=10_000, flush_seconds=60,
+               max_file_rows=1000)
+    heavy = Entry("heavy-0", datetime.now(timezone.utc), "v3", "primary", [{**ROW, "plan": "x" * 6000}], ["ok"],
+                  1.0, ["yes"], np.array([[0.25, 0.75]]))
+    assert log.record(heavy) and heavy.size_bytes() > 6000
+    assert not log.record(Entry("heavy-1", heavy.time, "v3", "primary", heavy.rows, ["ok"], 1.0, ["yes"],
+                                heavy.proba))
+    assert log.record(_entry(2))  # light rows still fit
+    assert _metric("kubeloop_log_rows_dropped_total", {"model": "heavy", "reason": "queue_full"}) - before == 1
+    log.close()
+    assert set(read_logs(tmp_path, "heavy")["request_id"]) == {"heavy-0", "req-2"}
+
+
 def test_storage_failure_is_counted_not_raised(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file where the log directory should be")

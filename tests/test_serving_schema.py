@@ -241,3 +241,31 @@ def test_parse_json():
     assert parse_json(b"[1]") == [1]
     problems, _ = _problems(parse_json, b"\xff\xfe")
     assert problems == [(None, None, "malformed_json")]
+
+
+# --- training columns the model does not use; the float32 head ----------------------------
+
+WITH_IGNORED = RequestSchema.from_metadata({**META, "ignored_columns": ["customer_id", "churned", "country"]})
+
+
+def test_training_columns_the_model_does_not_use_are_accepted_and_ignored():
+    row = {**GOOD, "customer_id": "C-0042", "churned": "yes", "country": "NL"}
+    checked = validate([row], WITH_IGNORED)
+    assert checked.rows == validate([GOOD], WITH_IGNORED).rows
+    rows = parse_v2([{"name": "customer_id", "shape": [1], "datatype": "BYTES", "data": ["C-1"]}]
+                    + [{"name": k, "shape": [1], "datatype": "BYTES" if isinstance(v, str) else
+                        ("BOOL" if isinstance(v, bool) else "FP64"), "data": [v]} for k, v in GOOD.items()],
+                    WITH_IGNORED)
+    assert validate(rows, WITH_IGNORED).rows == checked.rows
+    # Without the list (older kubeloop.json), or for a name not in it: still refused.
+    problems, _ = _problems(validate, [row], SCHEMA)
+    assert {p[1] for p in problems} == {"customer_id", "churned", "country"}
+    problems, _ = _problems(validate, [{**GOOD, "custmer_id": 1}], WITH_IGNORED)
+    assert problems == [(0, "custmer_id", "unknown_field")]
+
+
+@pytest.mark.parametrize("value", [3.5e38, -1e39, 1e300])
+def test_values_beyond_float32_are_out_of_range(value):
+    problems, message = _problems(validate, [{**GOOD, "age": value}], SCHEMA)
+    assert problems == [(0, "age", "out_of_range")] and "float32" in message
+    assert validate([{**GOOD, "age": 3.4e38}], SCHEMA).rows[0][0] == 3.4e38

@@ -124,13 +124,31 @@ def test_v2_named_inputs(setup):
     np.testing.assert_allclose(outputs["proba_yes"], model.pipeline.predict_proba(frame)[:, 1], atol=1e-6)
 
 
-def test_v2_over_grpc(setup):
+def _grpc_infer(setup, inputs):
+    """One gRPC ModelInfer call with its own request id (recorded as sent)."""
     import asyncio
 
-    import grpc
-    from kserve import InferenceGRPCClient, InferInput, InferRequest
+    from kserve import InferenceGRPCClient, InferRequest
 
-    model, client = setup["model"], setup["client"]
+    async def call():
+        grpc_client = InferenceGRPCClient(f"127.0.0.1:{setup['grpc_port']}", timeout=10, retries=2)
+        rid = uuid.uuid4().hex
+        setup["client"].sent.append(rid)
+        try:
+            return await grpc_client.infer(InferRequest(model_name=MODEL, infer_inputs=inputs, request_id=rid),
+                                           headers=(("x-request-id", rid),))
+        finally:
+            await grpc_client._channel.close()
+
+    return asyncio.run(call())
+
+
+def test_v2_over_grpc(setup):
+
+    import grpc
+    from kserve import InferInput
+
+    model = setup["model"]
     frame = model.test[model.features].dropna().head(3)
     rows = rows_of(frame, model.features)
     kinds = {f: model.schema["columns"][f]["kind"] for f in model.features}
@@ -141,26 +159,83 @@ def test_v2_over_grpc(setup):
             return InferInput(name, [len(rows)], "FP64", [float(v) for v in values])
         return InferInput(name, [len(rows)], "BYTES", [str(v).encode() for v in values])
 
-    async def call(inputs):
-        grpc_client = InferenceGRPCClient(f"127.0.0.1:{setup['grpc_port']}", timeout=10, retries=2)
-        rid = uuid.uuid4().hex
-        client.sent.append(rid)
-        try:
-            return await grpc_client.infer(InferRequest(model_name=MODEL, infer_inputs=inputs, request_id=rid),
-                                           headers=(("x-request-id", rid),))
-        finally:
-            await grpc_client._channel.close()
+    def call(inputs):
+        return _grpc_infer(setup, inputs)
 
-    response = asyncio.run(call([column(f) for f in model.features]))
+    response = call([column(f) for f in model.features])
     assert response.model_version == setup["v1"]
     outputs = {o.name: o.data for o in response.outputs}
     labels = [p.decode() if isinstance(p, bytes) else p for p in outputs["prediction"]]
     assert labels == list(model.pipeline.predict(frame))
     np.testing.assert_allclose(outputs["proba_yes"], model.pipeline.predict_proba(frame)[:, 1], atol=1e-6)
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        asyncio.run(call([column(f) for f in model.features[1:]]))
+        call([column(f) for f in model.features[1:]])
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert f"field '{model.features[0]}'" in info.value.details()
+
+
+def _binary_columns(model, frame):
+    """Each feature as a binary tensor: FP64 little-endian for numbers, else BYTES
+    (a 4-byte little-endian length before each UTF-8 value), as the KServe v2
+    binary data extension and gRPC's raw_input_contents carry them."""
+    import struct
+
+    rows = rows_of(frame, model.features)
+    kinds = {f: model.schema["columns"][f]["kind"] for f in model.features}
+    out = []
+    for f in model.features:
+        values = [r[f] for r in rows]
+        if kinds[f] == "numeric":
+            out.append((f, "FP64", np.asarray(values, dtype="<f8").tobytes()))
+        else:
+            out.append((f, "BYTES", b"".join(struct.pack("<I", len(str(v).encode())) + str(v).encode()
+                                              for v in values)))
+    return out
+
+
+def test_v2_binary_tensors_over_rest(setup):
+    model, client = setup["model"], setup["client"]
+    frame = model.test[model.features].dropna().head(4)
+    columns = _binary_columns(model, frame)
+    header = json.dumps({"inputs": [{"name": n, "shape": [len(frame)], "datatype": d,
+                                     "parameters": {"binary_data_size": len(raw)}} for n, d, raw in columns]}).encode()
+    body = header + b"".join(raw for _, _, raw in columns)
+    rid = uuid.uuid4().hex
+    client.sent.append(rid)
+    host, port = setup["server"].url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("POST", V2, body=body, headers={"Content-Type": "application/octet-stream",
+                                                      "Inference-Header-Content-Length": str(len(header)),
+                                                      "x-request-id": rid})
+        resp = conn.getresponse()
+        status, payload = resp.status, resp.read()
+    finally:
+        conn.close()
+    assert status == 200, payload[:500]
+    outputs = {o["name"]: o["data"] for o in json.loads(payload)["outputs"]}
+    assert outputs["prediction"] == list(model.pipeline.predict(frame))
+    np.testing.assert_allclose(outputs["proba_yes"], model.pipeline.predict_proba(frame)[:, 1], atol=1e-6)
+
+
+def test_v2_raw_input_contents_over_grpc(setup):
+
+    from kserve import InferInput
+
+    model = setup["model"]
+    frame = model.test[model.features].dropna().head(3)
+    inputs = []
+    for name, datatype, raw in _binary_columns(model, frame):
+        i = InferInput(name, [len(frame)], datatype)
+        i._raw_data = raw  # what InferInput.set_data_from_numpy(..., binary_data=True) sets
+        inputs.append(i)
+
+    response = _grpc_infer(setup, inputs)
+    outputs = {o.name: (o.as_numpy() if o.data is None else o.data) for o in response.outputs}
+    labels = [p.decode() if isinstance(p, bytes) else p for p in list(outputs["prediction"])]
+    assert labels == list(model.pipeline.predict(frame))
+    np.testing.assert_allclose(np.asarray(outputs["proba_yes"], dtype=float),
+                               model.pipeline.predict_proba(frame)[:, 1], atol=1e-6)
 
 
 def test_health_and_model_metadata(setup):
@@ -283,6 +358,31 @@ def test_fuzz_bad_requests_all_get_400_and_the_server_stays_healthy(setup):
     assert get(setup["server"].url + "/v2/health/ready")[0] == 200
     status, _ = client.post(V1, {"instances": _rows(model, 1)})
     assert status == 200
+
+
+def _chunked(setup, body: bytes, rid: str) -> tuple[int, Any]:
+    """POST ``body`` with Transfer-Encoding: chunked (no Content-Length) on its own connection."""
+    host, port = setup["server"].url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    setup["client"].sent.append(rid)
+    try:
+        pieces = (body[i:i + 8192] for i in range(0, len(body), 8192))
+        conn.request("POST", V1, body=pieces, encode_chunked=True,
+                     headers={"Content-Type": "application/json", "x-request-id": rid})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def test_the_body_limit_counts_the_bytes_read_chunked_included(setup):
+    rows = _rows(setup["model"], 1)
+    small = json.dumps({"instances": rows}).encode()
+    assert _chunked(setup, small, "chunked-small")[0] == 200
+    big = b'{"instances": ["' + b"x" * (MAX_BODY + 10) + b'"]}'
+    status, body = _chunked(setup, big, "chunked-big")
+    assert status == 400 and f"more than {MAX_BODY} bytes" in body["error"]
+    assert setup["client"].post(V1, {"instances": rows})[0] == 200
 
 
 def test_prometheus_metrics(setup):

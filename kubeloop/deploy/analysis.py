@@ -20,18 +20,21 @@ from typing import TYPE_CHECKING, Any
 
 from kubeloop.deploy.verdict import Verdict, VersionSummary, decide
 from kubeloop.errors import UserError
+from kubeloop.serving.schema import FAILED, OK
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from kubeloop.config import CanaryConfig, StorageConfig
+    from kubeloop.deploy.prometheus import RevisionTraffic
 
 BASE_COLUMNS = ["request_id", "row", "time", "model", "version", "role", "prediction", "latency_ms", "status"]
-# Statuses that mean the predictor failed, as opposed to refusing bad input
-# (every other non-"ok" status is a rejection reason code).
-ERROR_STATUSES = {"error", "internal_error", "timeout", "unavailable"}
+# The status the predictor writes for a row it failed on (answered 500), as
+# opposed to refusing bad input (every other non-"ok" status is a rejection
+# reason code). Failures it never sees come from Prometheus (``prometheus.py``).
+ERROR_STATUSES = {FAILED}
 REGRESSION_BINS = 10
-_PART = re.compile(r"date=(\d{4}-\d{2}-\d{2})/part-[^/]+\.parquet")
+_PART = re.compile(r"date=(\d{4}-\d{2}-\d{2})/part-(\d{8}T\d{6})-[^/]+\.parquet")
 
 
 @dataclass
@@ -53,8 +56,7 @@ class Analysis:
 
 
 def _is_error(status: Any) -> bool:
-    s = str(status)
-    return s in ERROR_STATUSES or s.startswith("error")
+    return str(status) in ERROR_STATUSES
 
 
 # --------------------------------------------------------------------------- reading
@@ -67,49 +69,71 @@ def _utc(when: dt.datetime) -> dt.datetime:
 
 def log_files(log_root: str, model: str, *, since: dt.datetime | None = None,
               storage_cfg: StorageConfig | None = None) -> tuple[Any, list[str]]:
-    """The store and the keys of ``model``'s log parts, oldest day first; days
-    before ``since`` are skipped without being read."""
+    """The store and the keys of ``model``'s log parts, oldest first. With ``since``,
+    parts that cannot hold a row at or after it are skipped unread: days before it
+    (the ``date=`` partition), and parts written before it (a part is named for the
+    second it was written, after every row in it)."""
     from kubeloop.storage import open_store
 
     store = open_store(log_root, storage_cfg)
+    start = _utc(since) if since is not None else None
     keys = []
     for key in store.list(f"{model}/"):
         m = _PART.fullmatch(key[len(model) + 1:])
         if not m:
             continue
-        if since is not None and m.group(1) < _utc(since).date().isoformat():
-            continue
+        if start is not None:
+            if m.group(1) < start.date().isoformat():
+                continue
+            written = dt.datetime.strptime(m.group(2), "%Y%m%dT%H%M%S").replace(tzinfo=dt.timezone.utc)
+            if written + dt.timedelta(seconds=1) <= start:
+                continue
         keys.append(key)
     return store, sorted(keys)
 
 
-def read_prediction_logs(log_root: str, model: str, *, since: dt.datetime | None = None,
-                         storage_cfg: StorageConfig | None = None) -> tuple[pd.DataFrame, int]:
-    """Every logged row of ``model`` at or after ``since`` (all when None):
-    the contract's fixed columns plus ``proba_*``; feature columns are not read.
-    Returns the frame and the number of files read."""
-    import pandas as pd
+def _read_part(store: Any, key: str, since: dt.datetime | None) -> Any:
+    """One part's contract columns (and ``proba_*``), rows at or after ``since``, as Arrow."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    store, keys = log_files(log_root, model, since=since, storage_cfg=storage_cfg)
-    frames = []
-    for key in keys:
-        data = store.read_bytes(key)
-        try:
-            pf = pq.ParquetFile(io.BytesIO(data))
-        except Exception as exc:  # noqa: BLE001 - any unreadable part is the same problem
-            raise UserError(f"prediction log {store.uri_of(key)} is not a readable Parquet file: {exc}") from None
-        names = pf.schema_arrow.names
-        missing = [c for c in BASE_COLUMNS if c not in names]
-        if missing:
-            raise UserError(f"prediction log {store.uri_of(key)} lacks the columns {missing}")
-        cols = BASE_COLUMNS + [c for c in names if c.startswith("proba_")]
-        frames.append(pf.read(columns=cols).to_pandas())
-    if not frames:
-        return pd.DataFrame(columns=BASE_COLUMNS), 0
-    df = pd.concat(frames, ignore_index=True)
+    data = store.read_bytes(key)
+    try:
+        pf = pq.ParquetFile(io.BytesIO(data))
+    except Exception as exc:  # noqa: BLE001 - any unreadable part is the same problem
+        raise UserError(f"prediction log {store.uri_of(key)} is not a readable Parquet file: {exc}") from None
+    names = pf.schema_arrow.names
+    missing = [c for c in BASE_COLUMNS if c not in names]
+    if missing:
+        raise UserError(f"prediction log {store.uri_of(key)} lacks the columns {missing}")
+    table = pf.read(columns=BASE_COLUMNS + [c for c in names if c.startswith("proba_")])
     if since is not None:
-        df = df[df["time"] >= pd.Timestamp(_utc(since))].reset_index(drop=True)
+        table = table.filter(pc.greater_equal(table["time"], pa.scalar(_utc(since), table.schema.field("time").type)))
+    return table
+
+
+# Parts fetched at once: the bytes in flight stay a few parts' worth, whatever the window.
+READ_THREADS = 4
+
+
+def read_prediction_logs(log_root: str, model: str, *, since: dt.datetime | None = None,
+                         storage_cfg: StorageConfig | None = None) -> tuple[pd.DataFrame, int]:
+    """Every logged row of ``model`` at or after ``since`` (all when None): the
+    contract's fixed columns plus ``proba_*``; feature columns are not read. Parts
+    are fetched ``READ_THREADS`` at a time and cut to the window as they arrive.
+    Returns the frame and the number of files read."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pandas as pd
+    import pyarrow as pa
+
+    store, keys = log_files(log_root, model, since=since, storage_cfg=storage_cfg)
+    if not keys:
+        return pd.DataFrame(columns=BASE_COLUMNS), 0
+    with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(keys))) as pool:
+        tables = list(pool.map(lambda key: _read_part(store, key, since), keys))
+    df = pa.concat_tables(tables, promote_options="default").to_pandas()
     return df, len(keys)
 
 
@@ -172,21 +196,38 @@ def regression_edges(predictions: Any, bins: int = REGRESSION_BINS) -> list[floa
     return sorted(set(np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1]).tolist()))
 
 
+def _per_request(frame: pd.DataFrame, value: Any) -> tuple[Any, Any]:
+    """(numerator, rows) per request: the request is the unit the bootstrap draws."""
+    import numpy as np
+
+    grouped = frame.assign(_v=np.asarray(value, dtype=float)).groupby("request_id", sort=False)["_v"]
+    return grouped.sum().to_numpy(), grouped.size().to_numpy(dtype=float)
+
+
 def summarise(df: pd.DataFrame, version: str, *, task: str | None, edges: list[float] | None = None,
               labels: pd.DataFrame | None = None) -> VersionSummary:
-    """One version's VersionSummary from its logged rows."""
+    """One version's VersionSummary from its logged rows; standard errors from
+    resampling requests (``sequential.py``)."""
     import numpy as np
+
+    from kubeloop.deploy.sequential import quantile_se, ratio_se
 
     rows = df[df["version"] == version]
     status = rows["status"].astype(str)
-    errors = status.map(_is_error)
-    rejections = (status != "ok") & ~errors
-    ok = rows[status == "ok"]
+    errors = status.map(_is_error).to_numpy(dtype=bool)
+    rejections = (status != OK).to_numpy() & ~errors
+    ok = rows[(status == OK).to_numpy()]
+    error_num, per_rows = _per_request(rows, errors)
+    reject_num, _ = _per_request(rows, rejections)
     # Latency is per request: every row of a request shares it.
     per_request = rows.groupby("request_id")["latency_ms"].max().dropna().to_numpy(dtype=float)
-    p50 = p95 = p99 = None
-    if per_request.size:
-        p50, p95, p99 = (float(x) for x in np.percentile(per_request, [50, 95, 99]))
+    quantiles: dict[str, tuple[float | None, float | None]] = {}
+    for name, q in (("p50", 0.50), ("p95", 0.95), ("p99", 0.99)):
+        if per_request.size:
+            quantiles[name] = (float(np.quantile(per_request, q)),
+                               quantile_se(per_request, q))
+        else:
+            quantiles[name] = (None, None)
 
     preds = ok["prediction"].dropna()
     if task == "regression":
@@ -204,23 +245,29 @@ def summarise(df: pd.DataFrame, version: str, *, task: str | None, edges: list[f
         labeled_rows = len(joined)
         if labeled_rows:
             metric_name, losses = row_losses(joined, task, proba)
-            metric = float(losses.mean())
-            metric_se = float(losses.std(ddof=1) / np.sqrt(len(losses))) if len(losses) > 1 else None
+            metric = float(np.mean(losses))
+            metric_se = ratio_se(*_per_request(joined, losses))
     return VersionSummary(
         version=version, rows=len(rows), errors=int(errors.sum()), rejections=int(rejections.sum()),
-        latency_p50_ms=p50, latency_p95_ms=p95, latency_p99_ms=p99, prediction_counts=counts,
+        latency_p50_ms=quantiles["p50"][0], latency_p95_ms=quantiles["p95"][0],
+        latency_p99_ms=quantiles["p99"][0], prediction_counts=counts,
         labeled_rows=labeled_rows, metric=metric, metric_se=metric_se,
         metric_name=metric_name or ("mae" if task == "regression" else "brier_score"),
+        requests=int(per_rows.size), error_rate_se=ratio_se(error_num, per_rows),
+        rejection_rate_se=ratio_se(reject_num, per_rows), latency_p50_se_ms=quantiles["p50"][1],
+        latency_p95_se_ms=quantiles["p95"][1], latency_p99_se_ms=quantiles["p99"][1],
     )
 
 
 def row_losses(joined: pd.DataFrame, task: str | None, proba: list[str]) -> tuple[str, Any]:
     """The metric's name and its value per labelled row (the metric is their mean).
 
-    Classification is judged by the Brier score of the logged probabilities:
-    accuracy cannot tell a model that always answers the majority class from a
-    useful one when one class is most of the traffic. Without probabilities in the
-    log, accuracy is what is left.
+    Classification is judged by the Brier score of the logged probabilities, as
+    ``components.evaluate`` defines it: for two classes the squared error of the
+    positive class's probability (half the sum over both classes), for more the
+    sum over classes. Accuracy cannot tell a model that always answers the
+    majority class from a useful one when one class is most of the traffic.
+    Without probabilities in the log, accuracy is what is left.
     """
     import numpy as np
     import pandas as pd
@@ -233,13 +280,50 @@ def row_losses(joined: pd.DataFrame, task: str | None, proba: list[str]) -> tupl
         probs = joined[proba].to_numpy(dtype=float)
         classes = np.array([str(c)[len("proba_"):] for c in proba])
         onehot = (labels[:, None] == classes[None, :]).astype(float)
-        return "brier_score", np.nansum((probs - onehot) ** 2, axis=1)
+        squared = np.nansum((probs - onehot) ** 2, axis=1)
+        # Binary: (p_pos - y)^2 equals (p_neg - (1 - y))^2, so either class gives it.
+        return "brier_score", squared / 2 if len(proba) == 2 else squared
     return "accuracy", (labels == joined["prediction"].astype(str).to_numpy()).astype(float)
 
 
+def with_queue_proxy(summary: VersionSummary, traffic: RevisionTraffic) -> VersionSummary:
+    """``summary`` with errors and latency as Knative's queue-proxy counted them: every
+    request routed to the revision, the ones the predictor never saw included."""
+    from dataclasses import replace
+
+    from kubeloop.deploy.prometheus import quantile_with_se
+
+    q = {name: quantile_with_se(traffic.buckets, share) for name, share in (("p50", 0.5), ("p95", 0.95),
+                                                                          ("p99", 0.99))}
+    return replace(summary, errors=traffic.failures, requests=traffic.requests, error_rate_se=None,
+                   latency_p50_ms=q["p50"][0], latency_p50_se_ms=q["p50"][1],
+                   latency_p95_ms=q["p95"][0], latency_p95_se_ms=q["p95"][1],
+                   latency_p99_ms=q["p99"][0], latency_p99_se_ms=q["p99"][1], source="prometheus")
+
+
+def revision_names(isvc: dict[str, Any] | None, primary: str, canary: str) -> dict[str, str] | None:
+    """Version -> Knative revision of a Serverless canary, from the InferenceService's
+    ``status.components.predictor`` (KServe's ComponentStatusSpec,
+    pkg/apis/serving/v1beta1/inference_service_status.go): the ``traffic`` entries
+    (the canary's marked ``latestRevision``), else ``latestCreatedRevision`` (the
+    canary) beside ``latestRolledoutRevision`` (the last revision at 100 %)."""
+    predictor = (((isvc or {}).get("status") or {}).get("components") or {}).get("predictor") or {}
+    traffic = [t for t in predictor.get("traffic") or [] if t.get("revisionName")]
+    new = [t["revisionName"] for t in traffic if t.get("latestRevision")]
+    old = [t["revisionName"] for t in traffic if not t.get("latestRevision")]
+    if len(new) == 1 and len(old) == 1:
+        return {canary: new[0], primary: old[0]}
+    latest, rolled_out = predictor.get("latestCreatedRevision"), predictor.get("latestRolledoutRevision")
+    if latest and rolled_out and latest != rolled_out:
+        return {canary: latest, primary: rolled_out}
+    return None
+
+
 def analyze_frame(df: pd.DataFrame, primary_version: str, canary_version: str, cfg: CanaryConfig,
-                  *, labels: pd.DataFrame | None = None, files: int = 0) -> Analysis:
-    """The verdict for logs already in a DataFrame."""
+                  *, labels: pd.DataFrame | None = None, files: int = 0,
+                  queue_proxy: dict[str, RevisionTraffic] | None = None) -> Analysis:
+    """The verdict for logs already in a DataFrame; ``queue_proxy`` (version ->
+    its revision's traffic from Prometheus) replaces errors and latency."""
     if primary_version == canary_version:
         raise UserError(f"primary and canary are the same version {primary_version}: nothing to compare")
     notes = []
@@ -253,20 +337,62 @@ def analyze_frame(df: pd.DataFrame, primary_version: str, canary_version: str, c
     task = _task(both) if len(both) else None
     edges = None
     if task == "regression":
-        primary_preds = both[(both["version"] == primary_version) & (both["status"] == "ok")]["prediction"]
+        primary_preds = both[(both["version"] == primary_version) & (both["status"] == OK)]["prediction"]
         edges = regression_edges(primary_preds.dropna())
     p = summarise(both, primary_version, task=task, edges=edges, labels=labels)
     c = summarise(both, canary_version, task=task, edges=edges, labels=labels)
+    if queue_proxy and primary_version in queue_proxy and canary_version in queue_proxy:
+        p = with_queue_proxy(p, queue_proxy[primary_version])
+        c = with_queue_proxy(c, queue_proxy[canary_version])
+        notes.append("errors and latency from Knative's queue-proxy metrics in Prometheus "
+                     f"({p.requests} and {c.requests} requests); rejections and the model metric from the logs")
+    else:
+        notes.append("errors and latency judged from the prediction logs alone: failures the predictor "
+                     "never saw (queue-proxy 502/503, timeouts) are not counted")
     return Analysis(decide(p, c, cfg), p, c, files, len(both), task, notes)
 
 
 def analyze(log_root: str, model: str, primary_version: str, canary_version: str, cfg: CanaryConfig, *,
             labels_uri: str | None = None, since: dt.datetime | None = None,
-            storage_cfg: StorageConfig | None = None) -> Analysis:
-    """Read ``model``'s prediction logs (and labels) and judge the canary."""
+            storage_cfg: StorageConfig | None = None, revisions: dict[str, str] | None = None,
+            now: dt.datetime | None = None) -> Analysis:
+    """Read ``model``'s prediction logs (and labels) and judge the canary. With
+    ``cfg.prometheus_url`` and the versions' Knative ``revisions``, errors and latency
+    come from the queue-proxy's metrics over ``since`` .. ``now``."""
     df, files = read_prediction_logs(log_root, model, since=since, storage_cfg=storage_cfg)
     labels = read_labels(labels_uri, storage_cfg) if labels_uri else None
-    result = analyze_frame(df, primary_version, canary_version, cfg, labels=labels, files=files)
+    pre: list[str] = []
+    queue_proxy = None
+    if cfg.prometheus_url:
+        queue_proxy, pre = _queue_proxy(cfg, primary_version, canary_version, since=since, now=now,
+                                        revisions=revisions)
+    result = analyze_frame(df, primary_version, canary_version, cfg, labels=labels, files=files,
+                           queue_proxy=queue_proxy)
+    result.notes[:0] = pre
     if files == 0:
         result.notes.append(f"no prediction logs under {log_root}/{model}/")
     return result
+
+
+# Without a recorded canary start, Prometheus is asked about the last hour.
+DEFAULT_WINDOW = dt.timedelta(hours=1)
+
+
+def _queue_proxy(cfg: CanaryConfig, primary: str, canary: str, *, since: dt.datetime | None,
+                 now: dt.datetime | None, revisions: dict[str, str] | None,
+                 ) -> tuple[dict[str, RevisionTraffic] | None, list[str]]:
+    from kubeloop.deploy.prometheus import revision_traffic
+
+    if not revisions or primary not in revisions or canary not in revisions:
+        return None, [f"canary.prometheus_url is set, but the Knative revisions of {primary} and {canary} are "
+                      "unknown (no InferenceService status read)"]
+    end = _utc(now or dt.datetime.now(dt.timezone.utc))
+    start = _utc(since) if since is not None else end - DEFAULT_WINDOW
+    notes = [] if since is not None else [f"no --since: Prometheus asked about the last {DEFAULT_WINDOW}"]
+    traffic = revision_traffic(cfg.prometheus_url, cfg.namespace, [revisions[primary], revisions[canary]],
+                               window_seconds=(end - start).total_seconds(), at=end.timestamp())
+    missing = [f"{v} ({revisions[v]})" for v in (primary, canary) if revisions[v] not in traffic]
+    if missing:
+        notes.append(f"Prometheus has no queue-proxy requests for {', '.join(missing)} in the window")
+        return None, notes
+    return {primary: traffic[revisions[primary]], canary: traffic[revisions[canary]]}, notes

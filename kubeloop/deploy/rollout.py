@@ -453,7 +453,7 @@ def analyze_and_step(
     otherwise it stops with ``Conflict``.
     Returns the decision, each step's verdict and analysis, and what was sent.
     """
-    from kubeloop.deploy.analysis import analyze
+    from kubeloop.deploy.analysis import analyze, revision_names
 
     say = on_progress or (lambda _msg: None)
     sleep = sleep or pause
@@ -478,7 +478,7 @@ def analyze_and_step(
 
     def judge(share: int | None) -> Verdict:
         a = analyze(logs, name, primary, canary, cfg.canary, labels_uri=labels, since=since,
-                    storage_cfg=cfg.storage)
+                    storage_cfg=cfg.storage, revisions=revision_names(current, primary, canary))
         for note in a.notes:
             say(f"note: {note}")
         say(f"analysis at {'the current share' if share is None else f'{share}%'}: "

@@ -9,7 +9,8 @@ InferenceService sets them in ``env``:
     KUBELOOP_ROLE         primary (default) or canary
     KUBELOOP_MAX_ROWS     rows per request (default 1000)
     KUBELOOP_MAX_BODY_BYTES  larger request bodies get a 400 unread (default 16 MiB)
-    KUBELOOP_LOG_FLUSH_SECONDS, KUBELOOP_LOG_FILE_ROWS, KUBELOOP_LOG_QUEUE_ROWS
+    KUBELOOP_LOG_FLUSH_SECONDS, KUBELOOP_LOG_FILE_ROWS, KUBELOOP_LOG_QUEUE_ROWS,
+    KUBELOOP_LOG_QUEUE_BYTES (default 64 MiB)
     AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION  (S3)
 
 KServe's server listens on every interface (0.0.0.0 for HTTP, [::] for gRPC);
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         "flush_seconds": _env_number("KUBELOOP_LOG_FLUSH_SECONDS", 5.0),
         "max_file_rows": int(_env_number("KUBELOOP_LOG_FILE_ROWS", 5000, int)),
         "max_queue_rows": int(_env_number("KUBELOOP_LOG_QUEUE_ROWS", 50_000, int)),
+        "max_queue_bytes": int(_env_number("KUBELOOP_LOG_QUEUE_BYTES", 64 * 1024 * 1024, int)),
     }
     try:
         model = KubeloopModel(

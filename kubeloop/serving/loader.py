@@ -28,7 +28,6 @@ from kubeloop.storage import (
     is_remote,
     join,
     open_store,
-    sha256_file,
 )
 
 METADATA_FILE = "kubeloop.json"
@@ -87,6 +86,27 @@ def _read_metadata(store: Any, uri: str) -> dict[str, Any]:
     return meta
 
 
+def _checked_load(path: Path, expected: str, where: str) -> Any:
+    """Unpickle ``path`` only if its bytes have sha256 ``expected``: one open file is
+    hashed and then loaded, so what was checked is what is unpickled."""
+    import hashlib
+
+    import joblib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+        actual = digest.hexdigest()
+        if actual != expected:
+            raise IntegrityError(
+                f"{where} has sha256 {actual} but {METADATA_FILE} records {expected}; refusing to load it "
+                "(the file was altered, corrupted or belongs to another version)"
+            )
+        f.seek(0)
+        return joblib.load(f)
+
+
 def load_version(
     uri: str | os.PathLike[str],
     *,
@@ -109,22 +129,20 @@ def load_version(
     model_file = meta.get("model_file") or "model.joblib"
     if "/" in model_file or model_file in ("", ".", ".."):
         raise ModelLoadError(f"{text}/{METADATA_FILE} names an odd model file {model_file!r}")
-    with tempfile.TemporaryDirectory(prefix="kubeloop-serving-") as tmp:
-        local = Path(tmp) / model_file
-        try:
-            store.download_file(model_file, local)
-        except NotFound:
-            raise ModelLoadError(f"{join(text, model_file)} does not exist") from None
-        actual = sha256_file(local)
-        if actual != meta["sha256"]:
-            raise IntegrityError(
-                f"{join(text, model_file)} has sha256 {actual} but {METADATA_FILE} records "
-                f"{meta['sha256']}; refusing to load it (the file was altered, corrupted or "
-                "belongs to another version)"
-            )
-        import joblib
-
-        pipeline = joblib.load(local)
+    if is_remote(text):
+        with tempfile.TemporaryDirectory(prefix="kubeloop-serving-") as tmp:
+            local = Path(tmp) / model_file
+            try:
+                store.download_file(model_file, local)
+            except NotFound:
+                raise ModelLoadError(f"{join(text, model_file)} does not exist") from None
+            pipeline = _checked_load(local, meta["sha256"], join(text, model_file))
+    else:
+        # Hashed where it lies (KServe's /mnt/models is often read-only and /tmp small).
+        local = Path(text) / model_file
+        if not local.is_file():
+            raise ModelLoadError(f"{join(text, model_file)} does not exist")
+        pipeline = _checked_load(local, meta["sha256"], join(text, model_file))
     schema = RequestSchema.from_metadata(meta, max_rows=max_rows)
     compiled = CompiledModel(pipeline, schema, task=meta["task"], labels=meta.get("labels"))
     return LoadedVersion(

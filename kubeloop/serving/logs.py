@@ -8,7 +8,8 @@ Layout and columns are a contract with canary analysis and monitoring::
     prediction, proba_<label>..., latency_ms, status
 
 A request hands its rows to ``PredictionLog.record``, which only appends to a
-bounded in-memory queue (counted in rows). One background thread turns the queue
+bounded in-memory queue (counted in rows, and in an estimate of the bytes the
+entries hold: long text values make few rows heavy). One background thread turns the queue
 into a Parquet file when it holds ``max_file_rows`` rows or its oldest row is
 ``flush_seconds`` old, and on ``close`` (the predictor's shutdown). When the queue
 is full the request is not logged but counted (``kubeloop_log_rows_dropped
@@ -43,6 +44,9 @@ log = logging.getLogger("kubeloop.serving")
 DEFAULT_FILE_ROWS = 5_000
 DEFAULT_FLUSH_SECONDS = 5.0
 DEFAULT_QUEUE_ROWS = 50_000
+DEFAULT_QUEUE_BYTES = 64 * 1024 * 1024
+# Estimated cost of one logged row besides its values (ids, time, outputs, list slots).
+_ROW_OVERHEAD_BYTES = 200
 BASE_COLUMNS = ("request_id", "row", "time", "model", "version", "role")
 _ARROW_KIND = {
     "numeric": pa.float64(),
@@ -76,6 +80,16 @@ class Entry:
     @property
     def n_rows(self) -> int:
         return 1 if self.rows is None else len(self.rows)
+
+    def size_bytes(self) -> int:
+        """An estimate of the memory the entry holds while queued: text by its length,
+        anything else 16 bytes, plus a fixed cost per row."""
+        total = _ROW_OVERHEAD_BYTES * self.n_rows
+        for row in self.rows or ():
+            if isinstance(row, dict):
+                total += sum(len(v) if isinstance(v, str) else 16 for v in row.values())
+                total += sum(len(k) for k in row if isinstance(k, str))
+        return total
 
 
 def log_schema(features: list[Feature], task: str, labels: list[str]) -> pa.Schema:
@@ -162,6 +176,7 @@ class PredictionLog:
         max_file_rows: int = DEFAULT_FILE_ROWS,
         flush_seconds: float = DEFAULT_FLUSH_SECONDS,
         max_queue_rows: int = DEFAULT_QUEUE_ROWS,
+        max_queue_bytes: int = DEFAULT_QUEUE_BYTES,
     ):
         self.root = root
         self.model = model
@@ -173,9 +188,11 @@ class PredictionLog:
         self.max_file_rows = max_file_rows
         self.flush_seconds = flush_seconds
         self.max_queue_rows = max_queue_rows
+        self.max_queue_bytes = max_queue_bytes
         self._cond = threading.Condition()
         self._pending: list[Entry] = []
         self._pending_rows = 0
+        self._pending_bytes = 0
         self._oldest = 0.0
         self._closing = False
         self._written = metrics.LOG_ROWS_WRITTEN.labels(model)
@@ -187,10 +204,11 @@ class PredictionLog:
 
     def record(self, entry: Entry) -> bool:
         n = entry.n_rows
+        size = entry.size_bytes()
         with self._cond:
             if self._closing:
                 reason = "shutdown"
-            elif self._pending_rows + n > self.max_queue_rows:
+            elif self._pending_rows + n > self.max_queue_rows or self._pending_bytes + size > self.max_queue_bytes:
                 reason = "queue_full"
             else:
                 first = not self._pending
@@ -198,6 +216,7 @@ class PredictionLog:
                     self._oldest = time.monotonic()
                 self._pending.append(entry)
                 self._pending_rows += n
+                self._pending_bytes += size
                 # Wake the writer to start the flush clock, or to write a full file.
                 if first or self._pending_rows >= self.max_file_rows:
                     self._cond.notify()
@@ -222,7 +241,7 @@ class PredictionLog:
                 else:
                     wait = None
                 self._cond.wait(wait)
-            batch, self._pending, self._pending_rows = self._pending, [], 0
+            batch, self._pending, self._pending_rows, self._pending_bytes = self._pending, [], 0, 0
             self._queue_gauge.set(0)
             return batch, self._closing
 

@@ -17,7 +17,7 @@ LATENCY_BUCKETS = (0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.
 PROBABILITY_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 
 REQUESTS = Counter(
-    "kubeloop_requests", "Prediction requests by outcome (ok or rejected)",
+    "kubeloop_requests", "Prediction requests by outcome (ok, rejected or failed)",
     ["model", "version", "role", "protocol", "outcome"],
 )
 REJECTIONS = Counter(
@@ -54,6 +54,10 @@ LOG_ROWS_DROPPED = Counter(
 LOG_QUEUE_ROWS = Gauge("kubeloop_log_queue_rows", "Prediction-log rows waiting to be written", ["model"])
 SHADOW_DROPPED = Counter(
     "kubeloop_shadow_requests_dropped", "Requests not shadow-scored because the shadow queue was full",
+    ["model"],
+)
+SHADOW_LOAD_FAILURES = Counter(
+    "kubeloop_shadow_load_failures", "Shadow versions that could not be loaded (the primary serves alone)",
     ["model"],
 )
 MODEL_INFO = Gauge(

@@ -8,33 +8,46 @@ the rows with the compiled model (``fastpath``), answers predictions, class
 probabilities, the model name and version, and hands the rows to the prediction
 log and the shadow version, both on background threads.
 
-Errors map to status codes here and only here: a ``RequestRejected`` becomes a
-``Rejected`` (KServe's ``InvalidInput``: 400) whose JSON body lists every
-problem with its row and field; ``install`` adds the handler that writes that
-body, a 400 for bodies FastAPI refuses before the model sees them (KServe would
-answer 422), and a middleware that logs and counts requests KServe rejects
-before they reach the model (malformed JSON).
+Every request the predictor handles is logged with its outcome: ``ok``, the
+rejection reason, or ``failed``. Errors map to status codes here and only here:
+a ``RequestRejected`` becomes a ``Rejected`` (KServe's ``InvalidInput``: 400)
+whose JSON body lists every problem with its row and field; an exception while
+scoring becomes a ``Failed`` (KServe's ``InferenceError``: 500) naming the
+request id, logged with its traceback, and the server keeps serving. KServe's
+own handlers (``kserve/errors.py``, registered in ``kserve/protocol/rest/
+server.py``) would answer both, but without the request id and without the
+log row. ``install`` adds the handler that writes both bodies, a 400 for
+bodies FastAPI refuses before the model sees them (KServe would answer 422),
+and a middleware that logs and counts requests KServe refuses or fails before
+they reach the model (malformed JSON, model not ready).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+import functools
 import logging
 import re
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
 import kserve
-from kserve.errors import InvalidInput
+from kserve.errors import InferenceError, InvalidInput
 
 from kubeloop.serving import metrics
 from kubeloop.serving.loader import LoadedVersion, load_version
 from kubeloop.serving.logs import Entry, PredictionLog
 from kubeloop.serving.schema import (
     DEFAULT_MAX_ROWS,
+    FAILED,
     INVALID_INPUT,
+    MAX_TEXT_CHARS,
+    OK,
     Problem,
     RequestRejected,
     parse_v1,
@@ -69,6 +82,19 @@ class Rejected(InvalidInput):
         }
 
 
+class Failed(InferenceError):
+    """A 500: scoring raised. The body names the request id to find it in the log."""
+
+    status_code = 500
+
+    def __init__(self, exc: BaseException, *, model: str, version: str, request_id: str):
+        super().__init__(f"the model failed on this request ({type(exc).__name__})")
+        self.body = {"error": self.reason, "model": model, "version": version, "request_id": request_id}
+
+
+Rejected.status_code = 400
+
+
 def _request_id(headers: dict[str, str] | None, fallback: Any = None) -> str:
     for candidate in ((headers or {}).get("x-request-id"), fallback):
         if isinstance(candidate, str) and _REQUEST_ID.fullmatch(candidate):
@@ -76,8 +102,56 @@ def _request_id(headers: dict[str, str] | None, fallback: Any = None) -> str:
     return uuid.uuid4().hex
 
 
+def _v2_columns(payload: kserve.InferRequest) -> list[tuple[Any, Any, Any, Any]]:
+    """(name, shape, datatype, data) per input. Binary tensors (REST's binary data
+    extension, gRPC's ``raw_input_contents``) arrive as raw bytes that KServe keeps
+    beside the input; ``as_numpy`` decodes them (4-byte-length-prefixed BYTES, or the
+    datatype's little-endian array)."""
+    out = []
+    for i in payload.inputs:
+        data = i.as_numpy() if getattr(i, "_raw_data", None) is not None else i.data
+        out.append((i.name, i.shape, i.datatype, data))
+    return out
+
+
+def _loggable(rows: list[Any], version: LoadedVersion) -> list[Any]:
+    """What the log keeps of a request's rows while they wait to be written: the
+    features only, text past what validation accepts dropped (its cell is null in the
+    log either way), so a refused or oversized request holds no more than its log rows."""
+    names = version.schema.names
+    return [{n: (None if isinstance(v, str) and len(v) > MAX_TEXT_CHARS else v)
+             for n, v in ((n, r.get(n)) for n in names)} if isinstance(r, dict) else None for r in rows]
+
+
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
+
+
+# Requests of up to this many rows are scored on the event loop (well under a
+# millisecond of model time); larger ones on the scoring threads.
+INLINE_ROWS = 64
+SCORING_THREADS = 2
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _scoring_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=SCORING_THREADS, thread_name_prefix="kubeloop-score")
+        return _pool
+
+
+def _rows_in(payload: Any) -> int:
+    """How many rows a decoded request claims, without checking it (0 if unclear)."""
+    if isinstance(payload, kserve.InferRequest):
+        shape = payload.inputs[0].shape if payload.inputs else None
+        return int(shape[0]) if shape and isinstance(shape[0], int) else 0
+    if isinstance(payload, dict):
+        rows = payload.get("instances", payload.get("inputs"))
+        return len(rows) if isinstance(rows, list) else 0
+    return 0
 
 
 class KubeloopModel(kserve.Model):
@@ -121,14 +195,7 @@ class KubeloopModel(kserve.Model):
             self.plog = PredictionLog(self.log_uri, self.name, features, v.task, labels,
                                       storage_cfg=self.storage_cfg, **self.log_options)
         if self.shadow_uri:
-            sv = load_version(self.shadow_uri, name=self.name, storage_cfg=self.storage_cfg, max_rows=self.max_rows)
-            slog = None
-            if self.log_uri:
-                slog = PredictionLog(self.log_uri, self.name, list(sv.schema.features), sv.task,
-                                     [str(c) for c in sv.labels], storage_cfg=self.storage_cfg,
-                                     **self.log_options)
-            self.shadow = Shadow(sv, self.name, slog)
-            metrics.MODEL_INFO.labels(self.name, sv.version, "shadow", sv.compiled.head_kind).set(1)
+            self._load_shadow()
         metrics.MODEL_INFO.labels(self.name, v.version, self.role, v.compiled.head_kind).set(1)
         self._bind_metrics()
         if v.compiled.fallback_reason:
@@ -140,12 +207,31 @@ class KubeloopModel(kserve.Model):
         self.ready = True
         return True
 
+    def _load_shadow(self) -> None:
+        """Load the shadow version; one that cannot be loaded is logged and counted, and
+        the primary serves without it (a shadow answers nobody)."""
+        try:
+            sv = load_version(self.shadow_uri, name=self.name, storage_cfg=self.storage_cfg, max_rows=self.max_rows)
+            slog = None
+            if self.log_uri:
+                slog = PredictionLog(self.log_uri, self.name, list(sv.schema.features), sv.task,
+                                     [str(c) for c in sv.labels], storage_cfg=self.storage_cfg,
+                                     **self.log_options)
+            self.shadow = Shadow(sv, self.name, slog)
+            metrics.MODEL_INFO.labels(self.name, sv.version, "shadow", sv.compiled.head_kind).set(1)
+        except Exception as exc:  # noqa: BLE001 - no shadow problem may stop the primary
+            self.shadow = None
+            metrics.SHADOW_LOAD_FAILURES.labels(self.name).inc()
+            log.error("%s: the shadow %s cannot be loaded (%s: %s); serving without a shadow",
+                      self.name, self.shadow_uri, type(exc).__name__, exc)
+
     def _bind_metrics(self) -> None:
         v = self.version
         assert v is not None
         name, ver, role = self.name, v.version, self.role
         self._m_ok = {p: metrics.REQUESTS.labels(name, ver, role, p, "ok") for p in ("v1", "v2")}
         self._m_rejected = {p: metrics.REQUESTS.labels(name, ver, role, p, "rejected") for p in ("v1", "v2")}
+        self._m_failed = {p: metrics.REQUESTS.labels(name, ver, role, p, FAILED) for p in ("v1", "v2")}
         self._m_latency = {p: metrics.LATENCY.labels(name, ver, p) for p in ("v1", "v2")}
         self._m_rows = metrics.ROWS.labels(name, ver, role)
         self._m_labels = {str(c): metrics.PREDICTIONS.labels(name, ver, role, str(c)) for c in v.labels}
@@ -173,7 +259,19 @@ class KubeloopModel(kserve.Model):
 
     # -- requests ----------------------------------------------------------------------------
 
-    def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
+    async def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
+        """KServe's entry point (awaited on its event loop): small requests are scored
+        in place, large ones on a scoring thread so that one big batch does not stall
+        every other request's answer, health checks included."""
+        if _rows_in(payload) <= INLINE_ROWS:
+            return self.score(payload, headers)
+        loop = asyncio.get_running_loop()
+        # The request's context (the edge middleware's state) goes with it.
+        call = functools.partial(contextvars.copy_context().run, self.score, payload, headers)
+        return await loop.run_in_executor(_scoring_pool(), call)
+
+    def score(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
+        """Parse, check and score one decoded request; the answer, or Rejected / Failed."""
         t0 = time.perf_counter()
         state = _request_state.get()
         if state is not None:
@@ -188,7 +286,7 @@ class KubeloopModel(kserve.Model):
         try:
             try:
                 if v2:
-                    rows = parse_v2([(i.name, i.shape, i.datatype, i.data) for i in payload.inputs], version.schema)
+                    rows = parse_v2(_v2_columns(payload), version.schema)
                 else:
                     rows = parse_v1(payload, version.schema)
                 checked = validate(rows, version.schema)
@@ -201,23 +299,30 @@ class KubeloopModel(kserve.Model):
             self._reject(exc, request_id, when, protocol, rows if exc.rows is None else exc.rows, t0)
             raise Rejected(exc, model=self.name, version=version.version, request_id=request_id) from None
 
-        index, proba = version.compiled.predict(checked.rows)
+        try:
+            index, proba = version.compiled.predict(checked.rows)
+            if version.task == "classification":
+                predictions = [self._classes[i] for i in index]
+                names = [self._class_names[i] for i in index]
+            else:
+                predictions = [float(x) for x in index]
+            if len(predictions) != len(checked.rows):
+                raise ValueError(f"the model answered {len(predictions)} predictions for {len(checked.rows)} rows")
+            latency = time.perf_counter() - t0
+            # Answer first; everything below is bookkeeping that costs microseconds.
+            if v2:
+                response = self._v2_response(request_id, predictions, proba)
+            else:
+                response = {"predictions": predictions, "model": self.name, "version": version.version,
+                            "request_id": request_id}
+                if proba is not None:
+                    response["probabilities"] = [dict(zip(self._class_names, map(float, p), strict=True))
+                                                 for p in proba]
+        except Exception as exc:  # noqa: BLE001 - whatever scoring raises, it is this request's 500
+            log.exception("request %s failed in %s %s", request_id, self.name, version.version)
+            self._fail(request_id, when, protocol, rows, t0)
+            raise Failed(exc, model=self.name, version=version.version, request_id=request_id) from None
         n = len(checked.rows)
-        if version.task == "classification":
-            predictions = [self._classes[i] for i in index]
-            names = [self._class_names[i] for i in index]
-        else:
-            predictions = [float(x) for x in index]
-        latency = time.perf_counter() - t0
-
-        # Answer first; everything below is bookkeeping that costs microseconds.
-        if v2:
-            response = self._v2_response(request_id, predictions, proba)
-        else:
-            response = {"predictions": predictions, "model": self.name, "version": version.version,
-                        "request_id": request_id}
-            if proba is not None:
-                response["probabilities"] = [dict(zip(self._class_names, map(float, p), strict=True)) for p in proba]
         self._m_ok[protocol].inc()
         self._m_latency[protocol].observe(latency)
         self._m_rows.inc(n)
@@ -232,7 +337,8 @@ class KubeloopModel(kserve.Model):
         for _, feature in checked.unseen:
             metrics.UNSEEN_CATEGORIES.labels(self.name, version.version, feature).inc()
         if self.plog is not None:
-            self.plog.record(Entry(request_id, when, version.version, self.role, rows, ["ok"] * n,
+            self.plog.record(Entry(request_id, when, version.version, self.role, _loggable(rows, version),
+                                   [OK] * n,
                                    latency * 1000, predictions, proba))
         if self.shadow is not None:
             self.shadow.submit(request_id, when, rows)
@@ -267,7 +373,23 @@ class KubeloopModel(kserve.Model):
             return
         reasons = exc.row_reasons()
         statuses = [reasons.get(i, "rejected_with_request") for i in range(len(rows))]
-        self.plog.record(Entry(request_id, when, version.version, self.role, rows, statuses, latency))
+        self.plog.record(Entry(request_id, when, version.version, self.role, _loggable(rows, version), statuses,
+                               latency))
+
+    def _fail(self, request_id: str, when: datetime, protocol: str, rows: list[Any] | None, t0: float) -> None:
+        version = self.version
+        assert version is not None
+        self._m_failed[protocol].inc()
+        if self.plog is None:
+            return
+        latency = (time.perf_counter() - t0) * 1000
+        rows = _loggable(rows, version) if isinstance(rows, list) and rows else None
+        self.plog.record(Entry(request_id, when, version.version, self.role, rows,
+                               [FAILED] * (len(rows) if rows else 1), latency))
+
+    def fail_unread(self, request_id: str, protocol: str) -> None:
+        """A request that got a 5xx before the model saw it (KServe's own handlers)."""
+        self._fail(request_id, datetime.now(timezone.utc), protocol, None, time.perf_counter())
 
     def reject_unread(self, request_id: str, protocol: str, reason: str) -> None:
         """A request KServe refused before the model saw it (its body was not JSON)."""
@@ -304,8 +426,9 @@ def install(app: Any, model: KubeloopModel, *, max_body_bytes: int = DEFAULT_MAX
     def json_400(body: dict[str, Any]) -> Response:
         return Response(orjson.dumps(body), status_code=400, media_type="application/json")
 
-    async def rejected(_request: Any, exc: Rejected) -> Any:
-        return json_400(exc.body)
+    async def answered(_request: Any, exc: Rejected | Failed) -> Any:
+        # The one place a typed error becomes a status code (each class names its own).
+        return Response(orjson.dumps(exc.body), status_code=exc.status_code, media_type="application/json")
 
     async def unreadable(_request: Any, exc: RequestValidationError) -> Any:
         problems = []
@@ -320,7 +443,8 @@ def install(app: Any, model: KubeloopModel, *, max_body_bytes: int = DEFAULT_MAX
             return json_400({"error": f"invalid request: {exc.detail}"})
         return await http_exception_handler(request, exc)
 
-    app.add_exception_handler(Rejected, rejected)
+    app.add_exception_handler(Rejected, answered)
+    app.add_exception_handler(Failed, answered)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, unreadable)
     app.add_middleware(_Edge, model=model, max_body_bytes=max_body_bytes)
@@ -328,7 +452,8 @@ def install(app: Any, model: KubeloopModel, *, max_body_bytes: int = DEFAULT_MAX
 
 class _Edge:
     """Pure ASGI middleware on the predict paths: refuses oversized bodies with a 400
-    before reading them, and logs and counts 400s that never reached the model."""
+    (announced, before reading them; or as soon as the bytes read pass the limit),
+    and logs and counts 4xx and 5xx answers that never reached the model."""
 
     def __init__(self, app: Any, model: KubeloopModel, max_body_bytes: int):
         self.app = app
@@ -351,6 +476,34 @@ class _Edge:
                                                     f"more than {self.max_body_bytes}; split the batch"})
             self.model.reject_unread(request_id, protocol, "too_many_rows")
             return
+        # Count the bytes actually read (a chunked body has no content-length, and a
+        # client may send more than it announced): at most max_body_bytes are held.
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                await self._refuse(send, 400, {"error": f"invalid request: the body holds more than "
+                                                        f"{self.max_body_bytes} bytes; split the batch"})
+                self.model.reject_unread(request_id, protocol, "too_many_rows")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        chunks = []
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return body
+            return await receive()
+
         state: dict[str, Any] = {"handled": False, "status": None}
         token = _request_state.set(state)
 
@@ -360,12 +513,20 @@ class _Edge:
             await send(message)
 
         try:
-            await self.app(scope, receive, capture)
+            await self.app(scope, replay, capture)
+        except Exception:
+            # Starlette's outermost handler answers it 500; the log still gets the row.
+            if not state["handled"] and self.model.version is not None:
+                self.model.fail_unread(request_id, protocol)
+            raise
         finally:
             _request_state.reset(token)
-        if not state["handled"] and state["status"] is not None and 400 <= state["status"] < 500 \
-                and self.model.version is not None:
+        if state["handled"] or state["status"] is None or self.model.version is None:
+            return
+        if 400 <= state["status"] < 500:
             self.model.reject_unread(request_id, protocol, INVALID_INPUT)
+        elif state["status"] >= 500:
+            self.model.fail_unread(request_id, protocol)
 
     @staticmethod
     async def _refuse(send: Any, status: int, body: dict[str, Any]) -> None:

@@ -10,9 +10,12 @@ The contract is ``model/kubeloop.json``'s ``features`` (name, kind, categories):
 - every feature must be present in every row (``missing_field``); ``null`` is an
   explicit missing value, which the trained pipeline imputes;
 - fields not in the schema are refused (``unknown_field``): a typo must not turn
-  into a silently imputed value;
+  into a silently imputed value; columns the training data had that the model
+  does not use (an id, the target, a constant column: ``ignored_columns`` in
+  ``kubeloop.json``) are accepted and ignored, so a row exactly as in the
+  training file is scored, as batch scoring does;
 - ``numeric``: a JSON number, finite (``wrong_type`` for text or booleans,
-  ``out_of_range`` beyond float64 or non-finite);
+  ``out_of_range`` non-finite or beyond float32, the type the model is fed);
 - ``categorical``: text, a number or a boolean (as training saw them: 3, 3.0 and
   "3" are one level). A category never seen in training is **accepted**: the
   features step encodes it as "unknown" (``OrdinalEncoder(handle_unknown=
@@ -44,9 +47,15 @@ from kubeloop.components.features import _boolean_level, _level
 
 DEFAULT_MAX_ROWS = 1000
 MAX_TEXT_CHARS = 1024
+# Largest finite float32 (numpy.finfo(numpy.float32).max): the dtype the features step outputs.
+FLOAT32_MAX = 3.4028234663852886e38
 # Problems listed in one message; the rest are counted ("and 12 more").
 MAX_LISTED_PROBLEMS = 20
 
+# Outcomes in the prediction log's ``status`` column besides the rejection reasons:
+# answered, or failed inside the predictor (answered 500).
+OK = "ok"
+FAILED = "failed"
 # Reason codes, as they appear in the 400 body, the metrics and the prediction logs.
 MALFORMED_JSON = "malformed_json"
 INVALID_INPUT = "invalid_input"
@@ -151,6 +160,8 @@ class RequestSchema:
 
     features: tuple[Feature, ...]
     max_rows: int = DEFAULT_MAX_ROWS
+    # Training columns the model does not use: accepted in a request, never read.
+    ignored: frozenset[str] = frozenset()
     names: tuple[str, ...] = field(init=False)
     by_name: dict[str, Feature] = field(init=False, compare=False)
 
@@ -174,7 +185,11 @@ class RequestSchema:
             feats.append(Feature(item["name"], kind, frozenset(str(c) for c in cats) if cats else None))
         if max_rows < 1:
             raise ValueError(f"max_rows must be at least 1, got {max_rows}")
-        return cls(tuple(feats), max_rows=max_rows)
+        ignored = meta.get("ignored_columns") or []
+        if not isinstance(ignored, list) or not all(isinstance(c, str) for c in ignored):
+            raise ValueError("kubeloop.json ignored_columns must be a list of column names")
+        names = {f.name for f in feats}
+        return cls(tuple(feats), max_rows=max_rows, ignored=frozenset(c for c in ignored if c not in names))
 
 
 # --- envelopes ------------------------------------------------------------------------
@@ -283,6 +298,8 @@ def parse_v2(inputs: Any, schema: RequestSchema) -> list[dict[str, Any]]:
             continue
         if name in columns:
             problems.append(Problem(INVALID_INPUT, "appears more than once in 'inputs'", field=name))
+            continue
+        if name in schema.ignored:
             continue
         if name not in schema.by_name:
             problems.append(Problem(UNKNOWN_FIELD, f"is not a feature of this model; features: {list(schema.names)}", field=name))
@@ -408,6 +425,9 @@ def check_value(feature: Feature, value: Any) -> tuple[Any, str | None, str | No
             return None, OUT_OF_RANGE, f"{_show(value)} is beyond the float64 range"
         if not math.isfinite(number):
             return None, OUT_OF_RANGE, f"must be a finite number, got {_show(value)}"
+        if abs(number) > FLOAT32_MAX:
+            # The features step hands the model float32: beyond it the value is infinite.
+            return None, OUT_OF_RANGE, f"{_show(value)} is beyond the model's float32 range (+-{FLOAT32_MAX:.7g})"
         return number, None, None
     if kind == "categorical":
         if isinstance(value, str):
@@ -467,12 +487,13 @@ def validate(rows: list[dict[str, Any]], schema: RequestSchema) -> Checked:
     unseen: list[tuple[int, str]] = []
     features = schema.features
     by_name = schema.by_name
+    ignored = schema.ignored
     n_features = len(features)
     for r, row in enumerate(rows):
         values: list[Any] = []
         if len(row) != n_features or any(k not in by_name for k in row):
             for key in row:
-                if key not in by_name:
+                if key not in by_name and key not in ignored:
                     problems.append(Problem(UNKNOWN_FIELD, "is not a feature of this model", row=r, field=str(key)[:100]))
         for feat in features:
             if feat.name not in row:
