@@ -122,6 +122,13 @@ def container_env(container: Mapping[str, Any], secrets: Mapping[str, Mapping[st
     return env
 
 
+def secret_names(*envs: list[Mapping[str, Any]]) -> set[str]:
+    """The Secrets whose keys the given env lists read (``secretKeyRef``): a test
+    stands in for each with its own credentials instead of copying the names."""
+    return {item["valueFrom"]["secretKeyRef"]["name"]
+            for env in envs for item in env if "secretKeyRef" in item.get("valueFrom", {})}
+
+
 def memory_flag(quantity: str) -> str:
     """A Kubernetes memory quantity (2Gi, 512Mi) as docker's --memory value (bytes)."""
     units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9}

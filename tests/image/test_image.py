@@ -43,6 +43,7 @@ from image_support import (
     kserve_args,
     memory_flag,
     place_like_storage_initializer,
+    secret_names,
     security_flags,
     serving_runtime,
     skip_reason,
@@ -72,7 +73,7 @@ def _put_csv(endpoint: str, bucket: str, key: str, df: pd.DataFrame) -> str:
 
 
 def _credentials() -> dict[str, str]:
-    """What the `kubeloop-s3` Secret gives a pod."""
+    """What the predictor's S3 Secret gives a pod."""
     return {"AWS_ACCESS_KEY_ID": TEST_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": TEST_SECRET_KEY}
 
 
@@ -284,7 +285,8 @@ def predictor(trained, work, batch_scored):
         if not _port_free(port):
             pytest.fail(f"port {port} is taken on this machine: the predictor uses the ServingRuntime's ports")
 
-    env = container_env(container, {"kubeloop-s3": _credentials()}, extra=isvc.get("env", []))
+    secrets = {name: _credentials() for name in secret_names(container.get("env", []), isvc.get("env", []))}
+    env = container_env(container, secrets, extra=isvc.get("env", []))
     # The in-cluster MinIO name does not resolve here: the loopback S3 server stands in
     # for it, and the logs go to this test's bucket under the same key layout.
     env["AWS_ENDPOINT_URL"] = trained["endpoint"]

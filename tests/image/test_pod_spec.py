@@ -12,6 +12,7 @@ from image_support import (
     cpu_flag,
     kserve_args,
     memory_flag,
+    secret_names,
     security_flags,
     serving_runtime,
 )
@@ -86,5 +87,7 @@ def test_the_serving_runtime_is_one_the_harness_can_run():
     flags = security_flags(container["securityContext"], image_user="10001:10001")
     assert "--read-only" in flags and "--user" in flags
     assert any(a.startswith("--model_name=churn") for a in kserve_args(container["args"], "churn"))
-    env = container_env(container, {"kubeloop-s3": {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}})
+    secrets = {name: {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"} for name in secret_names(container["env"])}
+    assert secrets, "the runtime reads its S3 keys from a Secret"
+    env = container_env(container, secrets)
     assert env["HOME"] == "/tmp" and env["AWS_SECRET_ACCESS_KEY"] == "b"
