@@ -408,7 +408,10 @@ def test_monitoring_pipeline_reads_the_logs_and_retrains_from_containers(
     retrain = _put_csv(trained["endpoint"], trained["bucket"], "data/churn-2026.csv", newest)
     path = _compile(work, "monitoring", trained["registry"], trained["endpoint"])
     pipeline = components.load_component_from_file(str(path))
-    config = _config(path, monitoring={**_config(path).get("monitoring", {}), "cooldown_hours": 0})
+    # No label feed here: retraining on drift alone needs min_labeled_rows 0, as the
+    # demo sets it (the default asks for labels that arrived since the last retrain).
+    config = _config(path, monitoring={**_config(path).get("monitoring", {}), "cooldown_hours": 0,
+                                       "min_labeled_rows": 0})
     task = pipeline(logs_uri=predictor["log_uri"], registry=trained["registry"], model_name=MODEL,
                     retrain_data_uri=retrain, target=TARGET, time_column=TIME_COLUMN, config=config)
     assert task.output is True  # drift on features the model relies on: retrain
