@@ -23,7 +23,7 @@ def record_attempt(registry: Any, model: str, *, at: datetime, data_uri: str, da
     """Write one attempt record; returns its key."""
     stamp = at.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     key = f"{model}/{PREFIX}{stamp}.json"
-    doc = {"at": at.astimezone(timezone.utc).isoformat(timespec="seconds"), "data_uri": data_uri,
+    doc = {"at": at.astimezone(timezone.utc).isoformat(timespec="microseconds"), "data_uri": data_uri,
            "data_sha256": data_sha256, "serving_version": serving_version, "reasons": reasons}
     registry.store.write_bytes(key, json.dumps(doc, indent=2).encode())
     return key
