@@ -14,7 +14,7 @@ because it is the hot path):
   built by running the fitted encoder itself over every level it knows (so
   infrequent-level pooling is whatever scikit-learn decided); unseen or missing ->
   NaN, as ``handle_unknown="use_encoded_value"`` gives;
-- datetime: calendar parts and days since the epoch (DateParts), NaN -> median;
+- datetime: calendar parts and days since the epoch (DateParts), standardized, NaN -> median;
 - heads: ``linear`` is the one-hot layout then ``X @ coef.T + intercept`` (expit or
   softmax); ``random_forest``/``extra_trees`` walk every tree at once with numpy
   (no joblib threads); ``hist_gradient_boosting`` calls scikit-learn's own compiled
@@ -82,6 +82,10 @@ class _FeaturePlan:
     dt_idx: list[int]
     dt_parts: list[list[str]]
     dt_fill: np.ndarray
+    # Datetime parts are standardized before imputing; models saved before that have
+    # no scale step (None: the parts go in raw, as they were trained).
+    dt_mean: np.ndarray | None = None
+    dt_scale: np.ndarray | None = None
 
 
 def _compile_features(features: Any, schema: RequestSchema) -> _FeaturePlan:
@@ -118,6 +122,10 @@ def _compile_features(features: Any, schema: RequestSchema) -> _FeaturePlan:
             plan.dt_idx = [position[c] for c in cols]
             plan.dt_parts = [parts._parts(c) for c in cols]
             plan.dt_fill = np.asarray(impute.statistics_, dtype=np.float32)
+            scale = transformer.named_steps.get("scale")
+            if scale is not None:
+                plan.dt_mean = None if scale.mean_ is None else np.asarray(scale.mean_, dtype=np.float32)
+                plan.dt_scale = None if scale.scale_ is None else np.asarray(scale.scale_, dtype=np.float32)
         else:
             raise CompileError(f"unknown features block {name!r}")
     if order != sorted(order, key=["num", "cat", "dt"].index):
@@ -177,6 +185,12 @@ def _transform(plan: _FeaturePlan, rows: list[list[Any]]) -> np.ndarray:
              for row in rows],
             dtype=np.float32,
         )
+        # In float32, the parts' dtype, to which StandardScaler.transform casts its mean and
+        # scale: the same roundings as the pipeline.
+        if plan.dt_mean is not None:
+            parts -= plan.dt_mean
+        if plan.dt_scale is not None:
+            parts /= plan.dt_scale
         blocks.append(np.where(np.isnan(parts), plan.dt_fill, parts))
     out = np.empty((n, plan.width), dtype=np.float32)
     start = 0
