@@ -398,7 +398,7 @@ def test_predictor_loads_from_models_and_logs_to_logs(as_user, model) -> None:
                            log_options={"flush_seconds": 0.05})
     assert server.load()
     rows = rows_of(model.test.head(5), model.features)
-    answer = server.predict({"instances": rows})
+    answer = server.score({"instances": rows})
     assert len(answer["predictions"]) == 5
     server.close()
     # The predictor may not plant a model, nor read anyone's logs back.
@@ -544,7 +544,7 @@ def test_the_loop_runs_with_each_user_holding_only_its_own_keys(enforced, as_use
     features = [f["name"] for f in meta["features"]]
     traffic = make_churn(200, seed=5)
     for start in range(0, len(traffic), 20):
-        server.predict({"instances": rows_of(traffic.iloc[start:start + 20], features)})
+        server.score({"instances": rows_of(traffic.iloc[start:start + 20], features)})
     server.close()
 
     # Monitoring as the pipeline: logs/ and data/ read, the report kept in models/ only.
