@@ -22,7 +22,8 @@ def register(sub: Any, common: Any) -> None:
     p.add_argument("--mode", choices=["serverless", "standard"], help="KServe deployment mode (default: canary.mode)")
     p.add_argument("--tag-routing", action="store_true",
                    help="serverless: give each revision a tag URL (prev-/latest-), for blue-green")
-    p.add_argument("--log-uri", help="prediction-log root the predictor writes to (default: canary.log_uri)")
+    p.add_argument("--log-uri", help="prediction-log root the predictor writes to (default: canary.log_uri, "
+                                     "else s3://<storage.logs_bucket>/predictions; 'off': no logs)")
     p.add_argument("--shadow", metavar="VERSION|ALIAS", help="also score every request with this version, logged as shadow")
     from kubeloop.deploy.cmdutil import add_cluster_flags
 
