@@ -155,7 +155,7 @@ def test_the_pipeline_deploy_with_the_example_config_writes_prediction_logs(regi
     deploy_step(registry=registry.uri, model_name="churn", config=cfg.to_dict(), isvcs=isvcs)
     obj = isvcs.get("churn", "kubeloop")
     env = {e["name"]: e for e in obj["spec"]["predictor"]["model"]["env"]}
-    assert env["KUBELOOP_LOG_URI"]["value"] == cfg.canary.log_uri == "s3://logs/predictions"
+    assert env["KUBELOOP_LOG_URI"]["value"] == cfg.prediction_log_root() == "s3://logs/predictions"
     assert env["AWS_ENDPOINT_URL"]["value"] == cfg.storage.endpoint_url
     # A config that names no log root: the storage's logs bucket, as the pipeline's
     # config reaches the step (unset values dropped); "off" is still possible.
