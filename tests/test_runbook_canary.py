@@ -1,9 +1,11 @@
 """The runbook's canary commands (README "On a cluster", steps 7 to 9) exactly as
-printed, against the loopback API server and a private S3 server."""
+printed, against the loopback API server and a loopback S3 server that enforces
+the shipped MinIO policies (one user per identity, as the bucket Job makes them)."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 from pathlib import Path
@@ -13,9 +15,7 @@ import yaml
 from deploy_support import FakeKubeAPI, from_now, log_rows, write_log_part
 
 from kubeloop.cli import main
-# The runbook's MinIO, with its users: a loopback S3 server enforcing the shipped
-# policies (manifests/base/policies), one IAM user per identity.
-from tests.test_storage_policies import enforced, shipped  # noqa: F401 - fixtures
+from tests.test_storage_policies import enforced, shipped  # noqa: F401 - the runbook's MinIO and its users
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -103,7 +103,7 @@ def test_step_8_analyze_works_as_printed(cluster, enforced, tmp_path, monkeypatc
     code = main(argv + ["--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert "AWS_ENDPOINT_URL" not in __import__("os").environ  # --s3-endpoint stays in the process's calls
+    assert "AWS_ENDPOINT_URL" not in os.environ  # --s3-endpoint stays in the process's calls
     res = json.loads(out)
     assert (res["primary"], res["canary"]) == ("v1", "v2")
     assert res["decision"] == "promote", res["analyses"][-1]["verdict"]
