@@ -347,8 +347,9 @@ def analyze_frame(df: pd.DataFrame, primary_version: str, canary_version: str, c
     if queue_proxy and primary_version in queue_proxy and canary_version in queue_proxy:
         p = with_queue_proxy(p, queue_proxy[primary_version])
         c = with_queue_proxy(c, queue_proxy[canary_version])
-        notes.append("errors and latency from Knative's queue-proxy metrics in Prometheus "
-                     f"({p.requests} and {c.requests} requests); rejections and the model metric from the logs")
+        notes.append(f"errors and latency from Knative's queue-proxy metrics in Prometheus "
+                     f"({queue_proxy[canary_version].metric}: {p.requests} and {c.requests} requests); "
+                     "rejections and the model metric from the logs")
     else:
         notes.append("errors and latency judged from the prediction logs alone: failures the predictor "
                      "never saw (queue-proxy 502/503, timeouts) are not counted")
