@@ -3,9 +3,7 @@
 A compiled pipeline must run as compiled: its registry is one a pod can reach
 (``s3://``), the S3 endpoint and region the pods use are written into its
 ``config`` default (resolved here from the flag, ``AWS_ENDPOINT_URL`` and the
-config, in that order, skipping this machine's own addresses such as a
-port-forward's ``localhost:9000``; the project's in-cluster MinIO when none is
-left), every
+config, in that order; the project's in-cluster MinIO when none is given), every
 step names the image, and no credential is ever in the text.
 """
 
@@ -16,7 +14,6 @@ from pathlib import Path
 import yaml
 
 from kubeloop.config import Config
-from kubeloop.deploy.inferenceservice import is_loopback
 from kubeloop.errors import UserError
 
 # Values that must never end up in a compiled pipeline.
@@ -71,17 +68,8 @@ def cluster_config(cfg: Config, *, image: str | None = None) -> tuple[Config, li
             f"registry {registry!r} is not reachable from a pipeline pod (a pod's disk is "
             "gone when the step ends): give an s3:// URI, e.g. --registry s3://models/registry"
         )
-    endpoint = None
-    for where, value in (("AWS_ENDPOINT_URL_S3", os.environ.get("AWS_ENDPOINT_URL_S3")),
-                         ("AWS_ENDPOINT_URL", os.environ.get("AWS_ENDPOINT_URL")),
-                         ("storage.endpoint_url", cfg.storage.endpoint_url)):
-        if value and is_loopback(value):
-            # This machine's address (a port-forward): in a pod it is the pod itself.
-            notes.append(f"{where} {value} is this machine's address, which no pod can reach; "
-                         "not written into the pipeline")
-        elif value:
-            endpoint = value
-            break
+    endpoint = (os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+                or cfg.storage.endpoint_url)
     if not endpoint:
         endpoint = CLUSTER_ENDPOINT
         notes.append(f"storage.endpoint_url: {endpoint} (the project's MinIO)")

@@ -147,22 +147,6 @@ def test_the_flag_outranks_the_environment(tmp_path):
     assert config["storage"]["endpoint_url"] == "http://flag:9000"
 
 
-def test_a_port_forwarded_endpoint_is_never_compiled_in(tmp_path):
-    """AWS_ENDPOINT_URL=http://localhost:9000 (MinIO through a port-forward) reaches
-    storage from this machine only: the pipeline gets the config's endpoint, else the
-    project's MinIO."""
-    c = _compile(tmp_path, env={"AWS_ENDPOINT_URL": "http://localhost:9000"})
-    config = c["spec"]["root"]["inputDefinitions"]["parameters"]["config"]["defaultValue"]
-    assert config["storage"]["endpoint_url"] == CLUSTER_ENDPOINT
-    assert "localhost" not in (tmp_path / "pipeline.yaml").read_text()
-    cfg = Config(registry="s3://team/reg", storage={"endpoint_url": "http://minio.team.svc:9000"})
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
-        resolved, notes = cluster_config(cfg)
-    assert resolved.storage.endpoint_url == "http://minio.team.svc:9000"
-    assert any("127.0.0.1:9000 is this machine's address" in n for n in notes)
-
-
 @pytest.mark.parametrize("registry", ["registry-dir", "/srv/registry", "file:///srv/registry"])
 def test_a_registry_a_pod_cannot_reach_is_refused(tmp_path, capsys, registry):
     out = tmp_path / "p.yaml"
