@@ -450,6 +450,10 @@ def test_a_port_forwarded_endpoint_stays_on_this_machine(capsys, no_cluster, reg
             assert env["AWS_ENDPOINT_URL"] == "http://minio.kubeloop-storage.svc:9000"
         else:  # no endpoint in the config: the ServingRuntime's applies
             assert "AWS_ENDPOINT_URL" not in env
+    # The same endpoint exported in the environment instead of the flag.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    code, out, err = run(capsys, "deploy", "churn", "--dry-run", "--json", "--config", str(cfg))
+    assert code == 0 and s3_endpoint not in out and "http://minio.kubeloop-storage.svc:9000" in out
     # A config that names this machine's endpoint: left out, and said so.
     cfg.write_text(f"storage:\n  endpoint_url: {s3_endpoint}\n")
     code, out, err = run(capsys, "deploy", "churn", "--dry-run", "--json", "--config", str(cfg))
