@@ -91,3 +91,15 @@ def test_health_and_small_requests_answer_while_a_large_body_is_decoded(server, 
     assert status == 200, body
     n = len(body["predictions"]) if protocol == "v1" else body["outputs"][0]["shape"][0]
     assert n == ROWS
+
+
+def test_a_large_bad_request_is_still_a_400_naming_the_field(server):
+    """Off the event loop the answers are the same: a refused row in a large body."""
+    url, model, barrier = server["url"], server["model"], server["barrier"]
+    (barrier / "release").touch()  # nothing held here
+    big = _v1(model, ROWS)
+    big["instances"][17] = {**big["instances"][17], "custmer_id": "x"}
+    status, body = post(url + f"/v1/models/{MODEL}:predict", big, timeout=120, headers={"x-request-id": "big-bad"})
+    assert status == 400, body
+    assert body["request_id"] == "big-bad"
+    assert [(p["row"], p["field"], p["reason"]) for p in body["problems"]] == [(17, "custmer_id", "unknown_field")]
