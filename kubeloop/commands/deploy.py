@@ -54,7 +54,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     )
     isvcs = probe(cluster(args, dry_run=args.dry_run), name, settings.namespace, dry_run=args.dry_run)
     err(f"kubeloop deploy: {name} {target.version} ({target.storage_uri}) -> "
-        f"{settings.namespace}/{name}" + (" [dry run]" if args.dry_run else ""))
+        f"{settings.namespace}/{name}, prediction logs {settings.log_uri or 'off'}"
+        + (" [dry run]" if args.dry_run else ""))
     res = rollout.deploy(
         isvcs, target, settings, canary_percent=args.canary_percent,
         default_percent=cfg.canary.initial_percent, registry=None if args.dry_run else registry,
