@@ -134,9 +134,12 @@ def load_version(
         # Into memory, not into /tmp: the bytes are hashed where they lie and those
         # same bytes are unpickled (a second read could return other bytes). On a
         # cluster this is the shadow's path (KUBELOOP_SHADOW_URI): the primary's
-        # model is what KServe's storage initializer copied into /mnt/models, a
-        # local folder loaded below, and the pod's /tmp is a small emptyDir
-        # (256Mi in manifests/base/servingruntime.yaml) that a copy could overflow.
+        # model is what KServe's storage initializer copied into /mnt/models (the
+        # emptyDir kserve-provision-location, mounted read-only into the model
+        # server: kserve/kserve pkg/webhook/admission/pod/
+        # storage_initializer_injector.go), a local folder loaded below; and the
+        # pod's /tmp is a small emptyDir (256Mi in manifests/base/servingruntime.yaml)
+        # that a copy could overflow.
         try:
             data = store.read_bytes(model_file)
         except NotFound:
