@@ -26,6 +26,14 @@ DEFAULT_FAMILIES = ["linear", "hist_gradient_boosting", "random_forest"]
 DEFAULT_IMAGE = "ghcr.io/kubeloop/kubeloop:0.1.0"
 
 
+# The value of canary.log_uri (or --log-uri / --logs) that turns prediction logs off.
+LOGS_OFF = "off"
+
+
+def is_logs_off(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().lower() in (LOGS_OFF, "none", "false", "")
+
+
 class ConfigError(UserError, ValueError):
     """The configuration is invalid; the message names each bad key."""
 
@@ -188,6 +196,10 @@ class StorageConfig(_Section):
     # On a cluster, the Kubernetes Secret whose AWS_* keys the pipeline steps get as
     # env: the pipeline's own MinIO user (manifests/base), never the predictor's or root.
     credentials_secret: str = "kubeloop-s3-pipeline"
+    # Where prediction logs go when canary.log_uri is not set: s3://<logs_bucket>/predictions.
+    # The bucket manifests/ creates for them, the one the predictor's keys may write
+    # (not the registry's: the predictor may not write models/).
+    logs_bucket: str = Field("logs", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
     max_attempts: int = Field(5, ge=1, le=20)
     connect_timeout: float = Field(5.0, gt=0)
     read_timeout: float = Field(30.0, gt=0)
@@ -255,7 +267,8 @@ class CanaryConfig(_Section):
     memory_request: str | None = "1Gi"
     cpu_limit: str | None = None
     memory_limit: str | None = "2Gi"
-    # Prediction-log root the predictor writes to and analysis reads (unset: no logs).
+    # Prediction-log root the predictor writes to and analysis reads. Unset: the
+    # storage's logs bucket, s3://<storage.logs_bucket>/predictions; "off": no logs.
     log_uri: str | None = None
     # The Secret (namespace above) whose AWS_* keys the predictor writes its logs and
     # reads a shadow model with: the predictor's own MinIO user, which may not write
@@ -295,6 +308,11 @@ class CanaryConfig(_Section):
     prometheus_url: str | None = None
     # Hold until labels arrive instead of promoting on operational signals alone.
     require_labels: bool = False
+
+    @field_validator("log_uri", mode="before")
+    def _log_uri_switch(cls, value: Any) -> Any:
+        # YAML reads a bare `off` (or `no`, `false`) as False.
+        return LOGS_OFF if value is False or is_logs_off(value) else value
 
     @field_validator("steps")
     def _steps_increase(cls, value: list[int]) -> list[int]:
@@ -414,6 +432,15 @@ class Config(_Section):
 
         rails = [g.metric for g in self.gate.guardrails or []]
         check_gate_metrics(task, self.gate.primary_metric, rails)
+
+    def prediction_log_root(self, explicit: str | None = None) -> str | None:
+        """Where the predictor writes its prediction logs and canary analysis reads
+        them: ``explicit`` (a flag) if given, else ``canary.log_uri``, else
+        ``s3://<storage.logs_bucket>/predictions``; None when turned off ("off")."""
+        value = self.canary.log_uri if explicit is None else explicit
+        if value is None:
+            return f"s3://{self.storage.logs_bucket}/predictions"
+        return None if value is False or is_logs_off(value) else value
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
