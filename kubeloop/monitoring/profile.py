@@ -122,11 +122,17 @@ def numeric_entry(
     return entry
 
 
-def categorical_entry(counts: dict[str, float], *, missing: int, max_categories: int = DEFAULT_MAX_CATEGORIES) -> dict[str, Any]:
+def categorical_entry(counts: dict[str, float], *, missing: int, max_categories: int = DEFAULT_MAX_CATEGORIES,
+                      n: float | None = None, levels: int | None = None) -> dict[str, Any]:
+    """``n`` and ``levels``, when given, are the column's true row and level counts
+    (``counts`` then holds only some levels: the rest go to ``other``)."""
     ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     kept = dict(ordered[:max_categories])
-    other = float(sum(c for _, c in ordered[max_categories:]))
-    n = float(sum(counts.values()))
+    if n is None:
+        n = float(sum(counts.values()))
+        other = float(sum(c for _, c in ordered[max_categories:]))
+    else:
+        other = float(n) - float(sum(c for _, c in ordered[:max_categories]))
     return {
         "kind": CATEGORICAL,
         "n": _int_if_whole(n),
@@ -135,7 +141,7 @@ def categorical_entry(counts: dict[str, float], *, missing: int, max_categories:
         "counts": {k: _int_if_whole(c) for k, c in kept.items()},
         "other": _int_if_whole(other),
         # the true number of levels, stored ones and pooled ones
-        "levels": len(counts),
+        "levels": len(counts) if levels is None else int(levels),
     }
 
 
@@ -152,6 +158,37 @@ def column_entry(values: Any, kind: str, *, points: int = DEFAULT_POINTS, bins: 
         return numeric_entry(finite, missing=int(len(x) - len(finite)), points=points, bins=bins)
     counts, missing = category_counts(arr)
     return categorical_entry(counts, missing=missing, max_categories=max_categories)
+
+
+def sketch_entries(sketch: Any, *, points: int = DEFAULT_POINTS, bins: int = DEFAULT_BINS,
+                   max_categories: int = DEFAULT_MAX_CATEGORIES) -> dict[str, dict[str, Any]]:
+    """Profile entries of the columns of a ``sketch.TableSketch`` (one pass or merged
+    partitions). A numeric column whose sample holds all its values is exact, as
+    ``column_entry``; else its points come from the sample (``sample``: its size,
+    which p-values use) and its moments from all the values. A categorical column
+    past the sketch's cap has Misra-Gries counts (``count_error``: how far below
+    the truth any count may be) and an estimated number of ``levels``."""
+    entries: dict[str, dict[str, Any]] = {}
+    for name, col in sketch.columns.items():
+        if col.kind == NUMERIC:
+            values = col.sample.sorted_values()
+            if col.sample.exact:
+                entries[name] = numeric_entry(values, missing=col.missing, points=points, bins=bins)
+                continue
+            m = col.moments
+            entry = numeric_entry(values, missing=col.missing, n_total=m.n, points=points, bins=bins,
+                                  moments={"min": m.min, "max": m.max, "mean": m.mean, "std": m.std})
+            entry["sample"] = int(values.size)
+            entry["rank_error"] = col.sample.rank_error()
+            entries[name] = entry
+        else:
+            cats = col.cats
+            entry = categorical_entry(cats.counts, missing=col.missing, max_categories=max_categories,
+                                      n=cats.n, levels=cats.levels())
+            if not cats.exact:
+                entry["count_error"] = _int_if_whole(math.ceil(cats.count_error()))
+            entries[name] = entry
+    return entries
 
 
 def _ints_if_whole(a: np.ndarray) -> list[Any]:
