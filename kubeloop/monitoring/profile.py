@@ -53,6 +53,8 @@ REFERENCE_FILE = "monitoring/reference.parquet"
 DEFAULT_POINTS = 2000
 DEFAULT_BINS = 10
 DEFAULT_MAX_CATEGORIES = 1000
+# Numeric columns of a registration profile: points from a sample of this many rows.
+DEFAULT_SAMPLE_ROWS = 200_000
 
 
 class ProfileError(UserError, ValueError):
@@ -328,28 +330,70 @@ def permutation_importance(model: Any, df: Any, schema: dict[str, Any], *, max_r
     return {f: float(v) for f, v in zip(feats, values, strict=True)}
 
 
+def frame_sketch(df: Any, schema: dict[str, Any], *, sample: int = DEFAULT_SAMPLE_ROWS, seed: int = 0,
+                 first_row: int = 0) -> Any:
+    """The mergeable sketch of the feature columns of ``df`` (rows ``first_row`` on)."""
+    from kubeloop.monitoring.sketch import TableSketch
+
+    kinds = schema_kinds(schema)
+    missing = [c for c in kinds if c not in df.columns]
+    if missing:
+        raise ProfileError(f"reference data lacks feature columns {missing}")
+    sketch = TableSketch(kinds, sample=sample, seed=seed)
+    sketch.add_frame(df, first_row=first_row)
+    return sketch
+
+
+def sketch_profile(sketch: Any, schema: dict[str, Any], *, predictions: Any = None,
+                   metrics: dict[str, Any] | None = None, importance: dict[str, float] | None = None,
+                   cfg: Any = None) -> dict[str, Any]:
+    """The reference profile from a sketch of the training data (one pass or the
+    merge of partitions): the same function serves both shapes."""
+    kw = {}
+    if cfg is not None:
+        kw = {"points": cfg.profile_points, "bins": cfg.psi_bins, "max_categories": cfg.max_categories}
+    columns = sketch_entries(sketch, **kw)
+    pred_entry = None
+    if predictions is not None:
+        kind = CATEGORICAL if schema.get("task") == "classification" else NUMERIC
+        pred_entry = column_entry(predictions, kind, name="prediction", **kw)
+    sampled = max((c.sample.values.size for c in sketch.columns.values() if c.sample is not None and not c.sample.exact),
+                  default=0)
+    prof = finish_profile(
+        columns, n_rows=min(sketch.n_rows, sampled) if sampled else sketch.n_rows, prediction=pred_entry,
+        metrics=metrics, importance=importance, task=schema.get("task"), target=schema.get("target"),
+        positive_label=schema.get("positive_label"),
+    )
+    # n_rows: the rows the sampled statistics stand on; rows_total: every row sketched
+    prof["rows_total"] = int(sketch.n_rows)
+    return prof
+
+
 def registration_profile(train_df: Any, schema: dict[str, Any], *, model: Any = None, test_df: Any = None,
-                         metrics: dict[str, Any] | None = None, cfg: Any = None, max_rows: int = 200_000,
-                         seed: int = 0) -> dict[str, Any]:
+                         metrics: dict[str, Any] | None = None, cfg: Any = None,
+                         max_rows: int = DEFAULT_SAMPLE_ROWS, seed: int = 0, sketch: Any = None) -> dict[str, Any]:
     """The profile a register step stores as ``monitoring/profile.json``: the
-    training split (at most ``max_rows``, sampled), the model's predictions and
-    permutation importance on the test split (else on the training sample), and
-    the test ``metrics``. ``cfg`` is a ``MonitoringConfig`` (points, bins)."""
+    training split's sketch (moments and counts of every row, numeric points from a
+    sample of at most ``max_rows``; or ``sketch``, already made, e.g. merged from
+    partitions), the model's predictions and permutation importance on the test
+    split (else on a training sample), and the test ``metrics``. ``cfg`` is a
+    ``MonitoringConfig`` (points, bins)."""
     from kubeloop.schema import feature_columns
 
-    sample = train_df.sample(n=max_rows, random_state=seed) if len(train_df) > max_rows else train_df
-    scored = test_df if test_df is not None and len(test_df) else sample
+    if sketch is None:
+        sketch = frame_sketch(train_df, schema, sample=max_rows, seed=seed)
     predictions = importance = None
     if model is not None:
+        if test_df is not None and len(test_df):
+            scored = test_df
+        else:
+            scored = train_df.sample(n=max_rows, random_state=seed) if len(train_df) > max_rows else train_df
         feats = [c for c in feature_columns(schema) if c in scored.columns]
         predictions = model.predict(scored[feats])
         if schema.get("task") == "classification":
             predictions = [str(p) for p in predictions]
         importance = permutation_importance(model, scored, schema, seed=seed)
-    kw = {}
-    if cfg is not None:
-        kw = {"points": cfg.profile_points, "bins": cfg.psi_bins, "max_categories": cfg.max_categories}
-    return build_profile(sample, schema, predictions=predictions, metrics=metrics, importance=importance, **kw)
+    return sketch_profile(sketch, schema, predictions=predictions, metrics=metrics, importance=importance, cfg=cfg)
 
 
 # --------------------------------------------------------------------------- registry
