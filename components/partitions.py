@@ -1,0 +1,205 @@
+"""Partitioned statistics: a table too big for one pod is cut into row ranges of
+``scale.partition_rows``; one step per range sketches its rows, and a merge step
+combines the sketches (``kubeloop.monitoring.sketch``) into the profile.
+
+The same functions make both shapes: a table of at most ``partition_rows`` rows
+is one partition (one pod), and its profile is the one a fan-out over four
+partitions gives, within the sketches' stated error (their row samples are even
+identical: row priorities come from the global row number).
+
+    plan (rows, kinds) -> ParallelFor(partitions): sketch -> merge (Collected) -> profile
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, List  # noqa: UP035 (KFP documents typing.List for artifact lists)
+
+from kfp.dsl import Artifact, Input, Output
+
+from kubeloop.component import component
+from kubeloop.errors import UserError
+
+SKETCH_FILE = "sketch.json"
+PROFILE_FILE = "profile.json"
+
+
+class PartitionError(UserError, ValueError):
+    """A partition plan or its sketches do not fit together; the message says how."""
+
+
+# --------------------------------------------------------------------------- pure steps
+
+
+def plan_partitions(n_rows: int, partition_rows: int) -> list[dict[str, int]]:
+    """Consecutive row ranges of at most ``partition_rows`` covering ``n_rows`` rows
+    (one empty partition for an empty table, so the merge always has an input)."""
+    if partition_rows < 1:
+        raise PartitionError(f"scale.partition_rows must be at least 1, got {partition_rows}")
+    if n_rows < 0:
+        raise PartitionError(f"a table cannot have {n_rows} rows")
+    if n_rows == 0:
+        return [{"index": 0, "first_row": 0, "rows": 0}]
+    return [{"index": i, "first_row": start, "rows": min(partition_rows, n_rows - start)}
+            for i, start in enumerate(range(0, n_rows, partition_rows))]
+
+
+def data_kinds(uri: str, storage: Any = None, schema: dict[str, Any] | None = None) -> dict[str, str]:
+    """Columns to sketch and their kind: a kubeloop schema's features, else every
+    numeric and categorical column of the data."""
+    if schema is not None:
+        from kubeloop.monitoring.profile import schema_kinds
+
+        return schema_kinds(schema)
+    from kubeloop.monitoring.stream import infer_kinds
+
+    return {c: k for c, k in infer_kinds(uri, storage).items() if k is not None}
+
+
+def partition_batches(uri: str, first_row: int, rows: int, columns: list[str], *, storage: Any = None,
+                      batch_rows: int = 131_072) -> Iterator[Any]:
+    """Arrow batches of rows ``[first_row, first_row + rows)`` of ``uri`` (its files in
+    name order), read in bounded batches and stopped at the range's end."""
+    from kubeloop.monitoring.stream import csv_types_for, iter_batches
+
+    end, pos = first_row + rows, 0
+    if rows <= 0:
+        return
+    types = csv_types_for(dict.fromkeys(columns, "")) if not uri.lower().endswith((".parquet", ".pq")) else None
+    for batch in iter_batches(uri, columns, storage=storage, batch_rows=batch_rows, csv_types=types):
+        lo, hi = pos, pos + batch.num_rows
+        pos = hi
+        if hi <= first_row:
+            continue
+        if lo >= end:
+            break
+        start = max(first_row, lo)
+        yield batch.slice(start - lo, min(hi, end) - start)
+        if hi >= end:
+            break
+
+
+def sketch_partition(uri: str, kinds: dict[str, str], partition: dict[str, int], cfg: Any,
+                     storage: Any = None) -> Any:
+    """The sketch of one partition's rows (``cfg``: a ``Config``)."""
+    from kubeloop.monitoring.sketch import TableSketch
+
+    sketch = TableSketch(kinds, sample=cfg.scale.sample_rows, category_cap=cfg.scale.category_cap)
+    pos = int(partition["first_row"])
+    for batch in partition_batches(uri, pos, int(partition["rows"]), list(kinds), storage=storage,
+                                   batch_rows=cfg.monitoring.batch_rows):
+        sketch.add_batch(batch, pos)
+        pos += batch.num_rows
+    if pos - int(partition["first_row"]) != int(partition["rows"]):
+        raise PartitionError(
+            f"{uri}: partition {partition['index']} should hold rows {partition['first_row']}"
+            f"..{int(partition['first_row']) + int(partition['rows']) - 1}, the data has "
+            f"{pos} rows (did it change since the plan?)")
+    return sketch
+
+
+def merge_partitions(sketches: list[Any], plan_rows: int | None = None) -> Any:
+    """The merge of the partitions' sketches; ``plan_rows`` checks none is missing."""
+    from kubeloop.monitoring.sketch import merge_all
+
+    merged = merge_all(sketches)
+    if plan_rows is not None and merged.n_rows != plan_rows:
+        raise PartitionError(f"the partitions' sketches hold {merged.n_rows} rows, the plan {plan_rows}")
+    return merged
+
+
+def profile_data(uri: str, cfg: Any, *, storage: Any = None, schema: dict[str, Any] | None = None,
+                 partition_rows: int | None = None) -> tuple[dict[str, Any], Any]:
+    """(profile, merged sketch) of a table, partition after partition in this process:
+    the shape a fan-out takes, run in one place (``partition_rows`` defaults to the
+    config's)."""
+    from kubeloop.monitoring.profile import sketch_profile
+    from kubeloop.monitoring.stream import count_rows
+
+    kinds = data_kinds(uri, storage, schema)
+    n = count_rows(uri, storage)
+    parts = plan_partitions(n, partition_rows or cfg.scale.partition_rows)
+    merged = merge_partitions([sketch_partition(uri, kinds, p, cfg, storage) for p in parts], n)
+    return sketch_profile(merged, schema or {}, cfg=cfg.monitoring), merged
+
+
+# --------------------------------------------------------------------------- KFP adapters
+
+
+@component
+def plan_op(data_uri: str, config: dict) -> list:
+    """Count the rows and cut them into partitions of ``scale.partition_rows``.
+
+    One output (``Output``): the local runner resolves a ParallelFor's items at
+    the pipeline's top level only from a task's single output."""
+    from kubeloop.components.partitions import plan_partitions
+    from kubeloop.config import Config
+    from kubeloop.monitoring.stream import count_rows
+    from kubeloop.progress import stage
+
+    cfg = Config.from_dict(config)
+    with stage("plan") as st:
+        n = count_rows(data_uri, cfg.storage)
+        parts = plan_partitions(n, cfg.scale.partition_rows)
+        st.result = f"{n} rows in {len(parts)} partition(s) of at most {cfg.scale.partition_rows}"
+    return parts
+
+
+@component
+def sketch_op(data_uri: str, partition: dict, config: dict, sketch: Output[Artifact]):
+    """Sketch one partition's rows (every numeric and categorical column)."""
+    import os
+
+    from kubeloop.components.partitions import SKETCH_FILE, data_kinds, sketch_partition
+    from kubeloop.config import Config
+    from kubeloop.monitoring.sketch import dumps
+    from kubeloop.progress import stage
+
+    cfg = Config.from_dict(config)
+    with stage("sketch") as st:
+        result = sketch_partition(data_uri, data_kinds(data_uri, cfg.storage), partition, cfg, cfg.storage)
+        os.makedirs(sketch.path, exist_ok=True)
+        with open(os.path.join(sketch.path, SKETCH_FILE), "wb") as f:
+            f.write(dumps(result))
+        st.result = f"partition {partition['index']}: {result.n_rows} rows"
+
+
+@component
+def merge_op(
+    sketches: Input[List[Artifact]],  # noqa: UP006 (KFP documents typing.List here)
+    partitions: list,
+    config: dict,
+    profile: Output[Artifact],
+):
+    """Merge the partitions' sketches: ``profile`` holds the profile they give
+    (profile.json) and the merged sketch (sketch.json)."""
+    import os
+
+    from kubeloop.components.partitions import (
+        PROFILE_FILE,
+        SKETCH_FILE,
+        PartitionError,
+        merge_partitions,
+    )
+    from kubeloop.config import Config
+    from kubeloop.monitoring.profile import dumps as profile_dumps
+    from kubeloop.monitoring.profile import sketch_profile
+    from kubeloop.monitoring.sketch import dumps, loads
+    from kubeloop.progress import stage
+
+    cfg = Config.from_dict(config)
+    with stage("merge") as st:
+        parts = []
+        for art in sketches:
+            path = os.path.join(art.path, SKETCH_FILE)
+            with open(path, "rb") as f:
+                parts.append(loads(f.read(), path))
+        if len(parts) != len(partitions):
+            raise PartitionError(f"{len(parts)} sketches for {len(partitions)} partitions")
+        result = merge_partitions(parts, sum(int(p["rows"]) for p in partitions))
+        os.makedirs(profile.path, exist_ok=True)
+        for name, data in ((SKETCH_FILE, dumps(result)),
+                           (PROFILE_FILE, profile_dumps(sketch_profile(result, {}, cfg=cfg.monitoring)))):
+            with open(os.path.join(profile.path, name), "wb") as f:
+                f.write(data)
+        st.result = f"{len(parts)} partition(s), {result.n_rows} rows"

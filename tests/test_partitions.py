@@ -1,0 +1,147 @@
+"""Partitioned statistics: plans, row ranges, and the fan-out through the KFP
+local runner, whose four partitions give the one-pod statistics within the
+sketches' stated error."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kubeloop.components.partitions import (
+    PartitionError,
+    partition_batches,
+    plan_partitions,
+    profile_data,
+    sketch_partition,
+)
+from kubeloop.config import Config
+from kubeloop.monitoring.sketch import loads
+
+
+def _table(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(50, 10, size=n)
+    x[rng.random(n) < 0.04] = np.nan
+    c = rng.choice(["basic", "plus", "pro", "team"], size=n, p=[0.5, 0.3, 0.15, 0.05]).astype(object)
+    c[rng.random(n) < 0.02] = None
+    return pd.DataFrame({"x": x, "k": rng.integers(0, 7, size=n).astype(float), "plan": c})
+
+
+def _cfg(partition_rows: int, sample_rows: int = 200_000) -> Config:
+    return Config.from_dict({"scale": {"partition_rows": partition_rows, "sample_rows": sample_rows}})
+
+
+@pytest.mark.parametrize(("n", "size", "expected"), [
+    (0, 10, [(0, 0)]),
+    (5, 10, [(0, 5)]),
+    (10, 10, [(0, 10)]),
+    (11, 10, [(0, 10), (10, 1)]),
+    (40, 10, [(0, 10), (10, 10), (20, 10), (30, 10)]),
+])
+def test_plans_cover_every_row_once(n, size, expected):
+    plan = plan_partitions(n, size)
+    assert [(p["first_row"], p["rows"]) for p in plan] == expected
+    assert [p["index"] for p in plan] == list(range(len(expected)))
+
+
+def test_bad_plans_are_refused():
+    with pytest.raises(PartitionError, match="partition_rows"):
+        plan_partitions(10, 0)
+    with pytest.raises(PartitionError, match="rows"):
+        plan_partitions(-1, 10)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "parquet-dir"])
+def test_partition_batches_are_exactly_the_row_range(tmp_path, fmt):
+    df = _table(1000)
+    if fmt == "parquet":
+        uri = tmp_path / "t.parquet"
+        df.to_parquet(uri, row_group_size=97)
+    elif fmt == "csv":
+        uri = tmp_path / "t.csv"
+        df.to_csv(uri, index=False)
+    else:
+        uri = tmp_path / "parts"
+        uri.mkdir()
+        for i, lo in enumerate(range(0, 1000, 300)):
+            df.iloc[lo:lo + 300].to_parquet(uri / f"part-{i}.parquet")
+    for first, rows in [(0, 1000), (0, 1), (250, 333), (999, 1), (700, 300), (10, 0)]:
+        got = [b.to_pandas() for b in partition_batches(str(uri), first, rows, ["x", "plan"], batch_rows=64)]
+        got = pd.concat(got, ignore_index=True) if got else pd.DataFrame(columns=["x", "plan"])
+        want = df.iloc[first:first + rows][["x", "plan"]].reset_index(drop=True)
+        assert len(got) == rows
+        np.testing.assert_array_equal(got["x"].to_numpy(float), want["x"].to_numpy(float))
+        assert got["plan"].tolist() == want["plan"].tolist()
+
+
+def test_a_partition_past_the_data_is_a_clear_error(tmp_path):
+    uri = tmp_path / "t.parquet"
+    _table(100).to_parquet(uri)
+    with pytest.raises(PartitionError, match="did it change since the plan"):
+        sketch_partition(str(uri), {"x": "numeric"}, {"index": 3, "first_row": 90, "rows": 20}, _cfg(20))
+
+
+def test_in_process_shapes_agree(tmp_path):
+    uri = tmp_path / "t.parquet"
+    _table(9000, 1).to_parquet(uri, row_group_size=1000)
+    one, s1 = profile_data(str(uri), _cfg(10**9))
+    four, s4 = profile_data(str(uri), _cfg(2500))
+    assert s1.n_rows == s4.n_rows == 9000
+    # everything fits the sample: the entries are exact and equal
+    assert one["columns"] == four["columns"]
+    assert "sample" not in one["columns"]["x"] and one["columns"]["k"]["exact"]
+    assert one["columns"]["plan"]["levels"] == 4
+
+
+def _entry_cdf(entry: dict, at: np.ndarray) -> np.ndarray:
+    pts, w = np.asarray(entry["points"]), np.asarray(entry["weights"], float)
+    cum = np.cumsum(w) / w.sum()
+    idx = np.searchsorted(pts, at, side="right") - 1
+    return np.where(idx >= 0, cum[np.maximum(idx, 0)], 0.0)
+
+
+@pytest.mark.slow
+def test_one_pod_and_four_partitions_give_equal_statistics_through_kfp(tmp_path, monkeypatch):
+    from kubeloop.local_run import run_pipeline
+    from kubeloop.pipelines.profiling import build_profiling_pipeline
+
+    df = _table(40_000, 2)
+    uri = tmp_path / "data.parquet"
+    df.to_parquet(uri, row_group_size=4096)
+    monkeypatch.chdir(tmp_path)
+    results = {}
+    for shape, partition_rows in (("one", 1_000_000), ("four", 10_000)):
+        cfg = _cfg(partition_rows, sample_rows=5000)  # numeric columns sampled: the sketch path
+        run = run_pipeline(build_profiling_pipeline(cfg), {"data_uri": str(uri)}, work_dir=tmp_path / shape)
+        profile = json.loads(open(os.path.join(run.outputs.path, "profile.json")).read())
+        merged = loads(open(os.path.join(run.outputs.path, "sketch.json"), "rb").read())
+        sketched = [e for e in run.events if e[0] != "error" and e[1].get("stage") == "sketch"]
+        results[shape] = (profile, merged, len(sketched))
+    (p1, m1, pods1), (p4, m4, pods4) = results["one"], results["four"]
+    assert (pods1, pods4) == (1, 4)
+    assert m1.n_rows == m4.n_rows == len(df)
+    # exact parts exactly
+    for name in ("x", "k", "plan"):
+        a, b = m1.columns[name], m4.columns[name]
+        assert (a.rows, a.missing) == (b.rows, b.missing)
+    assert m1.columns["plan"].cats.counts == m4.columns["plan"].cats.counts == df["plan"].value_counts().to_dict()
+    assert p1["columns"]["plan"] == p4["columns"]["plan"]
+    assert p1["columns"]["k"] == p4["columns"]["k"]  # seven values: exact points
+    x = df["x"].dropna().to_numpy()
+    for p in (p1, p4):
+        e = p["columns"]["x"]
+        assert e["n"] == x.size and e["missing"] == df["x"].isna().sum()
+        assert e["mean"] == pytest.approx(x.mean(), rel=1e-12) and e["std"] == pytest.approx(x.std(), rel=1e-10)
+        assert (e["min"], e["max"]) == (x.min(), x.max())
+        assert e["sample"] == 5000 and e["rank_error"] > 0
+        # the profile's CDF within the stated error of the data's (plus the points' own 1/points step)
+        at = np.quantile(x, np.linspace(0.01, 0.99, 99))
+        true = np.searchsorted(np.sort(x), at, side="right") / x.size
+        assert np.abs(_entry_cdf(e, at) - true).max() <= e["rank_error"] + 1 / len(e["points"])
+    # the sample is the same rows in both shapes, so the points are too
+    assert p1["columns"]["x"]["points"] == p4["columns"]["x"]["points"]
+    assert p1["columns"]["x"]["weights"] == p4["columns"]["x"]["weights"]
