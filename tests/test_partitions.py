@@ -145,3 +145,40 @@ def test_one_pod_and_four_partitions_give_equal_statistics_through_kfp(tmp_path,
     # the sample is the same rows in both shapes, so the points are too
     assert p1["columns"]["x"]["points"] == p4["columns"]["x"]["points"]
     assert p1["columns"]["x"]["weights"] == p4["columns"]["x"]["weights"]
+
+
+def _cli(*argv: str, capsys) -> tuple[int, str, str]:
+    from kubeloop import cli
+
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.slow
+def test_profile_command_gives_the_same_profile_fanned_out_and_in_process(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = tmp_path / "data.csv"
+    df = _table(12_000, 4)
+    df.to_csv(uri, index=False)
+    code, out, err = _cli("profile", "--data", str(uri), "--partition-rows", "3000", "--json",
+                          "--output", str(tmp_path / "p.json"), capsys=capsys)
+    assert code == 0, err
+    fanned = json.loads(out)
+    assert err.count("sketch") >= 4  # one progress line per partition
+    assert json.loads((tmp_path / "p.json").read_text()) == fanned
+    code, out, err = _cli("profile", "--data", str(uri), "--in-process", "--json", capsys=capsys)
+    assert code == 0, err
+    single = json.loads(out)
+    assert single["columns"] == fanned["columns"] and single["rows_total"] == fanned["rows_total"] == len(df)
+    assert fanned["columns"]["plan"]["counts"] == df["plan"].value_counts().to_dict()
+    code, out, _ = _cli("profile", "--data", str(uri), "--in-process", capsys=capsys)
+    assert code == 0 and "12000 rows" in out and "4 levels" in out
+
+
+def test_profile_command_bad_input_is_a_user_error(tmp_path, capsys):
+    code, _, err = _cli("profile", "--data", str(tmp_path / "nothing.parquet"), "--in-process", capsys=capsys)
+    assert code == 2 and "nothing.parquet" in err and "Traceback" not in err
+    (tmp_path / "t.csv").write_text("a,b\n1,x\n")
+    code, _, err = _cli("profile", "--data", str(tmp_path / "t.csv"), "--partition-rows", "0", capsys=capsys)
+    assert code == 2 and "partition_rows" in err
