@@ -123,6 +123,69 @@ def profile_data(uri: str, cfg: Any, *, storage: Any = None, schema: dict[str, A
     return sketch_profile(merged, schema or {}, cfg=cfg.monitoring), merged
 
 
+def drift_partition(uri: str, reference: dict[str, Any], partition: dict[str, int], cfg: Any,
+                    storage: Any = None) -> dict[str, Any]:
+    """Drift accumulators of one partition of the current data against ``reference``
+    (a profile): {"accumulators", "rows", "seen"}, the state a merge step combines."""
+    from kubeloop.monitoring.stream import add_batch, new_accumulators
+
+    accs = new_accumulators(reference)
+    seen: set[str] = set()
+    rows = 0
+    for batch in partition_batches(uri, int(partition["first_row"]), int(partition["rows"]),
+                                   list(reference["columns"]), storage=storage,
+                                   batch_rows=cfg.monitoring.batch_rows):
+        seen.update(batch.schema.names)
+        add_batch(accs, batch, uri)
+        rows += batch.num_rows
+    return {"accumulators": accs, "rows": rows, "seen": seen}
+
+
+def merge_drift(parts: list[dict[str, Any]], reference: dict[str, Any], cfg: Any) -> dict[str, Any]:
+    """The drift report of the partitions together: their accumulators merged, then
+    the one comparison (and its multiple-testing correction) of the whole data."""
+    from kubeloop.monitoring.stats import compare, merge_accumulators
+
+    if not parts:
+        raise PartitionError("no partitions to merge")
+    merged = merge_accumulators([p["accumulators"] for p in parts])
+    rows = sum(int(p["rows"]) for p in parts)
+    if rows == 0:
+        raise PartitionError("the current data has no rows")
+    seen = set().union(*(set(p["seen"]) for p in parts))
+    report = compare(reference, merged, cfg.monitoring, columns_seen=seen, n_current=rows)
+    report["partitions"] = len(parts)
+    return report
+
+
+def drift_data(reference: dict[str, Any], uri: str, cfg: Any, *, storage: Any = None,
+               partition_rows: int | None = None) -> dict[str, Any]:
+    """Drift of the data at ``uri`` against a profile, partition after partition in
+    this process (the fan-out's shape, run in one place)."""
+    from kubeloop.monitoring.stream import count_rows
+
+    parts = plan_partitions(count_rows(uri, storage), partition_rows or cfg.scale.partition_rows)
+    return merge_drift([drift_partition(uri, reference, p, cfg, storage) for p in parts], reference, cfg)
+
+
+def dump_drift_part(part: dict[str, Any]) -> bytes:
+    import json
+
+    from kubeloop.monitoring.stats import accumulators_to_dict
+
+    return json.dumps({"accumulators": accumulators_to_dict(part["accumulators"]), "rows": part["rows"],
+                       "seen": sorted(part["seen"])}, allow_nan=False).encode()
+
+
+def load_drift_part(data: bytes) -> dict[str, Any]:
+    import json
+
+    from kubeloop.monitoring.stats import accumulators_from_dict
+
+    d = json.loads(data)
+    return {"accumulators": accumulators_from_dict(d["accumulators"]), "rows": int(d["rows"]), "seen": set(d["seen"])}
+
+
 # --------------------------------------------------------------------------- KFP adapters
 
 
@@ -203,3 +266,49 @@ def merge_op(
             with open(os.path.join(profile.path, name), "wb") as f:
                 f.write(data)
         st.result = f"{len(parts)} partition(s), {result.n_rows} rows"
+
+
+@component
+def drift_part_op(data_uri: str, reference_uri: str, partition: dict, config: dict, part: Output[Artifact]):
+    """Accumulate one partition of the current data against the reference profile."""
+    from kubeloop.components.partitions import drift_partition, dump_drift_part
+    from kubeloop.config import Config
+    from kubeloop.monitoring.drift import load_source_profile
+    from kubeloop.progress import stage
+
+    cfg = Config.from_dict(config)
+    with stage("drift-part") as st:
+        reference = load_source_profile(reference_uri, cfg, registry=cfg.registry)
+        result = drift_partition(data_uri, reference, partition, cfg, cfg.storage)
+        with open(part.path, "wb") as f:
+            f.write(dump_drift_part(result))
+        st.result = f"partition {partition['index']}: {result['rows']} rows"
+
+
+@component
+def drift_merge_op(
+    parts: Input[List[Artifact]],  # noqa: UP006 (KFP documents typing.List here)
+    reference_uri: str,
+    config: dict,
+    report: Output[Artifact],
+) -> bool:
+    """Merge the partitions' accumulators and compare once; outputs whether anything drifted."""
+    import json
+
+    from kubeloop.components.partitions import load_drift_part, merge_drift
+    from kubeloop.config import Config
+    from kubeloop.monitoring.drift import load_source_profile
+    from kubeloop.progress import stage
+
+    cfg = Config.from_dict(config)
+    with stage("drift-merge") as st:
+        reference = load_source_profile(reference_uri, cfg, registry=cfg.registry)
+        loaded = []
+        for art in parts:
+            with open(art.path, "rb") as f:
+                loaded.append(load_drift_part(f.read()))
+        result = merge_drift(loaded, reference, cfg)
+        with open(report.path, "w") as f:
+            json.dump(result, f, allow_nan=False)
+        st.result = f"{len(loaded)} partition(s): {len(result['drifted_columns'])} column(s) drifted"
+    return bool(result["drifted_columns"])

@@ -1,4 +1,4 @@
-"""The profiling pipeline: wiring only (components/partitions.py has the logic).
+"""The profiling and drift pipelines: wiring only (components/partitions.py has the logic).
 
     plan -> ParallelFor(partitions, one pod each): sketch -> merge (dsl.Collected)
 
@@ -13,7 +13,13 @@ from typing import Any
 from kfp import dsl
 from kfp.dsl import Artifact
 
-from kubeloop.components.partitions import merge_op, plan_op, sketch_op
+from kubeloop.components.partitions import (
+    drift_merge_op,
+    drift_part_op,
+    merge_op,
+    plan_op,
+    sketch_op,
+)
 from kubeloop.config import Config
 
 PIPELINE_NAME = "kubeloop-profiling"
@@ -33,3 +39,20 @@ def build_profiling_pipeline(config: Config | None = None, *, parallelism: int =
         return merge.outputs["profile"]
 
     return profiling
+
+
+def build_drift_pipeline(config: Config | None = None, *, parallelism: int = 2) -> Any:
+    """Drift of a table against a reference profile (a profile .json or
+    model:NAME[@REF]), one step per partition of ``scale.partition_rows`` rows,
+    then one comparison of the merged accumulators (the report, as a file)."""
+    default_config = (config or Config()).to_params()
+
+    @dsl.pipeline(name="kubeloop-drift", description="Drift of a table, one step per partition, then merge")
+    def drift(data_uri: str, reference_uri: str, config: dict = default_config) -> Artifact:
+        plan = plan_op(data_uri=data_uri, config=config)
+        with dsl.ParallelFor(plan.output, parallelism=parallelism) as partition:
+            part = drift_part_op(data_uri=data_uri, reference_uri=reference_uri, partition=partition, config=config)
+        merge = drift_merge_op(parts=dsl.Collected(part.outputs["part"]), reference_uri=reference_uri, config=config)
+        return merge.outputs["report"]
+
+    return drift

@@ -13,6 +13,11 @@ import pytest
 
 from kubeloop.components.partitions import (
     PartitionError,
+    drift_data,
+    drift_partition,
+    dump_drift_part,
+    load_drift_part,
+    merge_drift,
     partition_batches,
     plan_partitions,
     profile_data,
@@ -182,3 +187,83 @@ def test_profile_command_bad_input_is_a_user_error(tmp_path, capsys):
     (tmp_path / "t.csv").write_text("a,b\n1,x\n")
     code, _, err = _cli("profile", "--data", str(tmp_path / "t.csv"), "--partition-rows", "0", capsys=capsys)
     assert code == 2 and "partition_rows" in err
+
+
+def _drift_case(tmp_path, n: int = 30_000):
+    from kubeloop.monitoring.profile import build_profile, dumps
+
+    ref = _table(20_000, 7)
+    cur = _table(n, 8)
+    cur["x"] = cur["x"] + 1.5  # a shift in x only
+    schema = {"task": "regression", "target": "y",
+              "columns": {"x": {"kind": "numeric", "role": "feature"}, "k": {"kind": "numeric", "role": "feature"},
+                          "plan": {"kind": "categorical", "role": "feature"}}}
+    profile_path = tmp_path / "reference.json"
+    profile_path.write_bytes(dumps(build_profile(ref, schema)))
+    cur_path = tmp_path / "current.parquet"
+    cur.to_parquet(cur_path, row_group_size=2048)
+    return str(profile_path), str(cur_path)
+
+
+def _close(a, b, where: str) -> None:
+    """Equal, floats within rounding (sums over partitions add in another order)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), where
+        for k in a:
+            _close(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _close(x, y, f"{where}[{i}]")
+    elif isinstance(a, float):
+        assert b == pytest.approx(a, rel=1e-9, abs=1e-12), where
+    else:
+        assert a == b, where
+
+
+def _same_report(a: dict, b: dict) -> None:
+    assert a["drifted_columns"] == b["drifted_columns"]
+    _close(a["columns"], b["columns"], "columns")
+
+
+@pytest.mark.parametrize("n", [30_000, 6000])  # 6,000: current values kept for scipy's exact KS
+def test_partitioned_drift_equals_one_pass(tmp_path, n):
+    from kubeloop.monitoring.drift import drift, load_source_profile
+
+    ref_uri, cur_uri = _drift_case(tmp_path, n)
+    cfg = _cfg(n // 4 + 1)
+    one = drift(ref_uri, cur_uri, cfg)
+    reference = load_source_profile(ref_uri, cfg)
+    four = drift_data(reference, cur_uri, cfg)
+    assert four["partitions"] == 4 and one["drifted_columns"] == ["x"]
+    _same_report(one, four)
+    # through the serialised hand-over, as between pods
+    parts = [load_drift_part(dump_drift_part(drift_partition(cur_uri, reference, p, cfg)))
+             for p in plan_partitions(n, n // 4 + 1)]
+    _same_report(one, merge_drift(parts, reference, cfg))
+
+
+def test_accumulators_of_different_references_do_not_merge(tmp_path):
+    from kubeloop.monitoring.stats import NumericAccumulator, merge_accumulators
+
+    with pytest.raises(ValueError, match="different reference points"):
+        NumericAccumulator([1.0, 2.0]).merge(NumericAccumulator([1.0, 3.0]))
+    with pytest.raises(ValueError, match="different columns"):
+        merge_accumulators([{"a": NumericAccumulator([1.0])}, {"b": NumericAccumulator([1.0])}])
+
+
+@pytest.mark.slow
+def test_drift_fans_out_through_kfp_with_the_one_pass_report(tmp_path, monkeypatch):
+    from kubeloop.local_run import run_pipeline
+    from kubeloop.monitoring.drift import drift
+    from kubeloop.pipelines.profiling import build_drift_pipeline
+
+    ref_uri, cur_uri = _drift_case(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    cfg = _cfg(7500)
+    run = run_pipeline(build_drift_pipeline(cfg), {"data_uri": cur_uri, "reference_uri": ref_uri},
+                       work_dir=tmp_path / "w")
+    report = json.loads(open(run.outputs.path).read())
+    assert report["partitions"] == 4
+    assert sum(1 for kind, e in run.events if kind != "error" and e.get("stage") == "drift-part") == 4
+    _same_report(drift(ref_uri, cur_uri, cfg), report)
