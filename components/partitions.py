@@ -59,24 +59,74 @@ def data_kinds(uri: str, storage: Any = None, schema: dict[str, Any] | None = No
 def partition_batches(uri: str, first_row: int, rows: int, columns: list[str], *, storage: Any = None,
                       batch_rows: int = 131_072) -> Iterator[Any]:
     """Arrow batches of rows ``[first_row, first_row + rows)`` of ``uri`` (its files in
-    name order), read in bounded batches and stopped at the range's end."""
-    from kubeloop.monitoring.stream import csv_types_for, iter_batches
-
-    end, pos = first_row + rows, 0
+    name order), read in bounded batches. Parquet files and row groups wholly outside
+    the range are skipped from their footers, unread; CSV is read up to the range's end."""
     if rows <= 0:
         return
-    types = csv_types_for(dict.fromkeys(columns, "")) if not uri.lower().endswith((".parquet", ".pq")) else None
-    for batch in iter_batches(uri, columns, storage=storage, batch_rows=batch_rows, csv_types=types):
-        lo, hi = pos, pos + batch.num_rows
-        pos = hi
-        if hi <= first_row:
+    from kubeloop.monitoring.columns import CATEGORICAL
+    from kubeloop.monitoring.stream import PARQUET_SUFFIXES, csv_types_for, iter_batches, list_files
+
+    filesystem, files = list_files(uri, storage)
+    end, pos = first_row + rows, 0
+    for path in files:
+        if pos >= end:
+            return
+        if path.lower().endswith(PARQUET_SUFFIXES):
+            pos = yield from _parquet_range(filesystem, path, pos, first_row, end, columns, batch_rows)
             continue
-        if lo >= end:
-            break
+        shown = f"s3://{path}" if uri.startswith("s3://") else path
+        # every CSV column read as text, as drift and the profiles read it (numbers parsed per batch)
+        types = csv_types_for(dict.fromkeys(columns, CATEGORICAL))
+        for batch in iter_batches(shown, columns, storage=storage, batch_rows=batch_rows, csv_types=types):
+            yield from _clip(batch, pos, first_row, end)
+            pos += batch.num_rows
+            if pos >= end:
+                return
+
+
+def _clip(batch: Any, lo: int, first_row: int, end: int) -> Iterator[Any]:
+    """The part of ``batch`` (global rows from ``lo``) inside ``[first_row, end)``."""
+    hi = lo + batch.num_rows
+    if hi > first_row and lo < end:
         start = max(first_row, lo)
         yield batch.slice(start - lo, min(hi, end) - start)
-        if hi >= end:
-            break
+
+
+def _parquet_range(filesystem: Any, path: str, pos: int, first_row: int, end: int, columns: list[str],
+                   batch_rows: int) -> Iterator[Any]:
+    """Batches of one Parquet file's rows inside ``[first_row, end)``, the file's first
+    row being global row ``pos``; returns the global row after the file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from kubeloop.monitoring.stream import DataError
+
+    try:
+        f = filesystem.open_input_file(path)
+        pf = pq.ParquetFile(f, pre_buffer=False)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{path}: cannot be read as Parquet ({exc})") from None
+    with f:
+        meta = pf.metadata
+        if pos + meta.num_rows <= first_row:
+            return pos + meta.num_rows
+        have = set(pf.schema_arrow.names)
+        cols = [c for c in columns if c in have]
+        groups, starts, at = [], [], pos
+        for g in range(meta.num_row_groups):
+            n = meta.row_group(g).num_rows
+            if at + n > first_row and at < end:
+                groups.append(g)
+                starts.append(at)
+            at += n
+        if groups:
+            cur = starts[0]
+            for batch in pf.iter_batches(batch_size=batch_rows, row_groups=groups, columns=cols, use_threads=True):
+                yield from _clip(batch, cur, first_row, end)
+                cur += batch.num_rows
+                if cur >= end:
+                    break
+        return pos + meta.num_rows
 
 
 def sketch_partition(uri: str, kinds: dict[str, str], partition: dict[str, int], cfg: Any,

@@ -73,8 +73,8 @@ def test_partition_batches_are_exactly_the_row_range(tmp_path, fmt):
         uri = tmp_path / "parts"
         uri.mkdir()
         for i, lo in enumerate(range(0, 1000, 300)):
-            df.iloc[lo:lo + 300].to_parquet(uri / f"part-{i}.parquet")
-    for first, rows in [(0, 1000), (0, 1), (250, 333), (999, 1), (700, 300), (10, 0)]:
+            df.iloc[lo:lo + 300].to_parquet(uri / f"part-{i}.parquet", row_group_size=50 + 20 * i)
+    for first, rows in [(0, 1000), (0, 1), (250, 333), (299, 2), (300, 300), (999, 1), (700, 300), (10, 0)]:
         got = [b.to_pandas() for b in partition_batches(str(uri), first, rows, ["x", "plan"], batch_rows=64)]
         got = pd.concat(got, ignore_index=True) if got else pd.DataFrame(columns=["x", "plan"])
         want = df.iloc[first:first + rows][["x", "plan"]].reset_index(drop=True)
@@ -88,6 +88,12 @@ def test_a_partition_past_the_data_is_a_clear_error(tmp_path):
     _table(100).to_parquet(uri)
     with pytest.raises(PartitionError, match="did it change since the plan"):
         sketch_partition(str(uri), {"x": "numeric"}, {"index": 3, "first_row": 90, "rows": 20}, _cfg(20))
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet at all")
+    from kubeloop.errors import UserError
+
+    with pytest.raises(UserError, match="bad.parquet"):
+        list(partition_batches(str(bad), 0, 10, ["x"]))
 
 
 def test_in_process_shapes_agree(tmp_path):
