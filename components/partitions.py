@@ -12,7 +12,7 @@ identical: row priorities come from the global row number).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, List  # noqa: UP035 (KFP documents typing.List for artifact lists)
 
 from kfp.dsl import Artifact, Input, Output
@@ -135,24 +135,30 @@ def sketch_partition(uri: str, kinds: dict[str, str], partition: dict[str, int],
     from kubeloop.monitoring.sketch import TableSketch
 
     sketch = TableSketch(kinds, sample=cfg.scale.sample_rows, category_cap=cfg.scale.category_cap)
-    pos = int(partition["first_row"])
-    for batch in partition_batches(uri, pos, int(partition["rows"]), list(kinds), storage=storage,
+    # KFP hands a dict's numbers over as floats
+    index, first, rows = (int(partition[k]) for k in ("index", "first_row", "rows"))
+    pos = first
+    for batch in partition_batches(uri, first, rows, list(kinds), storage=storage,
                                    batch_rows=cfg.monitoring.batch_rows):
         sketch.add_batch(batch, pos)
         pos += batch.num_rows
-    if pos - int(partition["first_row"]) != int(partition["rows"]):
+    if pos - first != rows:
         raise PartitionError(
-            f"{uri}: partition {partition['index']} should hold rows {partition['first_row']}"
-            f"..{int(partition['first_row']) + int(partition['rows']) - 1}, the data has "
+            f"{uri}: partition {index} should hold rows {first}..{first + rows - 1}, the data has "
             f"{pos} rows (did it change since the plan?)")
     return sketch
 
 
-def merge_partitions(sketches: list[Any], plan_rows: int | None = None) -> Any:
-    """The merge of the partitions' sketches; ``plan_rows`` checks none is missing."""
-    from kubeloop.monitoring.sketch import merge_all
+def merge_partitions(sketches: Iterable[Any], plan_rows: int | None = None) -> Any:
+    """The merge of the partitions' sketches, folded one at a time (two in memory at
+    once, however many partitions); ``plan_rows`` checks none is missing."""
+    from kubeloop.monitoring.sketch import SketchError
 
-    merged = merge_all(sketches)
+    merged = None
+    for sketch in sketches:
+        merged = sketch if merged is None else merged.merge(sketch)
+    if merged is None:
+        raise SketchError("no sketches to merge")
     if plan_rows is not None and merged.n_rows != plan_rows:
         raise PartitionError(f"the partitions' sketches hold {merged.n_rows} rows, the plan {plan_rows}")
     return merged
@@ -169,7 +175,7 @@ def profile_data(uri: str, cfg: Any, *, storage: Any = None, schema: dict[str, A
     kinds = data_kinds(uri, storage, schema)
     n = count_rows(uri, storage)
     parts = plan_partitions(n, partition_rows or cfg.scale.partition_rows)
-    merged = merge_partitions([sketch_partition(uri, kinds, p, cfg, storage) for p in parts], n)
+    merged = merge_partitions((sketch_partition(uri, kinds, p, cfg, storage) for p in parts), n)
     return sketch_profile(merged, schema or {}, cfg=cfg.monitoring), merged
 
 
@@ -274,7 +280,7 @@ def sketch_op(data_uri: str, partition: dict, config: dict, sketch: Output[Artif
         os.makedirs(sketch.path, exist_ok=True)
         with open(os.path.join(sketch.path, SKETCH_FILE), "wb") as f:
             f.write(dumps(result))
-        st.result = f"partition {partition['index']}: {result.n_rows} rows"
+        st.result = f"partition {int(partition['index'])}: {result.n_rows} rows"
 
 
 @component
@@ -302,20 +308,22 @@ def merge_op(
 
     cfg = Config.from_dict(config)
     with stage("merge") as st:
-        parts = []
-        for art in sketches:
-            path = os.path.join(art.path, SKETCH_FILE)
+        if len(sketches) != len(partitions):
+            raise PartitionError(f"{len(sketches)} sketches for {len(partitions)} partitions")
+
+        def read(path):
             with open(path, "rb") as f:
-                parts.append(loads(f.read(), path))
-        if len(parts) != len(partitions):
-            raise PartitionError(f"{len(parts)} sketches for {len(partitions)} partitions")
-        result = merge_partitions(parts, sum(int(p["rows"]) for p in partitions))
+                return loads(f.read(), path)
+
+        # read one at a time as the merge folds them in
+        paths = [os.path.join(art.path, SKETCH_FILE) for art in sketches]
+        result = merge_partitions(map(read, paths), sum(int(p["rows"]) for p in partitions))
         os.makedirs(profile.path, exist_ok=True)
         for name, data in ((SKETCH_FILE, dumps(result)),
                            (PROFILE_FILE, profile_dumps(sketch_profile(result, {}, cfg=cfg.monitoring)))):
             with open(os.path.join(profile.path, name), "wb") as f:
                 f.write(data)
-        st.result = f"{len(parts)} partition(s), {result.n_rows} rows"
+        st.result = f"{len(paths)} partition(s), {result.n_rows} rows"
 
 
 @component
@@ -332,7 +340,7 @@ def drift_part_op(data_uri: str, reference_uri: str, partition: dict, config: di
         result = drift_partition(data_uri, reference, partition, cfg, cfg.storage)
         with open(part.path, "wb") as f:
             f.write(dump_drift_part(result))
-        st.result = f"partition {partition['index']}: {result['rows']} rows"
+        st.result = f"partition {int(partition['index'])}: {result['rows']} rows"
 
 
 @component
