@@ -273,3 +273,34 @@ def test_drift_fans_out_through_kfp_with_the_one_pass_report(tmp_path, monkeypat
     assert report["partitions"] == 4
     assert sum(1 for kind, e in run.events if kind != "error" and e.get("stage") == "drift-part") == 4
     _same_report(drift(ref_uri, cur_uri, cfg), report)
+
+
+@pytest.mark.parametrize("which", ["profiling", "drift"])
+def test_the_fan_out_pipelines_compile_for_a_cluster(tmp_path, which):
+    import yaml
+
+    from kubeloop import cli
+
+    out = tmp_path / f"{which}.yaml"
+    assert cli.main(["compile", "--pipeline", which, "--output", str(out), "--image", "registry.example/kubeloop:1"]) == 0
+    docs = list(yaml.safe_load_all(out.read_text()))
+    spec, platform = docs[0], docs[1]
+    cfg = Config()
+    # one pod per partition: the partition steps sit under a ParallelFor over the plan's output
+    loops = [t for t in spec["root"]["dag"]["tasks"].values() if "parameterIterator" in t]
+    assert len(loops) == 1 and "plan-op" in str(loops[0]["parameterIterator"])
+    assert loops[0]["iteratorPolicy"]["parallelismLimit"] == cfg.train.parallelism
+    executors = spec["deploymentSpec"]["executors"]
+    assert len(executors) == 3
+    for name, ex in executors.items():
+        c = ex["container"]
+        assert c["image"] == "registry.example/kubeloop:1"
+        assert c["resources"], name
+        env = {e["name"]: e["value"] for e in c.get("env", [])}
+        assert env["OMP_NUM_THREADS"] == str(cfg.resources.default.cpu_limit_cores()), name
+    secrets = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(secrets) == set(executors)
+    for ex in secrets.values():
+        assert ex["secretAsEnv"][0]["secretName"] == cfg.storage.credentials_secret
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["config"]["defaultValue"]["scale"]["partition_rows"] == cfg.scale.partition_rows
