@@ -304,3 +304,24 @@ def test_the_fan_out_pipelines_compile_for_a_cluster(tmp_path, which):
         assert ex["secretAsEnv"][0]["secretName"] == cfg.storage.credentials_secret
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert params["config"]["defaultValue"]["scale"]["partition_rows"] == cfg.scale.partition_rows
+
+
+def test_partitions_read_from_s3_as_from_disk(tmp_path, bucket, s3_endpoint, capsys):
+    """Parquet and CSV files under an s3:// prefix, on the loopback S3 server: the
+    partitioned profile equals the one of the same files on disk."""
+    from kubeloop.storage import write_bytes
+
+    cfg = Config.from_dict({"scale": {"partition_rows": 700}, "storage": {"endpoint_url": s3_endpoint}})
+    df = _table(2000, 9)
+    local = tmp_path / "parts"
+    local.mkdir()
+    df.iloc[:1200].to_parquet(local / "a.parquet", row_group_size=256)
+    df.iloc[1200:].to_csv(local / "b.csv", index=False)
+    prefix = f"s3://{bucket}/tables/churn"
+    for name in ("a.parquet", "b.csv"):
+        write_bytes(f"{prefix}/{name}", (local / name).read_bytes(), cfg.storage)
+    on_disk, _ = profile_data(str(local), cfg)
+    on_s3, merged = profile_data(prefix, cfg, storage=cfg.storage)
+    assert merged.n_rows == 2000
+    assert on_s3["columns"] == on_disk["columns"]
+    assert on_s3["columns"]["plan"]["counts"] == df["plan"].value_counts().to_dict()
