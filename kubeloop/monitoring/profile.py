@@ -331,15 +331,15 @@ def permutation_importance(model: Any, df: Any, schema: dict[str, Any], *, max_r
 
 
 def frame_sketch(df: Any, schema: dict[str, Any], *, sample: int = DEFAULT_SAMPLE_ROWS, seed: int = 0,
-                 first_row: int = 0) -> Any:
+                 first_row: int = 0, category_cap: int | None = None) -> Any:
     """The mergeable sketch of the feature columns of ``df`` (rows ``first_row`` on)."""
-    from kubeloop.monitoring.sketch import TableSketch
+    from kubeloop.monitoring.sketch import DEFAULT_CATEGORY_CAP, TableSketch
 
     kinds = schema_kinds(schema)
     missing = [c for c in kinds if c not in df.columns]
     if missing:
         raise ProfileError(f"reference data lacks feature columns {missing}")
-    sketch = TableSketch(kinds, sample=sample, seed=seed)
+    sketch = TableSketch(kinds, sample=sample, seed=seed, category_cap=category_cap or DEFAULT_CATEGORY_CAP)
     sketch.add_frame(df, first_row=first_row)
     return sketch
 
@@ -371,7 +371,8 @@ def sketch_profile(sketch: Any, schema: dict[str, Any], *, predictions: Any = No
 
 def registration_profile(train_df: Any, schema: dict[str, Any], *, model: Any = None, test_df: Any = None,
                          metrics: dict[str, Any] | None = None, cfg: Any = None,
-                         max_rows: int = DEFAULT_SAMPLE_ROWS, seed: int = 0, sketch: Any = None) -> dict[str, Any]:
+                         max_rows: int = DEFAULT_SAMPLE_ROWS, seed: int = 0, sketch: Any = None,
+                         category_cap: int | None = None) -> dict[str, Any]:
     """The profile a register step stores as ``monitoring/profile.json``: the
     training split's sketch (moments and counts of every row, numeric points from a
     sample of at most ``max_rows``; or ``sketch``, already made, e.g. merged from
@@ -381,7 +382,7 @@ def registration_profile(train_df: Any, schema: dict[str, Any], *, model: Any = 
     from kubeloop.schema import feature_columns
 
     if sketch is None:
-        sketch = frame_sketch(train_df, schema, sample=max_rows, seed=seed)
+        sketch = frame_sketch(train_df, schema, sample=max_rows, seed=seed, category_cap=category_cap)
     predictions = importance = None
     if model is not None:
         if test_df is not None and len(test_df):
