@@ -502,7 +502,8 @@ def _monitoring_and_row_files(
                              false_positive_rate=cfg.gate.fingerprint_false_positive_rate)
     model = joblib.load(os.path.join(art.model_dir, "model.joblib"))
     profile = registration_profile(train, schema, model=model, test_df=test,
-                                   metrics=evaluation.get("metrics"), cfg=cfg.monitoring)
+                                   metrics=evaluation.get("metrics"), cfg=cfg.monitoring,
+                                   max_rows=cfg.scale.sample_rows, category_cap=cfg.scale.category_cap)
     return {
         REGISTRY_FILE: fingerprints,
         "monitoring/profile.json": _json_doc(cfg.model_name, "monitoring/profile.json", profile),

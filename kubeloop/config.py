@@ -386,6 +386,17 @@ class MonitoringConfig(_Section):
     cooldown_hours: float = Field(24.0, ge=0)
 
 
+class ScaleConfig(_Section):
+    # Inputs with more rows than this are profiled as a fan-out: one step (pod) per
+    # partition of this many rows, then a merge of their statistics.
+    partition_rows: int = Field(5_000_000, ge=1)
+    # Numeric columns' bottom-k sample (the profile's points; exact up to this many
+    # values, a rank error of sqrt(ln(2000) / 2k) beyond).
+    sample_rows: int = Field(200_000, ge=100)
+    # Levels counted exactly per categorical column before Misra-Gries takes over.
+    category_cap: int = Field(10_000, ge=10)
+
+
 class Config(_Section):
     """Everything one run needs; see ``kubeloop run --help`` for the flags that override it."""
 
@@ -407,6 +418,7 @@ class Config(_Section):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     canary: CanaryConfig = Field(default_factory=CanaryConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    scale: ScaleConfig = Field(default_factory=ScaleConfig)
 
     @field_validator("model_name")
     def _model_name_is_a_path_segment(cls, value: str) -> str:
