@@ -147,8 +147,8 @@ def iter_batches(
     """Record batches of the table in file order, each at most ``max_rows`` rows and
     about ``max_bytes`` bytes, holding only ``columns`` (all when None).
 
-    Readahead is off: the reader holds one row group's decoded columns at a time,
-    which is what makes memory flat in the number of rows.
+    Readahead and pre-buffering are off: the reader holds one row group's columns
+    at a time, which is what makes memory flat in the number of rows.
     """
     if max_rows < 1 or max_bytes < 1:
         raise ValueError(f"max_rows and max_bytes must be positive, got {max_rows}, {max_bytes}")
@@ -158,9 +158,15 @@ def iter_batches(
         if unknown:
             raise DataError(f"{os.fspath(uri)}: no column(s) {', '.join(map(repr, unknown))}; "
                              f"it has {', '.join(dataset.schema.names)}")
+    import pyarrow.dataset as ds
+
     try:
+        # pre_buffer (on by default) keeps the column chunks it has fetched cached
+        # for the whole scan: measured here, reading 4x the rows then took 1.7x the
+        # peak memory; without it the peak is the same for both sizes.
         scanner = dataset.scanner(columns=columns, batch_size=max_rows, batch_readahead=0,
-                                  fragment_readahead=0, use_threads=False)
+                                  fragment_readahead=0, use_threads=False,
+                                  fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False))
         for batch in scanner.to_batches():
             yield from _bounded(batch, max_rows, max_bytes)
     except (pa.ArrowInvalid, OSError) as exc:

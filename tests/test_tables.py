@@ -192,3 +192,43 @@ def test_interrupted_s3_sink_uploads_nothing(bucket, s3_endpoint, monkeypatch):
             raise KeyboardInterrupt
     with pytest.raises(DataError, match="file not found"):
         count_rows(uri)
+
+
+_COPY_SCRIPT = """
+import resource, sys
+import numpy as np, pandas as pd
+from kubeloop.tables import ParquetSink, iter_frames
+src, dst, rows = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rng = np.random.default_rng(0)
+with ParquetSink(src) as sink:  # the input itself is made in pieces
+    for start in range(0, rows, 100_000):
+        n = min(100_000, rows - start)
+        sink.write(pd.DataFrame({f"c{i}": rng.normal(size=n) for i in range(10)}
+                                | {"s": pd.Categorical(rng.choice(["a", "b"], size=n))}))
+floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with ParquetSink(dst) as sink:
+    for frame in iter_frames(src, max_rows=50_000):
+        sink.write(frame.assign(c0=frame["c0"] * 2))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, sink.rows)
+"""
+
+
+@pytest.mark.slow
+def test_streaming_copy_memory_is_flat_in_the_rows(tmp_path):
+    # Peak RSS of reading, changing and writing N and 4N rows in batches (a fresh
+    # process each): the batches, not the table, set the memory.
+    import subprocess
+    import sys
+
+    peaks = {}
+    for rows in (400_000, 1_600_000):
+        out = subprocess.run(
+            [sys.executable, "-c", _COPY_SCRIPT, str(tmp_path / f"in{rows}.parquet"),
+             str(tmp_path / f"out{rows}.parquet"), str(rows)],
+            check=True, capture_output=True, text=True,
+        ).stdout.split()
+        assert int(out[1]) == rows == count_rows(tmp_path / f"out{rows}.parquet")
+        peaks[rows] = int(out[0])
+    # 4x the rows (96 MB more data in memory if it were held whole) must not
+    # show in the peak: at most a quarter more.
+    assert peaks[1_600_000] <= 1.25 * peaks[400_000], peaks
