@@ -221,12 +221,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", type=Path, default=Path("/tmp/kubeloop-bench-engines"))
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
                    help="cores each engine may use (a step's CPU limit)")
+    p.add_argument("--engines", default=",".join(ENGINES),
+                   help="comma-separated subset of " + ", ".join(ENGINES) + " (pyarrow must be one)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--child", nargs=2, metavar=("ENGINE", "JOB"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         print(json.dumps(run_job(*args.child, args.dir, args.threads), default=str))
         return 0
+    engines = [e for e in args.engines.split(",") if e]
+    if "pyarrow" not in engines or set(engines) - set(ENGINES):
+        p.error(f"--engines: a subset of {', '.join(ENGINES)} with pyarrow in it (its Parquet "
+                "file is what every engine's statistics read)")
     args.dir.mkdir(parents=True, exist_ok=True)
     csv = args.dir / "table.csv"
     marker = args.dir / f"rows-{args.rows}"
@@ -238,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         marker.touch()
     results = []
     for job in JOBS:
-        for engine in ENGINES:
+        for engine in engines:
             print(f"{engine} {job} ...", file=sys.stderr)
             results.append(measure(engine, job, args.dir, args.threads))
         if job == "csv":
