@@ -103,7 +103,11 @@ def pyarrow_stats(src: Path, threads: int) -> dict:
     pa.set_cpu_count(threads)
     dataset = ds.dataset(str(src), format="parquet")
     acc: dict[str, dict] = {}
-    for batch in dataset.to_batches(batch_size=131_072, batch_readahead=0, fragment_readahead=0):
+    # As kubeloop.tables reads: no readahead, no pre-buffering (which keeps the
+    # fetched column chunks for the whole scan).
+    scan = ds.ParquetFragmentScanOptions(pre_buffer=False)
+    for batch in dataset.to_batches(batch_size=131_072, batch_readahead=0, fragment_readahead=0,
+                                    fragment_scan_options=scan):
         for name in batch.schema.names:
             col = batch.column(name)
             a = acc.setdefault(name, {"count": 0, "nulls": 0, "min": None, "max": None,
