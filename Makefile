@@ -186,6 +186,17 @@ bench-drift: $(STAMP) ## Drift: `kubeloop drift` vs Evidently on 1M rows x 20 co
 	  $(VENV)-evidently/bin/python -m pip install --quiet "evidently>=0.7" "pandas<3"; }
 	EVIDENTLY_PYTHON=$(VENV)-evidently/bin/python $(BIN)/python bench/bench_drift.py
 
+# Pinned so the measured table can be re-run as it was; never in the locks.
+BENCH_ENGINE_PINS ?= duckdb==2.0.0 polars==2.1.0 pyarrow==26.0.1 numpy
+ENGINE_ROWS ?= 10000000
+
+.PHONY: bench-engines
+bench-engines: ## CSV -> Parquet and per-column statistics: pyarrow vs DuckDB vs Polars (ENGINE_ROWS=10M x 20 columns)
+	@# DuckDB and Polars get a venv of their own: they are measured, not depended on.
+	@test -x $(VENV)-bench/bin/python || { $(PYTHON) -m venv $(VENV)-bench && \
+	  $(VENV)-bench/bin/python -m pip install --quiet $(BENCH_ENGINE_PINS); }
+	$(VENV)-bench/bin/python bench/bench_engines.py --rows $(ENGINE_ROWS)
+
 clean: ## Remove local runs, the demo output and build files (keeps .venv)
 	rm -rf .kubeloop $(DEMO) dist build *.egg-info .pytest_cache
 

@@ -85,3 +85,14 @@ def test_bench_drift_runs_the_kubeloop_side(tmp_path, capsys):
     assert result["kubeloop"]["flagged"] is not None
     if "--skip-evidently" not in args:
         assert "speedup" in result
+
+
+def test_bench_engines_runs_the_pyarrow_side(tmp_path):
+    # DuckDB and Polars live in .venv-bench only; pyarrow is a dependency.
+    proc = run_bench("bench_engines.py", "--rows", "20000", "--engines", "pyarrow",
+                     "--dir", str(tmp_path), "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout)
+    assert [(r["engine"], r["job"]) for r in results] == [("pyarrow", "csv"), ("pyarrow", "stats")]
+    assert results[0]["answer"] == {"rows": 20000}
+    assert results[1]["answer"]["columns"] == 20 and results[1]["answer"]["s0_levels"] == 50
