@@ -42,6 +42,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -224,6 +225,8 @@ class RunResult:
     storage: str
     status: str = "ok"  # ok | killed (by the cap) | failed | timeout
     wall_s: float = 0.0
+    cpu_s: float | None = None  # user + system of the whole run: less sensitive to a busy machine
+    load: list[float] = field(default_factory=list)  # the machine's load average (1, 5, 15 min) at the end
     failed_task: str | None = None
     oom_kills: int = 0
     cgroup_peak_mib: float | None = None
@@ -240,18 +243,54 @@ def _tee(stream, sink: list[str]) -> None:
         sys.stderr.flush()
 
 
-def _step_events(work_dir: Path) -> list[dict[str, Any]]:
+_TASK_LINE = re.compile(r"^(\d\d):(\d\d):(\d\d(?:\.\d+)?) - \w+ - (?:Executing task '([^']+)'|"
+                        r"Task '([^']+)' finished with status (\w+))")
+
+
+def _clock(h: str, m: str, s: str) -> float:
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def step_events(log_text: str) -> list[dict[str, Any]]:
+    """The steps of one run, in order, from the local runner's log: each task's wall
+    time (start-up and imports included, from the runner's timestamps), and from its
+    progress line the stage, the step's own seconds and its peak RSS. A task that
+    never finished (killed with the run, or the run stopped) has status ``running``."""
     from kubeloop.progress import parse_line
 
-    events = []
-    for log in sorted((work_dir / "logs").glob("*.log")):
-        for line in log.read_text(errors="replace").splitlines():
+    steps: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    for raw in log_text.splitlines():
+        line = re.sub(r"\x1b\[[0-9;]*m", "", raw)
+        m = _TASK_LINE.match(line)
+        if m and m.group(4):
+            current = {"task": m.group(4), "stage": m.group(4), "status": "running", "wall_s": None,
+                       "seconds": None, "peak_rss_mib": None, "_t": _clock(*m.group(1, 2, 3))}
+            steps.append(current)
+        elif m and current is not None and m.group(5) == current["task"]:
+            wall = _clock(*m.group(1, 2, 3)) - current["_t"]
+            current["wall_s"] = round(wall + 86_400 if wall < 0 else wall, 2)  # past midnight
+            current["status"] = m.group(6).lower()
+            current = None
+        elif current is not None:
             parsed = parse_line(line)
             if parsed and parsed[0] == "progress":
-                payload = parsed[1]
-                events.append({"stage": payload["stage"], "seconds": payload.get("seconds"),
-                               "peak_rss_mib": payload.get("peak_rss_mib")})
-    return events
+                current.update(stage=parsed[1]["stage"], seconds=parsed[1].get("seconds"),
+                               peak_rss_mib=parsed[1].get("peak_rss_mib"))
+    for step in steps:
+        step.pop("_t")
+    return steps
+
+
+def _run_steps(work_dir: Path) -> list[dict[str, Any]]:
+    return [s for log in sorted((work_dir / "logs").glob("*.log"))
+            for s in step_events(log.read_text(errors="replace"))]
+
+
+def _children_cpu_s() -> float:
+    # The run's steps are reaped by the run, and the run by us: all of its CPU time.
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_once(data_uri: str, rows: int, storage: str, work: Path, *, cap_bytes: int,
@@ -271,7 +310,7 @@ def run_once(data_uri: str, rows: int, storage: str, work: Path, *, cap_bytes: i
     lines: list[str] = []
     work_dir.mkdir(parents=True)
     summary_path = work_dir / "summary.json"
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _children_cpu_s()
     try:
         with open(summary_path, "w") as stdout:
             proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, text=True, env=env,
@@ -287,22 +326,27 @@ def run_once(data_uri: str, rows: int, storage: str, work: Path, *, cap_bytes: i
             result.status = "timeout"
         reader.join(timeout=30)
         result.wall_s = round(time.perf_counter() - t0, 1)
+        result.cpu_s = round(_children_cpu_s() - cpu0, 1)
+        result.load = [round(x, 2) for x in os.getloadavg()]
         result.oom_kills = cap.oom_kills()
         result.cgroup_peak_mib = cap.peak_mib()
     finally:
         cap.close()
-    result.steps = _step_events(work_dir)
-    stderr = "".join(lines)
-    failed = re.search(r"Inner task failed: '([^']+)'", stderr)
-    result.failed_task = failed.group(1) if failed else None
+    result.steps = _run_steps(work_dir)
+    unfinished = [s["task"] for s in result.steps if s["status"] != "success"]
+    failed = re.search(r"Inner task failed: '([^']+)'", "".join(lines))
+    result.failed_task = unfinished[-1] if unfinished else (failed.group(1) if failed else None)
     if result.status == "timeout":
         done = result.steps[-1]["stage"] if result.steps else "nothing"
         result.message = f"stopped after {timeout:g} s (last step done: {done})"
     elif proc.returncode != 0:
         result.status = "killed" if result.oom_kills else "failed"
-        result.message = (f"exit {proc.returncode}" + (f" in task {result.failed_task!r}" if result.failed_task else "")
-                          + (f", {result.oom_kills} process(es) killed by the {cap_bytes / 2**30:g} GiB cap"
-                             if result.oom_kills else ""))
+        attempts = len(unfinished)
+        result.message = (
+            (f"killed by the {cap_bytes / 2**30:g} GiB cap" if result.oom_kills else f"exit {proc.returncode}")
+            + (f" in task {result.failed_task!r}" if result.failed_task else "")
+            + f" at {size_label(rows)} rows"
+            + (f" ({attempts} attempts)" if attempts > 1 else ""))
     else:
         summary = json.loads(summary_path.read_text().strip().splitlines()[-1])
         result.metric = (summary.get("gate") or {}).get("primary_metric") or "roc_auc"
@@ -348,8 +392,9 @@ def _f(x: float | None, fmt: str) -> str:
 
 
 def step_table(runs: list[RunResult], storage: str) -> str:
-    """One Markdown table per storage: a row per step, per size its time, time per
-    million rows and peak memory."""
+    """One Markdown table per storage: a row per step, per size its wall time (start-up
+    included), time per million rows and peak memory; a step that did not finish
+    shows how it ended."""
     runs = [r for r in runs if r.storage == storage]
     stages: list[str] = []
     for r in runs:
@@ -362,17 +407,21 @@ def step_table(runs: list[RunResult], storage: str) -> str:
         cells = []
         for r in runs:
             mine = [s for s in r.steps if s["stage"] == stage]
-            if mine:
-                secs = sum(s["seconds"] or 0 for s in mine)
-                peak = max(s["peak_rss_mib"] or 0 for s in mine)
+            done = [s for s in mine if s["status"] == "success"]
+            ended = [s["status"] for s in mine if s["status"] != "success"]
+            if done:
+                secs = sum(s["wall_s"] or s["seconds"] or 0 for s in done)
+                peak = max(s["peak_rss_mib"] or 0 for s in done)
                 cells += [f"{secs:.1f}", f"{secs / (r.rows / 1e6):.1f}", f"{peak:.0f}"]
-            elif r.status != "ok" and stage not in [s["stage"] for s in r.steps]:
-                cells += ["-", "-", "-"]
             else:
                 cells += ["", "", ""]
+            if ended:  # killed by the cap, failed, or still running when the run was stopped
+                how = {"killed": "KILLED by the cap", "timeout": "stopped (timeout)"}.get(r.status, ended[-1])
+                cells[-1] += f" **{how}**" + (f" x{len(ended)}" if len(ended) > 1 else "")
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     lines.append("| **whole run** | " + " | ".join(
-        f"**{r.wall_s:.0f}**{'' if r.status == 'ok' else ' ' + r.status.upper()} | "
+        f"**{r.wall_s:.0f}**{'' if r.status == 'ok' else ' ' + r.status.upper()}"
+        f"{f' (CPU {r.cpu_s:.0f})' if r.cpu_s else ''} | "
         f"{r.wall_s / (r.rows / 1e6):.1f} | {_f(r.cgroup_peak_mib, '.0f')} (cgroup)" for r in runs) + " |")
     lines.append("| test metric | " + " | ".join(
         f"{r.metric or '-'} {_f(r.value, '.4f')} | | " for r in runs) + " |")
@@ -394,7 +443,8 @@ def check_targets(runs: list[RunResult], meta: dict[int, dict[str, Any]], floor:
             name = f"[{storage}] time {size_label(big.rows)} / {size_label(small.rows)}"
             if small.status == "ok" and big.status == "ok":
                 ratio = big.wall_s / small.wall_s
-                lines.append(f"{name:<34} {ratio:6.2f}x  (target <= {limit:g}x)  {verdict(ratio <= limit)}")
+                cpu = (f", CPU time {big.cpu_s / small.cpu_s:.2f}x" if big.cpu_s and small.cpu_s else "")
+                lines.append(f"{name:<34} {ratio:6.2f}x  (target <= {limit:g}x{cpu})  {verdict(ratio <= limit)}")
                 ok &= ratio <= limit
             else:
                 lines.append(f"{name:<34}    n/a  (target <= {limit:g}x)  MISSED: "
@@ -429,6 +479,33 @@ def check_targets(runs: list[RunResult], meta: dict[int, dict[str, Any]], floor:
     return lines, ok
 
 
+def report(runs: list[RunResult], meta: dict[int, dict[str, Any]], floor: float, cap_gib: float,
+           tolerance: float) -> tuple[list[str], bool]:
+    """Print the step tables and the targets; return the target lines and whether all were met."""
+    print(f"\nimport floor {floor:.0f} MiB; cap {cap_gib:g} GiB per run (the kubeloop run process and the "
+          f"one step it runs); a step's time is its process's, start-up included")
+    for storage in dict.fromkeys(r.storage for r in runs):
+        print(f"\n[{storage}]\n" + step_table(runs, storage))
+    lines, ok = check_targets(runs, meta, floor, cap_gib * 1024, tolerance)
+    print("\n" + "\n".join(lines))
+    return lines, ok
+
+
+def reprint(path: str, work: Path | None, tolerance: float) -> int:
+    """The tables and targets of a saved ``--json`` file, its steps re-read from the
+    runs' logs when ``work`` still holds them."""
+    saved = json.loads(Path(path).read_text())
+    runs = [RunResult(**r) for r in saved["runs"]]
+    for r in runs:
+        work_dir = work / f"work-{size_label(r.rows)}-{r.storage}" if work else None
+        if work_dir and (work_dir / "logs").is_dir():
+            r.steps = _run_steps(work_dir)
+    meta = {parse_size(k): v for k, v in saved["data"].items()}
+    _, ok = report(runs, meta, saved["floor_mib"], saved["cap_gib"], tolerance)
+    print("PASS" if ok else "FAIL: a target was missed")
+    return 0 if ok else 1
+
+
 def save(path: str, floor: float, cap_gib: float, meta: dict[int, dict[str, Any]], runs: list[RunResult],
          **verdict: Any) -> None:
     Path(path).write_text(json.dumps(
@@ -450,7 +527,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-timeout", type=float, default=0, help="stop a run after this many seconds (0: never)")
     ap.add_argument("--metric-tolerance", type=float, default=METRIC_TOLERANCE)
     ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--report", metavar="JSON", help="print the tables and targets of a saved --json file "
+                                                     "again (with --dir: steps re-read from the runs' logs)")
     args = ap.parse_args(argv)
+    if args.report:
+        return reprint(args.report, Path(args.dir) if args.dir else None, args.metric_tolerance)
     try:
         sizes = sorted({parse_size(s) for s in args.sizes.split(",") if s.strip()})
     except argparse.ArgumentTypeError as exc:
@@ -497,12 +578,7 @@ def main(argv: list[str] | None = None) -> int:
                       + (f", {r.metric} {r.value:.4f}" if r.value is not None else "")
                       + (f" ({r.message})" if r.message else ""), flush=True)
 
-    print(f"\nimport floor {floor:.0f} MiB; cap {args.cap_gib:g} GiB per run "
-          f"(the driver and one step at a time); step times are each step's own, without its start-up")
-    for storage in storages:
-        print(f"\n[{storage}]\n" + step_table(runs, storage))
-    lines, ok = check_targets(runs, meta, floor, cap_bytes / MIB, args.metric_tolerance)
-    print("\n" + "\n".join(lines))
+    lines, ok = report(runs, meta, floor, args.cap_gib, args.metric_tolerance)
     if args.json:
         save(args.json, floor, args.cap_gib, meta, runs, targets=lines, ok=ok)
     if not args.dir:
