@@ -264,7 +264,10 @@ def step_events(log_text: str) -> list[dict[str, Any]]:
         line = re.sub(r"\x1b\[[0-9;]*m", "", raw)
         m = _TASK_LINE.match(line)
         if m and m.group(4):
-            current = {"task": m.group(4), "stage": m.group(4), "status": "running", "wall_s": None,
+            # The stage is named by the step's progress line; a step that never printed
+            # one (killed, failed) keeps its task's name, as the stage is called.
+            stage = m.group(4).removesuffix("-op").replace("-", "_")
+            current = {"task": m.group(4), "stage": stage, "status": "running", "wall_s": None,
                        "seconds": None, "peak_rss_mib": None, "_t": _clock(*m.group(1, 2, 3))}
             steps.append(current)
         elif m and current is not None and m.group(5) == current["task"]:
@@ -413,6 +416,9 @@ def step_table(runs: list[RunResult], storage: str) -> str:
                 secs = sum(s["wall_s"] or s["seconds"] or 0 for s in done)
                 peak = max(s["peak_rss_mib"] or 0 for s in done)
                 cells += [f"{secs:.1f}", f"{secs / (r.rows / 1e6):.1f}", f"{peak:.0f}"]
+            elif mine and mine[-1]["wall_s"]:  # how long it ran before it was killed or failed
+                secs = mine[-1]["wall_s"]
+                cells += [f"{secs:.1f}", f"{secs / (r.rows / 1e6):.1f}", ""]
             else:
                 cells += ["", "", ""]
             if ended:  # killed by the cap, failed, or still running when the run was stopped
@@ -479,6 +485,31 @@ def check_targets(runs: list[RunResult], meta: dict[int, dict[str, Any]], floor:
     return lines, ok
 
 
+def step_verdicts(runs: list[RunResult], meta: dict[int, dict[str, Any]], floor: float) -> list[str]:
+    """Which steps miss the targets, and by how much: at the smallest size each step's
+    peak above the floor against the data, and between sizes each step's time ratio."""
+    lines = []
+    for storage in dict.fromkeys(r.storage for r in runs):
+        mine = sorted((r for r in runs if r.storage == storage), key=lambda r: r.rows)
+        first = mine[0]
+        data = meta[first.rows]["in_memory_mib"]
+        over = [(s["stage"], ((s["peak_rss_mib"] or 0) - floor) / data) for s in first.steps
+                if s["status"] == "success" and ((s["peak_rss_mib"] or 0) - floor) / data > MAX_MEMORY_RATIO]
+        lines.append(f"[{storage}] steps over {MAX_MEMORY_RATIO:g}x the data at {size_label(first.rows)}: "
+                     + (", ".join(f"{name} {ratio:.2f}x" for name, ratio in over) or "none"))
+        for small, big in zip(mine, mine[1:], strict=False):
+            limit = MAX_TIME_PER_ROW_RATIO * big.rows / small.rows
+
+            def wall(run: RunResult, stage: str) -> float:
+                return sum(s["wall_s"] or 0 for s in run.steps if s["stage"] == stage and s["status"] == "success")
+
+            slow = [(s, wall(big, s) / wall(small, s)) for s in dict.fromkeys(x["stage"] for x in big.steps)
+                    if wall(small, s) > 0 and wall(big, s) > 0 and wall(big, s) / wall(small, s) > limit]
+            lines.append(f"[{storage}] steps over {limit:g}x the time from {size_label(small.rows)} to "
+                         f"{size_label(big.rows)}: " + (", ".join(f"{n} {r:.1f}x" for n, r in slow) or "none"))
+    return lines
+
+
 def report(runs: list[RunResult], meta: dict[int, dict[str, Any]], floor: float, cap_gib: float,
            tolerance: float) -> tuple[list[str], bool]:
     """Print the step tables and the targets; return the target lines and whether all were met."""
@@ -487,7 +518,7 @@ def report(runs: list[RunResult], meta: dict[int, dict[str, Any]], floor: float,
     for storage in dict.fromkeys(r.storage for r in runs):
         print(f"\n[{storage}]\n" + step_table(runs, storage))
     lines, ok = check_targets(runs, meta, floor, cap_gib * 1024, tolerance)
-    print("\n" + "\n".join(lines))
+    print("\n" + "\n".join(lines + step_verdicts(runs, meta, floor)))
     return lines, ok
 
 
