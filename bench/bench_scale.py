@@ -16,11 +16,12 @@ that drives the steps (a few hundred MiB): a step gets a little less than a
 4 GiB pod would. A step the kernel kills for the cap is reported as such (which
 task, at which size), and the benchmark goes on to the next run.
 
-Reported per step, size and storage: wall time (the step's own, from its
-progress line), time per million rows, peak memory (its ``peak_rss_mib``); per
-run the whole wall time, the cgroup's peak (page cache included) and the test
-metric, beside the best ROC-AUC any model can reach on this table (from the
-true probabilities). Targets, as ratios measured in this one run:
+Reported per step, size and storage: wall time (its process's, start-up
+included, from the local runner's log), time per million rows, peak memory (its
+``peak_rss_mib``); per run the whole wall time and CPU time, the cgroup's peak
+(page cache included) and the test metric, beside the best ROC-AUC any model
+can reach on this table (from the true probabilities). Targets, as ratios
+measured in this one run:
 
 * a size in at most 0.8x its row ratio of the time of the size before it
   (10M in <= 8x the time of 1M);

@@ -15,6 +15,9 @@ other columns.
 - ``make_house_prices``: regression (target ``price``).
 - ``make_wide``: the benchmark table, by default 20 columns (14 numeric,
   5 categorical, binary ``label`` 0/1).
+- ``scale_batches``: the scale benchmark's table (a timestamp, 13 numeric and
+  5 categorical columns, ``label`` 0/1 with its true probability), any number of
+  rows, one batch at a time.
 """
 
 from __future__ import annotations
