@@ -203,3 +203,12 @@ clean: ## Remove local runs, the demo output and build files (keeps .venv)
 .PHONY: bench-serving
 bench-serving: $(STAMP) ## One-row latency: kubeloop's predictor vs a stock KServe model on the same pipeline
 	$(BIN)/python bench/bench_serving.py
+
+# The generated tables (1M rows: 107 MiB of Parquet, 100M: about 11 GiB) are kept
+# here and reused by the next run with the same seed; never in the repository.
+BENCH_SCALE_DIR   ?= $(or $(TMPDIR),/tmp)/kubeloop-bench-scale
+BENCH_SCALE_SIZES ?= 1M,10M,100M
+
+.PHONY: bench-scale
+bench-scale: $(STAMP) ## kubeloop run on 1M, 10M, 100M rows x 20 columns (local and S3), each run under a 4 GiB cgroup cap (BENCH_SCALE_SIZES=1M,10M)
+	$(BIN)/python bench/bench_scale.py --sizes $(BENCH_SCALE_SIZES) --dir $(BENCH_SCALE_DIR) --json $(BENCH_SCALE_DIR)/results.json
