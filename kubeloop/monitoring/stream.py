@@ -170,9 +170,12 @@ def iter_batches(
     csv_types: dict[str, pa.DataType] | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    dictionary: list[str] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Batches of ``columns`` (those a file has) from every data file of ``uri``
-    (only the ``date=`` partitions that can hold ``[since, until)``, when given)."""
+    (only the ``date=`` partitions that can hold ``[since, until)``, when given).
+    Parquet columns named in ``dictionary`` come as Arrow dictionaries: counting
+    categories then touches small integer codes, not a Python string per row."""
     import pyarrow.parquet as pq
 
     filesystem, files = list_files(uri, storage, since=since, until=until)
@@ -182,7 +185,7 @@ def iter_batches(
         try:
             if path.lower().endswith(PARQUET_SUFFIXES):
                 with filesystem.open_input_file(path) as f:
-                    pf = pq.ParquetFile(f, pre_buffer=False)
+                    pf = pq.ParquetFile(f, pre_buffer=False, read_dictionary=dictionary or None)
                     have = set(pf.schema_arrow.names)
                     cols = None if columns is None else [c for c in columns if c in have]
                     yield from pf.iter_batches(batch_size=batch_rows, columns=cols, use_threads=True)
@@ -339,7 +342,8 @@ def profile_uri(uri: str, cfg: Any, *, storage: Any = None, columns: list[str] |
     cats = {c: CategoricalAccumulator() for c, k in kinds.items() if k == CATEGORICAL}
     too_many = max(10 * cfg.max_categories, 10_000)
     n_rows = 0
-    for batch in iter_batches(uri, list(kinds), storage=storage, batch_rows=cfg.batch_rows, csv_types=csv_types_for(kinds)):
+    for batch in iter_batches(uri, list(kinds), storage=storage, batch_rows=cfg.batch_rows, csv_types=csv_types_for(kinds),
+                              dictionary=list(cats)):
         n_rows += batch.num_rows
         names = batch.schema.names
         for c, prof in numeric.items():
@@ -491,7 +495,8 @@ def accumulate_uri(
     n_rows = 0
     seen: set[str] = set()
     for batch in iter_batches(uri, wanted, storage=storage, batch_rows=batch_rows, csv_types=csv_types,
-                              since=since, until=until):
+                              since=since, until=until,
+                              dictionary=[c for c, acc in accs.items() if isinstance(acc, CategoricalAccumulator)]):
         seen.update(batch.schema.names)
         if row_filter is not None:
             batch = row_filter(batch)
