@@ -548,21 +548,39 @@ def count_rows(uri: str, storage: Any = None) -> int:
     return total
 
 
-def data_sha256(uri: str, storage: Any = None) -> str | None:
-    """sha256 of a single data file's bytes as stored (what ingest records in a
-    version's lineage); None for a prefix of several files."""
+def data_sha256(uri: str, storage: Any = None) -> str:
+    """The data hash recorded in a version's lineage. A single file: the sha256 of
+    its bytes as stored (what ingest records). A folder or prefix (a partitioned
+    dataset, local or s3://): the sha256 of its sorted listing of data files, one
+    ``relative path, size, sha256 of the bytes`` line each, so a file added,
+    removed, renamed or changed changes it, and the same bytes give the same hash
+    wherever they are stored (content hashes rather than ETags, which differ with
+    the upload's part size)."""
     import hashlib
 
-    filesystem, files = list_files(uri, storage)
-    if len(files) != 1:
-        return None
-    h = hashlib.sha256()
+    from pyarrow import fs
+
+    filesystem, root = _filesystem(uri, storage)
+    _, files = list_files(uri, storage)
     try:
-        with filesystem.open_input_stream(files[0], compression=None) as f:
-            while block := f.read(1 << 22):
-                h.update(block)
+        if filesystem.get_file_info(root).type == fs.FileType.File:
+            return _file_sha256(filesystem, files[0])
+        listing = hashlib.sha256()
+        for path, info in zip(files, filesystem.get_file_info(files), strict=True):
+            relative = path[len(root.rstrip("/")):].lstrip("/")
+            listing.update(f"{relative}\t{info.size}\t{_file_sha256(filesystem, path)}\n".encode())
     except OSError as exc:
         raise DataError(f"{uri}: cannot be read ({exc})") from None
+    return listing.hexdigest()
+
+
+def _file_sha256(filesystem: Any, path: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with filesystem.open_input_stream(path, compression=None) as f:
+        while block := f.read(1 << 22):
+            h.update(block)
     return h.hexdigest()
 
 
