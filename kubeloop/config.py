@@ -380,7 +380,8 @@ class MonitoringConfig(_Section):
     decay_confidence: float = Field(0.95, gt=0, lt=1)
     decay_min_rows: int = Field(100, ge=1)
     important_features: int = Field(5, ge=1)  # drift counts on the top-N features by importance
-    # Labels that arrived since the last retrain (or attempt), joined to logged predictions.
+    # Labels that arrived since the last retrain (or attempt), joined to logged predictions;
+    # required only when a label source is given (without one, drift alone can retrain).
     min_labeled_rows: int = Field(200, ge=0)
     # Hours after the last retrain, registered or failed, before the next one.
     cooldown_hours: float = Field(24.0, ge=0)
