@@ -1,0 +1,134 @@
+"""Which training rows a candidate sees: a seeded sample of at most ``train.max_rows``
+rows (stratified by class, or whole id groups when the split groups by id), read
+from the training split's Parquet file without loading the rest of it.
+
+The reader is private to training: it reads the target (and id) column first,
+picks row positions, then takes them one row group and one column at a time, so
+the peak is the sample plus one column chunk, not the split.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from kubeloop.components.train.base import (
+    TrainError,
+)
+
+
+def subsample_rows(y: Any, max_rows: int, *, stratify: bool, seed: int) -> np.ndarray | None:
+    """Sorted positions of at most ``max_rows`` rows (stratified on ``y`` when asked),
+    or None when every row fits."""
+    y = np.asarray(y)
+    if y.size <= max_rows:
+        return None
+    positions = np.arange(y.size)
+    try:
+        kept, _ = train_test_split(
+            positions, train_size=max_rows, random_state=seed, stratify=y if stratify else None
+        )
+    except ValueError:
+        # A class with a single row cannot be stratified: sample plainly.
+        kept, _ = train_test_split(positions, train_size=max_rows, random_state=seed)
+    # Rows in their original order keep the copy below a sequential read.
+    return np.sort(kept)
+
+
+def _rows(
+    X: pd.DataFrame, y: np.ndarray, positions: np.ndarray | None
+) -> tuple[pd.DataFrame, np.ndarray]:
+    if positions is None:
+        return X, y
+    return X.take(positions), y[positions]
+
+
+def group_sample_rows(groups: Any, max_rows: int, *, seed: int) -> np.ndarray | None:
+    """Sorted positions of whole groups, drawn in a seeded order while they fit in
+    ``max_rows`` rows (at least one group), or None when every row fits. A group is
+    never cut: its rows share an id the split kept on one side, and a half-seen id
+    would let a model learn the id."""
+    codes, _ = pd.factorize(pd.Series(np.asarray(groups)), use_na_sentinel=False)
+    if codes.size <= max_rows:
+        return None
+    sizes = np.bincount(codes)
+    order = np.random.default_rng(seed).permutation(sizes.size)
+    running = np.cumsum(sizes[order])
+    n_groups = max(1, int(np.searchsorted(running, max_rows, side="right")))
+    chosen = np.zeros(sizes.size, dtype=bool)
+    chosen[order[:n_groups]] = True
+    return np.flatnonzero(chosen[codes])
+
+
+def sample_rows(
+    y: Any, max_rows: int, *, classification: bool, seed: int, groups: Any = None
+) -> np.ndarray | None:
+    """The training sample's sorted positions (None: every row): whole groups when
+    ``groups`` is given, else stratified by class for classification."""
+    if groups is not None:
+        return group_sample_rows(groups, max_rows, seed=seed)
+    return subsample_rows(y, max_rows, stratify=classification, seed=seed)
+
+
+def _take_parquet(path: str, positions: np.ndarray | None, columns: list[str]) -> pd.DataFrame:
+    """``positions`` (sorted; None for all) of ``columns``, read one row group and
+    one column at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    if positions is None:
+        table = pf.read(columns=columns)
+    else:
+        starts = np.cumsum([0] + [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)])
+        pieces = []
+        for group in range(pf.num_row_groups):
+            lo, hi = np.searchsorted(positions, [starts[group], starts[group + 1]])
+            if hi > lo:
+                local = pa.array(positions[lo:hi] - starts[group])
+                pieces.append(pa.table({c: pf.read_row_group(group, columns=[c]).column(0).take(local)
+                                        for c in columns}))
+        table = pa.concat_tables(pieces)
+    df = table.to_pandas(split_blocks=True, self_destruct=True)
+    for column in df.select_dtypes(include="object").columns:
+        # Arrow gives None for a missing string; the features step expects NaN.
+        df[column] = df[column].mask(df[column].isna(), np.nan)
+    return df
+
+
+def read_training_sample(
+    path: str | os.PathLike[str],
+    schema: dict[str, Any],
+    max_rows: int,
+    *,
+    seed: int,
+) -> tuple[pd.DataFrame, int]:
+    """The labelled training rows a candidate trains on, at most ``max_rows`` of them,
+    and how many labelled rows the split holds. Unlabelled rows are never sampled."""
+    import pyarrow.parquet as pq
+
+    name = os.fspath(path)
+    if not os.path.isfile(name):
+        raise TrainError(f"{name}: training split not found")
+    target, id_column = schema["target"], schema.get("id_column")
+    keys = [target] + ([id_column] if id_column else [])
+    columns = [str(c) for c in pq.ParquetFile(name).schema_arrow.names]
+    missing = [c for c in keys if c not in columns]
+    if missing:
+        raise TrainError(f"{name}: the training split has no column {missing}")
+    key = _take_parquet(name, None, keys)
+    labelled = np.flatnonzero(key[target].notna().to_numpy())
+    y = key[target].to_numpy()[labelled]
+    groups = key[id_column].to_numpy()[labelled] if id_column else None
+    picked = sample_rows(
+        y, max_rows, classification=schema["task"] == "classification", seed=seed, groups=groups
+    )
+    positions = labelled if picked is None else labelled[picked]
+    if positions.size == len(key):
+        positions = None
+    del key
+    return _take_parquet(name, positions, columns), int(labelled.size)
