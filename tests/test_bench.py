@@ -85,3 +85,10 @@ def test_bench_drift_runs_the_kubeloop_side(tmp_path, capsys):
     assert result["kubeloop"]["flagged"] is not None
     if "--skip-evidently" not in args:
         assert "speedup" in result
+
+
+def test_bench_train_memory_prints_each_familys_ratio():
+    proc = run_bench("bench_train_memory.py", "--rows", "20000", "--columns", "4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for family in ("linear", "hist_gradient_boosting", "stock_hist_gradient_boosting", "random_forest"):
+        assert family in proc.stdout

@@ -310,3 +310,34 @@ def test_train_step_sizes_its_sample_to_the_memory_limit(tmp_path):
     with pytest.raises(MemoryLimitError, match="resources.train.memory_limit"):
         train_step("linear", *args, str(tmp_path / "m2"), memory_limit=reserved)
     assert not (tmp_path / "m2").exists()
+
+
+# ---------------------------------------------------------------------------
+# Float32 while fitting
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+@pytest.mark.parametrize("early_stopping", ["auto", True, False])
+def test_float32_holdout_boosting_fits_the_stock_model(task, early_stopping):
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    from kubeloop.components.train import make_head
+
+    rng = np.random.default_rng(0)
+    n = 12_000  # above 10,000 rows: "auto" stops early on a holdout
+    X = pd.DataFrame(rng.standard_normal((n, 5), dtype=np.float32), columns=[f"num__x{i}" for i in range(5)])
+    X["cat__c"] = rng.integers(0, 4, n).astype(np.float32)
+    X.loc[X.index[::31], "cat__c"] = np.nan
+    signal = X["num__x0"].to_numpy() + (X["cat__c"].to_numpy() == 1) + rng.standard_normal(n)
+    y = np.where(signal > 0.3, "yes", "no") if task == "classification" else signal
+    params = {"early_stopping": early_stopping, "max_iter": 60}
+    head = make_head("hist_gradient_boosting", task, ["cat__c"], params, seed=5)
+    stock_cls = HistGradientBoostingClassifier if task == "classification" else HistGradientBoostingRegressor
+    stock = stock_cls(random_state=5, categorical_features=["cat__c"], **params)
+    head.fit(X, y)
+    stock.fit(X, y)
+    # The same holdout rows, bins and trees: the same model, down to the iteration.
+    assert head.n_iter_ == stock.n_iter_
+    out = (lambda m: m.predict_proba(X)) if task == "classification" else (lambda m: m.predict(X))
+    np.testing.assert_allclose(out(head), out(stock), rtol=1e-6, atol=1e-9)
+    assert head.get_params()["early_stopping"] == early_stopping

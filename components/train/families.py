@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy.stats import loguniform
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, is_classifier
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (
     ExtraTreesClassifier,
@@ -21,9 +22,10 @@ from sklearn.ensemble import (
 )
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.model_selection import ParameterGrid, ParameterSampler
+from sklearn.model_selection import ParameterGrid, ParameterSampler, train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
+from sklearn.utils import check_random_state
 
 from kubeloop.components.train.base import (
     FOREST_ROWS_PER_TREE,
@@ -76,6 +78,49 @@ class CappedExtraTreesRegressor(_RowCappedForest, ExtraTreesRegressor):
     """ExtraTreesRegressor whose int ``max_samples`` caps the rows per tree."""
 
 
+class _Float32Holdout:
+    """HistGradientBoosting whose early-stopping holdout is cut before the float64 cast.
+
+    scikit-learn casts the whole input to float64 (its binning reads float64), then
+    splits off ``validation_fraction`` for early stopping: two float64 copies of the
+    split, four times the features step's float32 output. Cutting the same rows here
+    (the split scikit-learn would draw: same seed, same stratification) and passing
+    the holdout as ``X_val`` leaves one float64 copy. The model is the one the stock
+    estimator fits; only the peak memory differs (bench/bench_train_memory.py).
+    """
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None, **kwargs: Any) -> Any:
+        n_rows = len(X)
+        auto = self.early_stopping == "auto"  # type: ignore[attr-defined]
+        stopping = n_rows > 10_000 if auto else bool(self.early_stopping)  # type: ignore[attr-defined]
+        if (not stopping or self.validation_fraction is None or kwargs  # type: ignore[attr-defined]
+                or sample_weight is not None or self.warm_start):  # type: ignore[attr-defined]
+            return super().fit(X, y, sample_weight=sample_weight, **kwargs)  # type: ignore[misc]
+        # The seed scikit-learn's fit draws first from random_state for this split.
+        seed = check_random_state(self.random_state).randint(  # type: ignore[attr-defined]
+            np.iinfo(np.uint32).max, dtype="u8")
+        y = np.asarray(y)
+        stratify = y if is_classifier(self) else None
+        train, val = train_test_split(np.arange(n_rows), test_size=self.validation_fraction,  # type: ignore[attr-defined]
+                                      stratify=stratify, random_state=seed)
+        take = (lambda rows: X.iloc[rows]) if isinstance(X, pd.DataFrame) else (lambda rows: X[rows])
+        # On the holdout the stock estimator would have left early_stopping "auto"
+        # deciding on all rows; with X_val given it decides on the training part.
+        self.early_stopping = True
+        try:
+            return super().fit(take(train), y[train], X_val=take(val), y_val=y[val])  # type: ignore[misc]
+        finally:
+            self.early_stopping = "auto" if auto else stopping
+
+
+class Float32HoldoutHGBClassifier(_Float32Holdout, HistGradientBoostingClassifier):
+    """HistGradientBoostingClassifier cutting its early-stopping holdout in float32."""
+
+
+class Float32HoldoutHGBRegressor(_Float32Holdout, HistGradientBoostingRegressor):
+    """HistGradientBoostingRegressor cutting its early-stopping holdout in float32."""
+
+
 _FORESTS = {
     ("random_forest", "classification"): CappedRandomForestClassifier,
     ("random_forest", "regression"): CappedRandomForestRegressor,
@@ -94,7 +139,7 @@ def _model(family: str, task: str, seed: int) -> BaseEstimator:
             return LogisticRegression(max_iter=500)
         return Ridge()
     if family == "hist_gradient_boosting":
-        cls = HistGradientBoostingClassifier if classification else HistGradientBoostingRegressor
+        cls = Float32HoldoutHGBClassifier if classification else Float32HoldoutHGBRegressor
         # early_stopping stays "auto": on above 10,000 rows, where it saves time; on
         # fewer rows a 10% holdout costs more than it saves (and cannot be stratified
         # when a class has a single row).
