@@ -55,13 +55,13 @@ def main() -> int:
                                  "random_forest"])
     parser.add_argument("--tasks", nargs="+", default=["classification", "regression"])
     args = parser.parse_args()
-    print(f"{'family':<24} {'task':<15} {'data MiB':>9} {'extra MiB':>10} {'ratio':>6}")
+    print(f"{'family':<30} {'task':<15} {'data MiB':>9} {'extra MiB':>10} {'ratio':>6}")
     for task in args.tasks:
         for family in args.families:
             out = subprocess.run([sys.executable, "-c", CHILD, str(args.rows), str(args.columns),
                                   family, task], check=True, capture_output=True, text=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"{family:<24} {task:<15} {r['data_mib']:>9.0f} {r['extra_mib']:>10.0f} "
+            print(f"{family:<30} {task:<15} {r['data_mib']:>9.0f} {r['extra_mib']:>10.0f} "
                   f"{r['extra_mib'] / r['data_mib']:>6.2f}", flush=True)
     return 0
 

@@ -1,21 +1,24 @@
 """Train stage: a trivial baseline and one tuned candidate per model family.
 
 One concern per module: ``families`` (the heads), ``sample`` (the rows a
-candidate sees), ``search``, ``scoring``, ``baseline``, ``selection``, ``report``,
-``step`` (a task on files) and ``ops`` (the KFP adapters). Every name is
-imported from here.
+candidate sees), ``search``, ``scoring``, ``baseline``, ``curve`` (the
+learning-curve check), ``selection``, ``report``, ``step`` (a task on files) and
+``ops`` (the KFP adapters). Every name is imported from here.
 
 Every family fits a *head*: the model that sits after the features step, on its
 float32 output, where ``cat__`` columns hold category codes (NaN for missing or
 unseen) and every other column is numeric, imputed and scaled. The pipeline runs
 one family per parallel task:
 
+0. the task reads a seeded sample of at most ``train.max_rows`` training rows
+   (stratified by class, whole ids when the split groups by id; fewer when the
+   step's memory limit holds fewer, see ``step.sample_size``);
 1. ``search_family`` tries ``search_iterations`` settings (the family's
    scikit-learn defaults first, then a seeded random search) on a subsample of at
    most ``search_max_rows`` training rows, stratified for classification, scored
    on at most ``search_valid_max_rows`` validation rows;
-2. the winning settings are refitted on the whole training split and scored on
-   the whole validation split;
+2. the winning settings are refitted on the whole sample and scored on the whole
+   validation split, and again on half the sample for the learning curve;
 3. ``select_best`` picks the best family on that validation score, and
    ``compose_model`` puts the fitted features step and the winning head into the
    one ``Pipeline`` that is evaluated, registered and served.

@@ -42,7 +42,7 @@ class CandidateResult:
 
     ``search`` lists every setting tried: ``{"params", "score", "fit_seconds"}`` plus
     ``"error"`` for a setting that failed and ``"warnings"`` when the fit warned.
-    ``fit_seconds`` is the final fit on the whole training split.
+    ``fit_seconds`` is the final fit on all of ``X_train`` (the training sample).
     """
 
     family: str
