@@ -341,3 +341,13 @@ def test_float32_holdout_boosting_fits_the_stock_model(task, early_stopping):
     out = (lambda m: m.predict_proba(X)) if task == "classification" else (lambda m: m.predict(X))
     np.testing.assert_allclose(out(head), out(stock), rtol=1e-6, atol=1e-9)
     assert head.get_params()["early_stopping"] == early_stopping
+
+
+def test_a_ulimit_on_the_process_is_a_limit_too():
+    import subprocess
+    import sys
+
+    code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30)); "
+            "from kubeloop.memory import cgroup_memory_limit; print(cgroup_memory_limit())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert 0 < int(out.stdout) <= 3 * GiB
