@@ -351,3 +351,43 @@ def test_a_ulimit_on_the_process_is_a_limit_too():
             "from kubeloop.memory import cgroup_memory_limit; print(cgroup_memory_limit())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert 0 < int(out.stdout) <= 3 * GiB
+
+
+@pytest.mark.parametrize(
+    ("task", "labels"),
+    [("classification", np.array([0, 1, 1, 2] * 500)), ("classification", np.array([True, False] * 1000)),
+     ("classification", pd.Categorical(["b", "a", "c", "a"] * 500)), ("regression", np.linspace(0, 1, 2000))],
+)
+def test_reader_samples_any_target_type_as_the_frame_sampler_does(tmp_path, task, labels):
+    from kubeloop.components.train import _sample_frame
+
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame({"x": rng.standard_normal(2000), "y": labels,
+                       "id": rng.integers(0, 400, 2000).astype(str)})
+    if task == "regression":
+        df.loc[::9, "y"] = np.nan
+    df.loc[::13, "id"] = None
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path, row_group_size=300)
+    for schema in ({"target": "y", "task": task}, {"target": "y", "task": task, "id_column": "id"}):
+        sample, n = read_training_sample(path, schema, 700, seed=2)
+        expected, n_frame = _sample_frame(read_parquet(path), schema, 700, seed=2)
+        assert n == n_frame == int(df["y"].notna().sum())
+        assert sample["x"].tolist() == expected["x"].tolist()
+
+
+@pytest.mark.parametrize(
+    ("counts", "max_rows"),
+    [([9000, 1000], 2000), ([9990, 9, 1], 100), ([5, 5, 5], 4), ([1, 1, 1, 1000], 3), ([333, 333, 334], 999)],
+)
+def test_stratified_sample_sizes_every_class_by_its_share(counts, max_rows):
+    y = np.repeat(np.arange(len(counts)), counts)
+    rows = sample_rows(y, max_rows, classification=True, seed=0)
+    assert len(rows) == max_rows and len(np.unique(rows)) == max_rows
+    got = np.bincount(y[rows], minlength=len(counts))
+    share = np.array(counts) * max_rows / sum(counts)
+    # Every class is in the sample when there is room for one row each, and each
+    # is within one row of its share, but for the one-row floor.
+    if max_rows >= len(counts):
+        assert (got >= 1).all()
+    assert (np.abs(got - share) <= np.maximum(1, 1 + len(counts))).all()

@@ -71,7 +71,45 @@ def sample_rows(
     ``groups`` is given, else stratified by class for classification."""
     if groups is not None:
         return group_sample_rows(groups, max_rows, seed=seed)
-    return subsample_rows(y, max_rows, stratify=classification, seed=seed)
+    y = np.asarray(y)
+    if y.size <= max_rows:
+        return None
+    rng = np.random.default_rng(seed)
+    if not classification:
+        return np.sort(rng.choice(y.size, max_rows, replace=False))
+    return _stratified(y, max_rows, rng)
+
+
+def _stratified(y: np.ndarray, max_rows: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted positions of ``max_rows`` rows, each class's share rounded by largest
+    remainder and at least one row of every class. Unlike ``train_test_split`` it
+    never builds the left-out side: on 10M labels that side costs hundreds of MiB."""
+    _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    exact = counts * (max_rows / y.size)
+    take = np.maximum(np.floor(exact).astype(np.int64), 1)
+    # Largest remainders first get the rows left; the largest classes give back
+    # what the one-row floor took.
+    spare = max_rows - int(take.sum())
+    for k in np.argsort(-(exact - np.floor(exact)), kind="stable") if spare > 0 else ():
+        if spare == 0:
+            break
+        if take[k] < counts[k]:
+            take[k] += 1
+            spare -= 1
+    # Down to one row a class, largest first; with more classes than rows, the
+    # smallest shares go without.
+    for floor, order in ((1, np.argsort(-take, kind="stable")), (0, np.argsort(exact, kind="stable"))):
+        for k in order:
+            if spare >= 0:
+                break
+            give = min(-spare, int(take[k]) - floor)
+            take[k] -= give
+            spare += give
+    by_class = np.argsort(inverse, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    chosen = [by_class[starts[k] + rng.choice(counts[k], take[k], replace=False)]
+              for k in range(counts.size)]
+    return np.sort(np.concatenate(chosen))
 
 
 def _take_parquet(path: str, positions: np.ndarray | None, columns: list[str]) -> pd.DataFrame:
@@ -100,6 +138,34 @@ def _take_parquet(path: str, positions: np.ndarray | None, columns: list[str]) -
     return df
 
 
+def _codes(column: Any, *, sort: bool, encode: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes of a column's values and where it holds a value (not null, not
+    NaN). ``sort``: codes in the values' sorted order, as ``np.unique`` numbers them,
+    so a stratified draw on the codes is the draw on the values; otherwise in order of
+    first appearance (with missing as one more value), as ``pd.factorize`` numbers them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    valid = pc.is_valid(array)
+    if pa.types.is_floating(array.type):
+        valid = pc.and_(valid, pc.invert(pc.is_nan(array)))
+    valid_np = valid.to_numpy(zero_copy_only=False)
+    if not encode:  # only where the values are (a regression target)
+        return np.zeros(len(array), dtype=np.int8), valid_np
+    if pa.types.is_dictionary(array.type):
+        array = array.cast(array.type.value_type)
+    encoded = pc.dictionary_encode(array, null_encoding="encode" if not sort else "mask")
+    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+    if sort:
+        values = encoded.dictionary.to_numpy(zero_copy_only=False)
+        # One more slot, at index -1, keeps a missing value's code -1.
+        rank = np.full(len(values) + 1, -1, dtype=codes.dtype)
+        rank[np.argsort(values, kind="stable")] = np.arange(len(values))
+        codes = rank[codes]
+    return codes, valid_np
+
+
 def read_training_sample(
     path: str | os.PathLike[str],
     schema: dict[str, Any],
@@ -116,19 +182,24 @@ def read_training_sample(
         raise TrainError(f"{name}: training split not found")
     target, id_column = schema["target"], schema.get("id_column")
     keys = [target] + ([id_column] if id_column else [])
-    columns = [str(c) for c in pq.ParquetFile(name).schema_arrow.names]
+    pf = pq.ParquetFile(name)
+    columns = [str(c) for c in pf.schema_arrow.names]
     missing = [c for c in keys if c not in columns]
     if missing:
         raise TrainError(f"{name}: the training split has no column {missing}")
-    key = _take_parquet(name, None, keys)
-    labelled = np.flatnonzero(key[target].notna().to_numpy())
-    y = key[target].to_numpy()[labelled]
-    groups = key[id_column].to_numpy()[labelled] if id_column else None
+    # Integer codes, not Python objects: 10M string labels as pandas objects would
+    # cost more than the sample.
+    classification = schema["task"] == "classification"
+    y, valid = _codes(pf.read(columns=[target]).column(0), sort=True, encode=classification)
+    labelled = np.flatnonzero(valid)
+    groups = None
+    if id_column:
+        groups = _codes(pf.read(columns=[id_column]).column(0), sort=False)[0][labelled]
     picked = sample_rows(
-        y, max_rows, classification=schema["task"] == "classification", seed=seed, groups=groups
+        y[labelled], max_rows, classification=classification, seed=seed,
+        groups=groups,
     )
     positions = labelled if picked is None else labelled[picked]
-    if positions.size == len(key):
+    if positions.size == pf.metadata.num_rows:
         positions = None
-    del key
     return _take_parquet(name, positions, columns), int(labelled.size)
