@@ -87,10 +87,9 @@ def lineage(
             "warnings": candidate.get("warnings") or [],
             "vs_baseline": candidate.get("vs_baseline"),
             "learning_note": candidate.get("learning_note"),
-            "n_train_rows": candidate.get("n_train_rows"),
-            "n_split_rows": candidate.get("n_split_rows"),
-            "max_rows": candidate.get("max_rows"),
-            "learning_curve": candidate.get("learning_curve"),
+            # The training sample and its learning curve, for a candidate trained on one.
+            **{key: candidate[key] for key in ("n_train_rows", "n_split_rows", "max_rows", "learning_curve")
+               if "n_split_rows" in candidate and key in candidate},
         },
         "config": config,
         "seeds": {"split": (config.get("split") or {}).get("seed"),
