@@ -35,7 +35,7 @@ S3_LOCAL     ?= http://localhost:9000
 UV_VERSION ?= 0.13.9
 LOCK_FLAGS := --python-version 3.11 --universal --generate-hashes --quiet
 
-.PHONY: help venv lock demo test test-fast lint compile bench bench-overhead bench-storage bench-gate bench-drift bench-serving clean \
+.PHONY: help venv lock demo test test-fast lint compile bench bench-overhead bench-storage bench-gate bench-drift bench-serving bench-train-memory clean \
 	image base-image test-image kind-up kind-load minikube-up minikube-load s3-env manifests apply cluster-data
 
 help: ## Show this help
@@ -84,6 +84,9 @@ bench-overhead: $(STAMP) ## Framework overhead: `kubeloop run` vs a plain script
 
 bench-storage: $(STAMP) ## Round trip of a 500 MB artifact through S3: throughput and peak memory
 	$(BIN)/python bench/bench_storage.py
+
+bench-train-memory: $(STAMP) ## Peak memory of fitting each family on 1M rows x 20 columns, as a multiple of the float32 data
+	$(BIN)/python bench/bench_train_memory.py
 
 bench-gate: $(STAMP) ## The gate's paired bootstrap and row fingerprints vs sklearn.metrics in a loop and hash_pandas_object
 	$(BIN)/python bench/bench_gate.py

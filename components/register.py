@@ -87,6 +87,9 @@ def lineage(
             "warnings": candidate.get("warnings") or [],
             "vs_baseline": candidate.get("vs_baseline"),
             "learning_note": candidate.get("learning_note"),
+            # The training sample and its learning curve, for a candidate trained on one.
+            **{key: candidate[key] for key in ("n_train_rows", "n_split_rows", "max_rows", "learning_curve")
+               if "n_split_rows" in candidate and key in candidate},
         },
         "config": config,
         "seeds": {"split": (config.get("split") or {}).get("seed"),
@@ -142,9 +145,19 @@ def _training_notes(cand: dict[str, Any]) -> list[str]:
     return notes + candidate_notes(cand)
 
 
+def _sample_text(cand: dict[str, Any]) -> str | None:
+    from kubeloop.components.train import sample_text
+
+    return sample_text(cand)
+
+
 def _candidate_lines(cand: dict[str, Any]) -> list[str]:
-    # A model that did not learn, or whose fit warned, says so where it is described.
-    return [f"- **Note**: {note}" for note in _training_notes(cand)]
+    # A model that did not learn, or whose fit warned, says so where it is described;
+    # every model says how many rows it trained on and what its learning curve showed.
+    sample = _sample_text(cand)
+    return ([f"- **Training rows**: {sample}"] if sample else []) + [
+        f"- **Note**: {note}" for note in _training_notes(cand)
+    ]
 
 
 def model_card(
@@ -397,6 +410,9 @@ def register_run(
         "family": candidate.get("family"),
         # A model that learnt nothing, or whose fit warned, is said so in the summary.
         "training_notes": _training_notes(candidate),
+        # How many rows the model trained on and whether more would likely help.
+        "training_sample": _sample_text(candidate),
+        "learning_curve": candidate.get("learning_curve"),
         "metrics": evaluation["metrics"],
         "baseline_metrics": evaluation.get("baseline_metrics"),
         "champion_metrics": evaluation.get("champion_metrics"),

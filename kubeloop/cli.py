@@ -166,6 +166,7 @@ def _summary_table(s: dict[str, Any]) -> str:
         f"gate       {gate['decision'].upper()}: {gate['reason']}",
         f"production {s.get('production_version') or '(none)'}",
         *[f"WARNING    {note}" for note in s.get("training_notes") or []],
+        *([f"sample     {s['training_sample']}"] if s.get("training_sample") else []),
         "",
         f"{'metric':<18} {'this run':>10} {'champion ' + (s.get('champion_version') or '-'):>13} {'baseline':>10}",
     ]

@@ -126,6 +126,12 @@ def build_training_pipeline(
             task.set_memory_request(r.memory_request).set_memory_limit(r.memory_limit)
             for var in THREAD_VARIABLES:
                 task.set_env_variable(var, str(r.cpu_limit_cores()))
+            # The retry policy: KFP v2's set_retry (kfp 2.17) repeats a task with the
+            # same pod spec, on any failure, with no larger memory. So retries are for
+            # what a second attempt can cure (an evicted pod, a lost node, a storage
+            # error); memory is handled where the rows are held: a train step sizes
+            # its sample to its cgroup limit and fails at once, naming the limit and
+            # resources.train.memory_limit, when nothing useful fits (kubeloop.memory).
             if retry and sizes.retries:
                 task.set_retry(num_retries=sizes.retries,
                                backoff_duration=f"{sizes.retry_backoff_seconds}s", backoff_factor=2.0)

@@ -132,3 +132,10 @@ def test_bench_scale_reports_a_step_killed_by_its_cap_instead_of_crashing(tmp_pa
     assert run["status"] == "killed" and run["oom_kills"] >= 1, run
     assert run["failed_task"] and f"in task '{run['failed_task']}' at 2k rows" in run["message"]
     assert "KILLED by the cap" in proc.stdout and "MISSED: killed by the 0.3 GiB cap" in proc.stdout
+
+
+def test_bench_train_memory_prints_each_familys_ratio():
+    proc = run_bench("bench_train_memory.py", "--rows", "20000", "--columns", "4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for family in ("linear", "hist_gradient_boosting", "stock_hist_gradient_boosting", "random_forest"):
+        assert family in proc.stdout
