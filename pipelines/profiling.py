@@ -21,7 +21,7 @@ from kubeloop.components.partitions import (
     sketch_op,
 )
 from kubeloop.config import Config
-from kubeloop.pipelines.training import THREAD_VARIABLES, with_credentials
+from kubeloop.pipelines.training import size_pod, with_credentials
 
 PIPELINE_NAME = "kubeloop-profiling"
 
@@ -36,14 +36,7 @@ def _steps(cfg: Config, on_cluster: bool) -> Any:
         task.set_caching_options(False)
         if on_cluster:
             with_credentials(task, cfg.storage.credentials_secret)
-            r = sizes.default
-            task.set_cpu_request(r.cpu_request).set_cpu_limit(r.cpu_limit)
-            task.set_memory_request(r.memory_request).set_memory_limit(r.memory_limit)
-            for var in THREAD_VARIABLES:
-                task.set_env_variable(var, str(r.cpu_limit_cores()))
-            if sizes.retries:
-                task.set_retry(num_retries=sizes.retries, backoff_duration=f"{sizes.retry_backoff_seconds}s",
-                               backoff_factor=2.0)
+            size_pod(task, sizes.default, sizes)
         return task
 
     return step
