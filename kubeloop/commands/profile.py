@@ -38,14 +38,15 @@ def register(sub: Any, common: Any) -> None:
 def _config(args: argparse.Namespace) -> Any:
     # The config file and --s3-endpoint as drift reads them, then --partition-rows.
     from kubeloop.commands.drift import _config as file_config
+    from kubeloop.config import Config, ConfigError
 
     cfg = file_config(args)
     if args.partition_rows is None:
         return cfg
     try:
-        return cfg.model_validate({**cfg.to_dict(), "scale": {**cfg.scale.model_dump(),
-                                                              "partition_rows": args.partition_rows}})
-    except ValueError as exc:
+        return Config.from_dict({**cfg.to_dict(), "scale": {**cfg.scale.model_dump(),
+                                                            "partition_rows": args.partition_rows}})
+    except ConfigError as exc:
         raise UserError(f"--partition-rows: {exc}") from None
 
 
