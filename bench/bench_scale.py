@@ -297,6 +297,20 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def memory_refusal(log_text: str) -> str | None:
+    """The message of a step that refused to start for its memory limit
+    (``MemoryLimitError``: the step sizes its work to the cgroup limit and fails at
+    once, naming the key to raise, rather than being killed), if the log has one."""
+    for match in re.finditer(r"\[kubeloop:error\] (\{.*\})", log_text):
+        try:
+            event = json.loads(match.group(1))
+        except ValueError:
+            continue
+        if event.get("error") == "MemoryLimitError":
+            return str(event.get("message", ""))
+    return None
+
+
 def run_once(data_uri: str, rows: int, storage: str, work: Path, *, cap_bytes: int,
              env: dict[str, str], extra: list[str], timeout: float | None) -> RunResult:
     label = f"{size_label(rows)}-{storage}"
@@ -344,13 +358,18 @@ def run_once(data_uri: str, rows: int, storage: str, work: Path, *, cap_bytes: i
         done = result.steps[-1]["stage"] if result.steps else "nothing"
         result.message = f"stopped after {timeout:g} s (last step done: {done})"
     elif proc.returncode != 0:
-        result.status = "killed" if result.oom_kills else "failed"
+        logs = "".join(p.read_text(errors="replace") for p in sorted((work_dir / "logs").glob("*.log")))
+        refusal = memory_refusal("".join(lines) + logs)
+        result.status = "killed" if result.oom_kills else "refused" if refusal else "failed"
         attempts = len(unfinished)
+        how = (f"killed by the {cap_bytes / 2**30:g} GiB cap" if result.oom_kills
+               else "refused for memory" if refusal else f"exit {proc.returncode}")
         result.message = (
-            (f"killed by the {cap_bytes / 2**30:g} GiB cap" if result.oom_kills else f"exit {proc.returncode}")
+            how
             + (f" in task {result.failed_task!r}" if result.failed_task else "")
             + f" at {size_label(rows)} rows"
-            + (f" ({attempts} attempts)" if attempts > 1 else ""))
+            + (f" ({attempts} attempts)" if attempts > 1 else "")
+            + (f": {refusal}" if refusal and not result.oom_kills else ""))
     else:
         summary = json.loads(summary_path.read_text().strip().splitlines()[-1])
         result.metric = (summary.get("gate") or {}).get("primary_metric") or "roc_auc"
@@ -423,7 +442,8 @@ def step_table(runs: list[RunResult], storage: str) -> str:
             else:
                 cells += ["", "", ""]
             if ended:  # killed by the cap, failed, or still running when the run was stopped
-                how = {"killed": "KILLED by the cap", "timeout": "stopped (timeout)"}.get(r.status, ended[-1])
+                how = {"killed": "KILLED by the cap", "refused": "REFUSED for memory",
+                       "timeout": "stopped (timeout)"}.get(r.status, ended[-1])
                 cells[-1] += f" **{how}**" + (f" x{len(ended)}" if len(ended) > 1 else "")
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     lines.append("| **whole run** | " + " | ".join(
