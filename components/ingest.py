@@ -857,28 +857,30 @@ from kubeloop.component import component  # noqa: E402
 
 @component
 def ingest_op(data_uri: str, config: dict, dataset: Output[Dataset], profile: Output[Artifact]):
-    """Read the table at ``data_uri`` (local or s3://), type it, write Parquet."""
+    """Read the table at ``data_uri`` (local or s3://), type it, write Parquet, in bounded batches."""
     import json
 
-    from kubeloop.components.ingest import ingest
+    from kubeloop.components.ingest_stream import ingest_to_parquet
     from kubeloop.config import Config
     from kubeloop.progress import stage
-    from kubeloop.tables import write_parquet  # noqa: F811 (the body runs in its own process)
 
     with stage("ingest") as st:
         cfg = Config.from_dict(config)
-        df, prof = ingest(
+        prof = ingest_to_parquet(
             data_uri,
+            dataset.path,
             storage=cfg.storage,
             max_categories=cfg.validation.max_categories,
             max_category_fraction=cfg.validation.max_category_fraction,
             keep={c for c in (cfg.target, cfg.id_column, cfg.time_column) if c},
         )
-        write_parquet(df, dataset.path)
         with open(profile.path, "w") as f:
             json.dump(prof, f, indent=2, default=str)
-        dataset.metadata.update({"rows": len(df), "columns": df.shape[1], "sha256": prof["sha256"]})
-        st.result = f"{len(df):,} rows x {df.shape[1]} columns ({prof['format']})"
+        rows, columns = prof["n_rows"], prof["n_columns"]
+        dataset.metadata.update({"rows": rows, "columns": columns, "sha256": prof["sha256"]})
+        st.result = f"{rows:,} rows x {columns} columns ({prof['format']})"
         if prof["dropped_columns"]:
             st.result += f"; dropped {len(prof['dropped_columns'])} row-number column(s)"
-        st.details = {"rows": len(df), "columns": int(df.shape[1])}
+        if not prof["streamed"]:
+            st.result += "; read whole (the batch readers do not take this input)"
+        st.details = {"rows": rows, "columns": columns}

@@ -300,16 +300,15 @@ def _json_doc(model_name: str, name: str, obj: Any) -> bytes:
 
 def reference_sample(train_df: Any, schema: Schema, *, rows: int = REFERENCE_ROWS, seed: int = 0) -> bytes:
     """A sample of the training split (features and target) as Parquet bytes: the
-    reference the monitoring pipeline compares live traffic with."""
-    import io
+    reference the monitoring pipeline compares live traffic with (the register step
+    draws the same rows from the file: ``register_data.reference_rows``)."""
+    from kubeloop.components.register_data import parquet_bytes
 
     cols = [c for c in feature_columns(schema) + [schema["target"]] if c in train_df.columns]
     sample = train_df[cols]
     if len(sample) > rows:
         sample = sample.sample(n=rows, random_state=seed)
-    buf = io.BytesIO()
-    sample.reset_index(drop=True).to_parquet(buf, index=False)
-    return buf.getvalue()
+    return parquet_bytes(sample)
 
 
 def register_run(
@@ -473,8 +472,11 @@ def register_step(
     art: RunArtifacts, cfg: Config, *, data_uri: str, run_id: str | None = None,
     registry: Any = None, deploy: bool = False,
 ) -> dict[str, Any]:
-    """Store the run in ``cfg.registry`` (or ``registry``) with its lineage; the summary."""
-    from kubeloop.components.ingest import read_parquet
+    """Store the run in ``cfg.registry`` (or ``registry``) with its lineage; the summary.
+
+    The splits are read from their files in batches and samples
+    (``register_data``), never whole."""
+    from kubeloop.components.register_data import parquet_bytes, reference_rows
     from kubeloop.registry import Registry
 
     def load(path: str) -> Any:
@@ -483,9 +485,6 @@ def register_step(
 
     sch = load(art.schema)
     evaluation = load(art.evaluation)
-    train = read_parquet(art.train)
-    valid = read_parquet(art.valid) if art.valid else None
-    test = read_parquet(art.test) if art.test else None
     lin = lineage(
         data_uri=data_uri, profile=load(art.profile), config=cfg.to_params(),
         candidate=load(os.path.join(art.model_dir, "candidate.json")),
@@ -495,31 +494,30 @@ def register_step(
         registry or Registry(cfg.registry, cfg.storage),
         model_name=cfg.model_name, model_dir=art.model_dir, schema=sch,
         evaluation=evaluation, decision=load(art.decision), lineage_doc=lin,
-        reports=art.reports, reference=reference_sample(train, sch),
+        reports=art.reports, reference=parquet_bytes(reference_rows(art.train, sch, rows=REFERENCE_ROWS)),
         sensitive_columns=cfg.evaluation.sensitive_columns, deploy=deploy,
-        extra_files=_monitoring_and_row_files(art, cfg, sch, train, valid, test, evaluation),
+        extra_files=_monitoring_and_row_files(art, cfg, sch, evaluation),
     )
 
 
 def _monitoring_and_row_files(
-    art: RunArtifacts, cfg: Config, schema: Schema, train: Any, valid: Any, test: Any,
-    evaluation: dict[str, Any],
+    art: RunArtifacts, cfg: Config, schema: Schema, evaluation: dict[str, Any],
 ) -> dict[str, bytes]:
     """What later runs read instead of the training data: the fingerprints of every row
     the model trained or validated on (the gate leaves them out when this version is
     the champion), and the reference profile monitoring compares traffic with."""
     import joblib
 
-    from kubeloop.fingerprints import REGISTRY_FILE, rows_file
+    from kubeloop.components.register_data import scored_rows, split_fingerprints, training_sketch
+    from kubeloop.fingerprints import REGISTRY_FILE
     from kubeloop.monitoring.profile import registration_profile
 
-    frames = [f for f in (train, valid) if f is not None]
-    fingerprints = rows_file(frames, schema, exact_limit=cfg.gate.fingerprint_exact_rows,
-                             false_positive_rate=cfg.gate.fingerprint_false_positive_rate)
+    fingerprints = split_fingerprints([p for p in (art.train, art.valid) if p], schema, cfg)
     model = joblib.load(os.path.join(art.model_dir, "model.joblib"))
-    profile = registration_profile(train, schema, model=model, test_df=test,
+    scored = scored_rows(art.test, art.train, max_rows=cfg.scale.sample_rows)
+    profile = registration_profile(None, schema, model=model, test_df=scored,
                                    metrics=evaluation.get("metrics"), cfg=cfg.monitoring,
-                                   max_rows=cfg.scale.sample_rows, category_cap=cfg.scale.category_cap)
+                                   sketch=training_sketch(art.train, schema, cfg))
     return {
         REGISTRY_FILE: fingerprints,
         "monitoring/profile.json": _json_doc(cfg.model_name, "monitoring/profile.json", profile),

@@ -9,6 +9,8 @@ hive-partitioned dataset (local path or ``s3://``) in batches bounded by rows
 - ``iter_batches(uri, columns=..., max_rows=..., max_bytes=...)``: Arrow record batches;
 - ``iter_frames(...)``: the same as pandas frames, with ``read_parquet``'s dtypes;
 - ``count_rows(uri)`` and ``read_schema(uri)``: from the footers, no data read;
+- ``read_sample(uri, n, seed=...)``: the rows ``DataFrame.sample`` would draw, read
+  without the rest of the table;
 - ``ParquetSink(uri)``: an incremental writer (context manager) that writes under a
   temporary name and commits on a clean exit only, so an interrupted step never
   leaves a partial file that looks complete.
@@ -202,6 +204,35 @@ def iter_frames(
     for batch in iter_batches(uri, columns=columns, max_rows=max_rows, max_bytes=max_bytes,
                               storage=storage):
         yield to_pandas(batch)
+
+
+def read_sample(
+    uri: str | os.PathLike[str],
+    n: int,
+    *,
+    seed: int = 0,
+    columns: list[str] | None = None,
+    storage: StorageConfig | None = None,
+) -> pd.DataFrame:
+    """``n`` rows drawn without replacement, exactly as ``read_parquet(uri)[columns]
+    .sample(n=n, random_state=seed)`` draws them (the same rows, in the same order),
+    or every row when the table has no more than ``n``; only the drawn rows' row
+    groups are decoded, never the whole table."""
+    dataset = open_dataset(uri, storage)
+    rows = count_rows(uri, storage)
+    if rows <= n:
+        table = dataset.to_table(columns=columns)
+        return to_pandas(table)
+    # pandas' DataFrame.sample draws its positions with RandomState.choice.
+    positions = np.random.RandomState(seed).choice(rows, size=n, replace=False)
+    order = np.argsort(positions, kind="stable")
+    table = dataset.take(pa.array(positions[order]), columns=columns)
+    frame = to_pandas(table)
+    back = np.empty_like(order)
+    back[order] = np.arange(order.size)
+    frame = frame.take(back)
+    frame.index = pd.RangeIndex(len(frame))
+    return frame
 
 
 # --------------------------------------------------------------------------- writing

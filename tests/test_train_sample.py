@@ -312,6 +312,27 @@ def test_train_step_sizes_its_sample_to_the_memory_limit(tmp_path):
     assert not (tmp_path / "m2").exists()
 
 
+@pytest.mark.parametrize("max_rows,fitted", [(1000, 1000), (5000, 2250)])
+def test_features_step_fits_on_the_candidates_sample_of_a_long_split(tmp_path, max_rows, fitted):
+    from types import SimpleNamespace
+
+    from kubeloop.components.features import features_op
+
+    p = _step_files(tmp_path)
+    config = Config.from_dict({"target": "churned", "train": {"max_rows": max_rows}}).to_dict()
+    out = SimpleNamespace(path=str(tmp_path / "fitted.joblib"), metadata={})
+    summary = SimpleNamespace(path=str(tmp_path / "features.json"), metadata={})
+    features_op.python_func(train=SimpleNamespace(path=p["train"]), schema=SimpleNamespace(path=p["schema"]),
+                            transformer=out, summary=summary, config=config)
+    info = json.loads(open(summary.path).read())
+    assert (info["fitted_rows"], info["split_rows"]) == (fitted, 2250)
+    # The transformer was fitted on exactly the rows the candidates draw.
+    schema = json.loads(open(p["schema"]).read())
+    sample, _ = read_training_sample(p["train"], schema, max_rows, seed=Config.from_dict(config).train.seed)
+    expected = fit_features(sample, schema).transform(sample.head(50))
+    pd.testing.assert_frame_equal(joblib.load(out.path).transform(sample.head(50)), expected)
+
+
 # ---------------------------------------------------------------------------
 # Float32 while fitting
 
