@@ -10,6 +10,7 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+from nested_support import assert_nested_close
 
 from kubeloop.components.partitions import (
     PartitionError,
@@ -213,25 +214,9 @@ def _drift_case(tmp_path, n: int = 30_000):
     return str(profile_path), str(cur_path)
 
 
-def _close(a, b, where: str) -> None:
-    """Equal, floats within rounding (sums over partitions add in another order)."""
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and set(a) == set(b), where
-        for k in a:
-            _close(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, list):
-        assert isinstance(b, list) and len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _close(x, y, f"{where}[{i}]")
-    elif isinstance(a, float):
-        assert b == pytest.approx(a, rel=1e-9, abs=1e-12), where
-    else:
-        assert a == b, where
-
-
 def _same_report(a: dict, b: dict) -> None:
     assert a["drifted_columns"] == b["drifted_columns"]
-    _close(a["columns"], b["columns"], "columns")
+    assert_nested_close(a["columns"], b["columns"], "columns")
 
 
 @pytest.mark.parametrize("n", [30_000, 6000])  # 6,000: current values kept for scipy's exact KS

@@ -8,6 +8,7 @@ import io
 import numpy as np
 import pandas as pd
 import pytest
+from nested_support import assert_nested_close
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
 
@@ -86,22 +87,6 @@ def test_read_sample_draws_what_dataframe_sample_draws(splits, n, columns):
     pd.testing.assert_frame_equal(got, expected.reset_index(drop=True))
 
 
-def _close(a, b, path="profile"):
-    if isinstance(a, dict):
-        assert set(a) == set(b), path
-        for k in a:
-            _close(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, list):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _close(x, y, f"{path}[{i}]")
-    elif isinstance(a, float):
-        # Moments are merged batch by batch: equal up to rounding.
-        assert a == pytest.approx(b, rel=1e-9, abs=1e-12), path
-    else:
-        assert a == b, path
-
-
 def test_profile_from_files_equals_the_profile_of_whole_frames(splits):
     frames, paths, schema = splits
     cfg = _config(sample_rows=800)  # the numeric points come from a sample of the split
@@ -113,7 +98,7 @@ def test_profile_from_files_equals_the_profile_of_whole_frames(splits):
                                  category_cap=cfg.scale.category_cap, **kw)
     streamed = registration_profile(None, schema, test_df=scored_rows(paths["test"], paths["train"], max_rows=800),
                                     sketch=training_sketch(paths["train"], schema, cfg), **kw)
-    _close(streamed, whole)
+    assert_nested_close(streamed, whole)
     assert streamed["rows_total"] == 2000
 
 
