@@ -385,13 +385,16 @@ def _raw_schema(source: Any) -> dict[str, pa.DataType]:
 def _is_folder(uri: str, storage: StorageConfig | None) -> bool:
     from pyarrow import fs
 
-    from kubeloop.tables import filesystem
+    from kubeloop.tables import filesystem, read_error
 
     text = uri.removeprefix("file://")
     if not text.lower().startswith("s3://"):
         return Path(text).is_dir()
     filesys, path = filesystem(text, storage)
-    return filesys.get_file_info(path).type == fs.FileType.Directory
+    try:
+        return filesys.get_file_info(path).type == fs.FileType.Directory
+    except OSError as exc:
+        raise read_error(text, exc, "cannot read") from None
 
 
 def _folder_hash(uri: str, storage: StorageConfig | None) -> tuple[str, int]:

@@ -59,6 +59,17 @@ def _is_s3(uri: str) -> bool:
     return uri.lower().startswith("s3://")
 
 
+def read_error(name: str, exc: Exception, what: str = "cannot parse as Parquet") -> Exception:
+    """The error to raise for a failed pyarrow read of ``name``: a refused S3 request is
+    ``storage.PermissionDenied`` (the same words as every other S3 read), not bad data."""
+    text = str(exc)
+    if _is_s3(name) and ("ACCESS_DENIED" in text or "AccessDenied" in text):
+        from kubeloop.storage import ACCESS_HINT, PermissionDenied
+
+        return PermissionDenied(f"{name}: access denied; {ACCESS_HINT}")
+    return DataError(f"{name}: {what}: {exc}")
+
+
 def filesystem(uri: str | os.PathLike[str], storage: StorageConfig | None = None) -> tuple[Any, str]:
     """(pyarrow filesystem, path inside it) for a local path, ``file://`` or ``s3://`` URI."""
     from pyarrow import fs
@@ -109,7 +120,7 @@ def open_dataset(
     except DataError:
         raise
     except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"{name}: cannot parse as Parquet: {exc}") from None
+        raise read_error(name, exc) from None
 
 
 def count_rows(uri: str | os.PathLike[str], storage: StorageConfig | None = None) -> int:
@@ -172,7 +183,7 @@ def iter_batches(
         for batch in scanner.to_batches():
             yield from _bounded(batch, max_rows, max_bytes)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"{os.fspath(uri)}: cannot read as Parquet: {exc}") from None
+        raise read_error(os.fspath(uri), exc, "cannot read as Parquet") from None
 
 
 def _missing_as_nan(df: pd.DataFrame) -> pd.DataFrame:
@@ -353,7 +364,7 @@ def read_parquet(path: str | os.PathLike[str], storage: StorageConfig | None = N
         except FileNotFoundError:
             raise DataError(f"{name}: file not found") from None
         except (pa.ArrowInvalid, OSError) as exc:
-            raise DataError(f"{name}: cannot parse as Parquet: {exc}") from None
+            raise read_error(name, exc) from None
         return to_pandas(table)
     if not Path(name).is_file():
         raise DataError(f"{name}: file not found")
@@ -362,5 +373,5 @@ def read_parquet(path: str | os.PathLike[str], storage: StorageConfig | None = N
         # only holds a second copy of the compressed column chunks.
         table = pq.read_table(name, pre_buffer=False)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"{name}: cannot parse as Parquet: {exc}") from None
+        raise read_error(name, exc) from None
     return to_pandas(table)

@@ -232,3 +232,17 @@ def test_streaming_copy_memory_is_flat_in_the_rows(tmp_path):
     # 4x the rows (96 MB more data in memory if it were held whole) must not
     # show in the peak: at most a quarter more.
     assert peaks[1_600_000] <= 1.25 * peaks[400_000], peaks
+
+
+def test_a_refused_s3_read_is_access_denied_not_bad_data():
+    from kubeloop.storage import PermissionDenied
+    from kubeloop.tables import DataError, read_error
+
+    denied = OSError("When getting information for key 'k' in bucket 'data': AWS Error ACCESS_DENIED "
+                     "during HeadObject operation: No response body.")
+    err = read_error("s3://data/k", denied)
+    assert isinstance(err, PermissionDenied) and "access denied" in str(err)
+    assert "AWS_ACCESS_KEY_ID" in str(err)
+    # Anything else, or a local file, is the data's problem, named with the file.
+    assert type(read_error("s3://data/k", OSError("Parquet magic bytes not found"))) is DataError
+    assert type(read_error("/tmp/k", denied)) is DataError
