@@ -35,7 +35,7 @@ S3_LOCAL     ?= http://localhost:9000
 UV_VERSION ?= 0.13.9
 LOCK_FLAGS := --python-version 3.11 --universal --generate-hashes --quiet
 
-.PHONY: help venv lock demo test test-fast lint compile bench bench-overhead bench-storage bench-gate bench-drift bench-serving clean \
+.PHONY: help venv lock demo test test-fast lint compile bench bench-overhead bench-storage bench-gate bench-drift bench-serving bench-train-memory clean \
 	image base-image test-image kind-up kind-load minikube-up minikube-load s3-env manifests apply cluster-data
 
 help: ## Show this help
@@ -84,6 +84,9 @@ bench-overhead: $(STAMP) ## Framework overhead: `kubeloop run` vs a plain script
 
 bench-storage: $(STAMP) ## Round trip of a 500 MB artifact through S3: throughput and peak memory
 	$(BIN)/python bench/bench_storage.py
+
+bench-train-memory: $(STAMP) ## Peak memory of fitting each family on 1M rows x 20 columns, as a multiple of the float32 data
+	$(BIN)/python bench/bench_train_memory.py
 
 bench-gate: $(STAMP) ## The gate's paired bootstrap and row fingerprints vs sklearn.metrics in a loop and hash_pandas_object
 	$(BIN)/python bench/bench_gate.py
@@ -186,9 +189,29 @@ bench-drift: $(STAMP) ## Drift: `kubeloop drift` vs Evidently on 1M rows x 20 co
 	  $(VENV)-evidently/bin/python -m pip install --quiet "evidently>=0.7" "pandas<3"; }
 	EVIDENTLY_PYTHON=$(VENV)-evidently/bin/python $(BIN)/python bench/bench_drift.py
 
+# Pinned so the measured table can be re-run as it was; never in the locks.
+BENCH_ENGINE_PINS ?= duckdb==2.0.0 polars==2.1.0 pyarrow==26.0.1 numpy
+ENGINE_ROWS ?= 10000000
+
+.PHONY: bench-engines
+bench-engines: ## CSV -> Parquet and per-column statistics: pyarrow vs DuckDB vs Polars (ENGINE_ROWS=10M x 20 columns)
+	@# DuckDB and Polars get a venv of their own: they are measured, not depended on.
+	@test -x $(VENV)-bench/bin/python || { $(PYTHON) -m venv $(VENV)-bench && \
+	  $(VENV)-bench/bin/python -m pip install --quiet $(BENCH_ENGINE_PINS); }
+	$(VENV)-bench/bin/python bench/bench_engines.py --rows $(ENGINE_ROWS)
+
 clean: ## Remove local runs, the demo output and build files (keeps .venv)
 	rm -rf .kubeloop $(DEMO) dist build *.egg-info .pytest_cache
 
 .PHONY: bench-serving
 bench-serving: $(STAMP) ## One-row latency: kubeloop's predictor vs a stock KServe model on the same pipeline
 	$(BIN)/python bench/bench_serving.py
+
+# The generated tables (1M rows: 107 MiB of Parquet, 100M: about 11 GiB) are kept
+# here and reused by the next run with the same seed; never in the repository.
+BENCH_SCALE_DIR   ?= $(or $(TMPDIR),/tmp)/kubeloop-bench-scale
+BENCH_SCALE_SIZES ?= 1M,10M,100M
+
+.PHONY: bench-scale
+bench-scale: $(STAMP) ## kubeloop run on 1M, 10M, 100M rows x 20 columns (local and S3), each run under a 4 GiB cgroup cap (BENCH_SCALE_SIZES=1M,10M)
+	$(BIN)/python bench/bench_scale.py --sizes $(BENCH_SCALE_SIZES) --dir $(BENCH_SCALE_DIR) --json $(BENCH_SCALE_DIR)/results.json

@@ -117,7 +117,9 @@ print(json.dumps({"drifted_columns": sorted(drifted)}))
 
 # A `kubeloop drift` process up to its first read: the CLI and what drift imports.
 START_UP = "import kubeloop.cli, kubeloop.monitoring.drift, scipy.special, pyarrow.parquet"
-READ = "import sys, pyarrow.parquet as pq; [pq.read_table(p) for p in sys.argv[1:]]"
+# The read as drift does it: text columns as Arrow dictionaries.
+READ = ("import sys, pyarrow as pa, pyarrow.parquet as pq; [pq.read_table(p, read_dictionary="
+        "[f.name for f in pq.read_schema(p) if pa.types.is_string(f.type)]) for p in sys.argv[1:]]")
 
 
 def start_bare() -> float:

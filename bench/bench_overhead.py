@@ -114,6 +114,13 @@ def _timed_child(cmd: list[str]) -> tuple[float, float]:
     return res["seconds"], res["rss_mib"]
 
 
+def import_floor_mib() -> float:
+    """Peak RSS (MiB) of a process that only imports what every step imports."""
+    _, floor = _timed_child([sys.executable, "-c", "import kfp.dsl, kubeloop.components.train, "
+                             "kubeloop.components.evaluate, kubeloop.components.validate, kubeloop.registry"])
+    return floor
+
+
 BUSY_LOOP = "while True:\n    pass\n"
 
 
@@ -162,9 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Plain first: it also warms the page cache for the data file, which only
     # helps kubeloop's side and so can only flatter the ratio against us less.
-    floor_cmd = [sys.executable, "-c", "import kfp.dsl, kubeloop.components.train, kubeloop.components.evaluate, "
-                 "kubeloop.components.validate, kubeloop.registry"]
-    _, floor = _timed_child(floor_cmd)
+    floor = import_floor_mib()
     print(f"import floor:           peak RSS {floor:6.0f} MiB (the libraries alone)", flush=True)
     plain_s, plain_rss = _timed_child(plain)
     print(f"plain script:  {plain_s:7.1f}s  peak RSS {plain_rss:6.0f} MiB", flush=True)

@@ -5,7 +5,8 @@ Two steps, each a step function with its own tests and a KFP adapter of a few li
 ``deploy_step`` / ``deploy_op`` (after a promote decision)
     inputs: ``registry`` (URI), ``model_name``, ``version`` (``vN`` or an alias,
     default ``production``), ``config`` (the run's Config dict: its ``canary:``
-    section gives namespace, mode, share, resources, log root), ``namespace``
+    section gives namespace, mode, share, resources, log root: unset, the storage's
+    logs bucket), ``namespace``
     (overrides ``canary.namespace`` when not empty), ``dry_run``.
     The first version goes straight to 100 %; a later one becomes a canary at
     ``canary.initial_percent`` beside the version serving now. Registry
@@ -16,7 +17,8 @@ Two steps, each a step function with its own tests and a KFP adapter of a few li
 
 ``canary_analysis_step`` / ``canary_analysis_op``
     inputs: ``registry``, ``model_name``, ``config``, ``log_uri`` (default
-    ``canary.log_uri``), ``labels_uri`` (optional), ``steps`` (default
+    ``canary.log_uri``, else ``s3://<storage.logs_bucket>/predictions``, where the
+    deploy step points the predictor), ``labels_uri`` (optional), ``steps`` (default
     ``canary.steps``; empty list: judge only), ``interval_seconds`` (traffic
     time per step before judging), ``since`` (ISO time: only log rows from then
     on, e.g. when the canary was deployed; default: all), ``namespace``, ``dry_run``.
@@ -116,9 +118,10 @@ def canary_analysis_step(
     from kubeloop.registry import Registry
 
     cfg = Config.from_dict(config)
-    logs = log_uri or cfg.canary.log_uri
+    logs = cfg.prediction_log_root(log_uri or None)
     if not logs:
-        raise UserError("canary analysis needs the prediction-log root: log_uri, or canary.log_uri in the config")
+        raise UserError("canary analysis needs the prediction logs, but they are off (canary.log_uri: off): "
+                        "give log_uri where the predictor writes them")
     try:
         when = rollout.parse_time(since) if since else None
     except UserError as exc:

@@ -676,6 +676,21 @@ def stability(
     return result
 
 
+def stability_rows(train_path: str, schema: Schema, cfg: Any) -> pd.DataFrame | None:
+    """The training rows the stability refits draw from (``cfg``: ``EvaluationConfig``):
+    None when stability is off; a split longer than ``stability_max_rows`` is sampled
+    from the file (stratified, or by id, as the candidates' sample is), never read
+    whole, since the refits use no more rows than that."""
+    from kubeloop.components.train.sample import read_training_sample
+    from kubeloop.tables import count_rows, read_parquet
+
+    if cfg.stability_seeds <= 0:
+        return None
+    if count_rows(train_path) > cfg.stability_max_rows:
+        return read_training_sample(train_path, schema, cfg.stability_max_rows, seed=0)[0]
+    return read_parquet(train_path)
+
+
 # ---------------------------------------------------------------------------
 # The stage.
 
@@ -1267,22 +1282,24 @@ def evaluate_op(
         evaluate_step,
         load_champion,
         report_markdown,
+        stability_rows,
         summary_line,
     )
-    from kubeloop.components.ingest import read_parquet
     from kubeloop.config import Config
     from kubeloop.progress import stage
     from kubeloop.registry import Registry
+    from kubeloop.tables import read_parquet
 
     with stage("evaluate") as st:
         cfg = Config.from_dict(config)
+        sch = json.loads(open(schema.path).read())
         champion = load_champion(Registry(registry, cfg.storage), model_name)
         doc = evaluate_step(
             joblib.load(os.path.join(model.path, "model.joblib")),
             joblib.load(os.path.join(baseline.path, "model.joblib")),
             read_parquet(test.path),
-            read_parquet(train.path),
-            json.loads(open(schema.path).read()),
+            stability_rows(train.path, sch, cfg.evaluation),
+            sch,
             cfg,
             champion,
         )

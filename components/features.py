@@ -648,26 +648,38 @@ def features_op(
     summary: Output[Artifact],
     config: dict = {},  # noqa: B006 (KFP reads the default; it is never mutated)
 ):
-    """Fit the preprocessing on the training split only; it becomes part of the model."""
+    """Fit the preprocessing on the training split only; it becomes part of the model.
+
+    A split longer than ``train.max_rows`` is fitted on the sample the candidates
+    draw with the same seed (``read_training_sample``), never read whole.
+    """
     import json
 
     import joblib
 
     from kubeloop.components.features import feature_summary, fit_features
-    from kubeloop.components.ingest import read_parquet
+    from kubeloop.components.train.sample import read_training_sample
     from kubeloop.config import Config
     from kubeloop.progress import stage
+    from kubeloop.tables import count_rows, read_parquet
 
     with stage("features") as st:
         sch = json.loads(open(schema.path).read())
         cfg = Config.from_dict(config)
-        fitted = fit_features(
-            read_parquet(train.path), sch, absolute_time=cfg.features.absolute_time
-        )
+        n_rows = count_rows(train.path)
+        if n_rows > cfg.train.max_rows:
+            rows, _ = read_training_sample(train.path, sch, cfg.train.max_rows, seed=cfg.train.seed)
+        else:
+            rows = read_parquet(train.path)
+        fitted = fit_features(rows, sch, absolute_time=cfg.features.absolute_time)
         joblib.dump(fitted, transformer.path)
         info = feature_summary(fitted, sch)
+        info["fitted_rows"], info["split_rows"] = len(rows), n_rows
+        del rows
         with open(summary.path, "w") as f:
             json.dump(info, f, indent=2, default=str)
         st.result = (
             f"{len(info['input_columns'])} input -> {info['n_output_columns']} model columns"
+            + (f"; fitted on a sample of {info['fitted_rows']:,} of {n_rows:,} rows"
+               if info["fitted_rows"] < n_rows else "")
         )

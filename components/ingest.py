@@ -55,8 +55,11 @@ import pyarrow.compute as pc
 from pandas.api import types as ptypes
 
 # The profile's data hash is the registry's hash: one implementation, streaming.
-from kubeloop.errors import UserError
 from kubeloop.storage import sha256_file
+
+# Parquet I/O and the error for unusable tables live in the one I/O layer; the
+# names stay importable from here for the steps that read through ingest.
+from kubeloop.tables import ROW_GROUP_ROWS, DataError, read_parquet, write_parquet  # noqa: F401
 
 if TYPE_CHECKING:
     from kubeloop.config import StorageConfig
@@ -87,9 +90,6 @@ _MARKER_SET = pa.array(sorted(_MISSING_LOWER), pa.large_string())
 _GZIP_MAGIC = b"\x1f\x8b"
 _PARQUET_MAGIC = b"PAR1"
 
-
-class DataError(UserError, ValueError):
-    """The input table cannot be used; the message names the file or column and the fix."""
 
 
 # --------------------------------------------------------------------------- reading
@@ -775,57 +775,6 @@ def coerce_types(
     return out, profile
 
 
-# --------------------------------------------------------------------------- files
-
-
-ROW_GROUP_ROWS = 131_072
-
-
-def write_parquet(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Write ``df`` as Parquet (snappy); category, datetime, float and bool dtypes
-    come back unchanged from ``read_parquet``. The index is not written."""
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Converted and written one row group (128k rows) at a time: converting the
-    # whole frame to Arrow first would hold a second copy of the data, and readers
-    # decode one group at a time, so their transient buffers stay small too.
-    # Nanosecond timestamps need format version 2.6; older readers would get microseconds.
-    first = pa.Table.from_pandas(df.iloc[:ROW_GROUP_ROWS], preserve_index=False)
-    with pq.ParquetWriter(path, first.schema, compression="snappy", version="2.6") as writer:
-        writer.write_table(first)
-        del first
-        for start in range(ROW_GROUP_ROWS, len(df), ROW_GROUP_ROWS):
-            block = df.iloc[start : start + ROW_GROUP_ROWS]
-            writer.write_table(pa.Table.from_pandas(block, schema=writer.schema, preserve_index=False))
-    return path
-
-
-def read_parquet(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read a Parquet file written by ``write_parquet`` back with the same dtypes."""
-    import pyarrow.parquet as pq
-
-    name = os.fspath(path)
-    if not Path(name).is_file():
-        raise DataError(f"{name}: file not found")
-    try:
-        # pre_buffer pays off on high-latency object stores; on a local file it
-        # only holds a second copy of the compressed column chunks.
-        table = pq.read_table(name, pre_buffer=False)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"{name}: cannot parse as Parquet: {exc}") from None
-    df = table.to_pandas(split_blocks=True, self_destruct=True)
-    for column in df.select_dtypes(include="object").columns:
-        values = df[column].to_numpy(copy=True)
-        missing = pd.isna(values)
-        if missing.any():
-            # Arrow gives None for a missing string; coerce_types gives NaN.
-            values[missing] = np.nan
-            df[column] = values
-    return df
-
-
 # --------------------------------------------------------------------------- stage
 
 
@@ -908,27 +857,30 @@ from kubeloop.component import component  # noqa: E402
 
 @component
 def ingest_op(data_uri: str, config: dict, dataset: Output[Dataset], profile: Output[Artifact]):
-    """Read the table at ``data_uri`` (local or s3://), type it, write Parquet."""
+    """Read the table at ``data_uri`` (local or s3://), type it, write Parquet, in bounded batches."""
     import json
 
-    from kubeloop.components.ingest import ingest, write_parquet
+    from kubeloop.components.ingest_stream import ingest_to_parquet
     from kubeloop.config import Config
     from kubeloop.progress import stage
 
     with stage("ingest") as st:
         cfg = Config.from_dict(config)
-        df, prof = ingest(
+        prof = ingest_to_parquet(
             data_uri,
+            dataset.path,
             storage=cfg.storage,
             max_categories=cfg.validation.max_categories,
             max_category_fraction=cfg.validation.max_category_fraction,
             keep={c for c in (cfg.target, cfg.id_column, cfg.time_column) if c},
         )
-        write_parquet(df, dataset.path)
         with open(profile.path, "w") as f:
             json.dump(prof, f, indent=2, default=str)
-        dataset.metadata.update({"rows": len(df), "columns": df.shape[1], "sha256": prof["sha256"]})
-        st.result = f"{len(df):,} rows x {df.shape[1]} columns ({prof['format']})"
+        rows, columns = prof["n_rows"], prof["n_columns"]
+        dataset.metadata.update({"rows": rows, "columns": columns, "sha256": prof["sha256"]})
+        st.result = f"{rows:,} rows x {columns} columns ({prof['format']})"
         if prof["dropped_columns"]:
             st.result += f"; dropped {len(prof['dropped_columns'])} row-number column(s)"
-        st.details = {"rows": len(df), "columns": int(df.shape[1])}
+        if not prof["streamed"]:
+            st.result += "; read whole (the batch readers do not take this input)"
+        st.details = {"rows": rows, "columns": columns}

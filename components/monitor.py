@@ -178,6 +178,7 @@ def monitor_step(
         metric_high=(decay or {}).get("high"),
         n_metric=(decay or {}).get("n_labeled", 0),
         n_new_labeled=n_new,
+        label_feed=bool(labels_uri),
         last_retrain_at=last_retrain,
         last_attempt_at=last_attempt,
         now=now,

@@ -87,6 +87,9 @@ def lineage(
             "warnings": candidate.get("warnings") or [],
             "vs_baseline": candidate.get("vs_baseline"),
             "learning_note": candidate.get("learning_note"),
+            # The training sample and its learning curve, for a candidate trained on one.
+            **{key: candidate[key] for key in ("n_train_rows", "n_split_rows", "max_rows", "learning_curve")
+               if "n_split_rows" in candidate and key in candidate},
         },
         "config": config,
         "seeds": {"split": (config.get("split") or {}).get("seed"),
@@ -142,9 +145,19 @@ def _training_notes(cand: dict[str, Any]) -> list[str]:
     return notes + candidate_notes(cand)
 
 
+def _sample_text(cand: dict[str, Any]) -> str | None:
+    from kubeloop.components.train import sample_text
+
+    return sample_text(cand)
+
+
 def _candidate_lines(cand: dict[str, Any]) -> list[str]:
-    # A model that did not learn, or whose fit warned, says so where it is described.
-    return [f"- **Note**: {note}" for note in _training_notes(cand)]
+    # A model that did not learn, or whose fit warned, says so where it is described;
+    # every model says how many rows it trained on and what its learning curve showed.
+    sample = _sample_text(cand)
+    return ([f"- **Training rows**: {sample}"] if sample else []) + [
+        f"- **Note**: {note}" for note in _training_notes(cand)
+    ]
 
 
 def model_card(
@@ -287,16 +300,15 @@ def _json_doc(model_name: str, name: str, obj: Any) -> bytes:
 
 def reference_sample(train_df: Any, schema: Schema, *, rows: int = REFERENCE_ROWS, seed: int = 0) -> bytes:
     """A sample of the training split (features and target) as Parquet bytes: the
-    reference the monitoring pipeline compares live traffic with."""
-    import io
+    reference the monitoring pipeline compares live traffic with (the register step
+    draws the same rows from the file: ``register_data.reference_rows``)."""
+    from kubeloop.components.register_data import parquet_bytes
 
     cols = [c for c in feature_columns(schema) + [schema["target"]] if c in train_df.columns]
     sample = train_df[cols]
     if len(sample) > rows:
         sample = sample.sample(n=rows, random_state=seed)
-    buf = io.BytesIO()
-    sample.reset_index(drop=True).to_parquet(buf, index=False)
-    return buf.getvalue()
+    return parquet_bytes(sample)
 
 
 def register_run(
@@ -397,6 +409,9 @@ def register_run(
         "family": candidate.get("family"),
         # A model that learnt nothing, or whose fit warned, is said so in the summary.
         "training_notes": _training_notes(candidate),
+        # How many rows the model trained on and whether more would likely help.
+        "training_sample": _sample_text(candidate),
+        "learning_curve": candidate.get("learning_curve"),
         "metrics": evaluation["metrics"],
         "baseline_metrics": evaluation.get("baseline_metrics"),
         "champion_metrics": evaluation.get("champion_metrics"),
@@ -457,8 +472,11 @@ def register_step(
     art: RunArtifacts, cfg: Config, *, data_uri: str, run_id: str | None = None,
     registry: Any = None, deploy: bool = False,
 ) -> dict[str, Any]:
-    """Store the run in ``cfg.registry`` (or ``registry``) with its lineage; the summary."""
-    from kubeloop.components.ingest import read_parquet
+    """Store the run in ``cfg.registry`` (or ``registry``) with its lineage; the summary.
+
+    The splits are read from their files in batches and samples
+    (``register_data``), never whole."""
+    from kubeloop.components.register_data import parquet_bytes, reference_rows
     from kubeloop.registry import Registry
 
     def load(path: str) -> Any:
@@ -467,9 +485,6 @@ def register_step(
 
     sch = load(art.schema)
     evaluation = load(art.evaluation)
-    train = read_parquet(art.train)
-    valid = read_parquet(art.valid) if art.valid else None
-    test = read_parquet(art.test) if art.test else None
     lin = lineage(
         data_uri=data_uri, profile=load(art.profile), config=cfg.to_params(),
         candidate=load(os.path.join(art.model_dir, "candidate.json")),
@@ -479,30 +494,30 @@ def register_step(
         registry or Registry(cfg.registry, cfg.storage),
         model_name=cfg.model_name, model_dir=art.model_dir, schema=sch,
         evaluation=evaluation, decision=load(art.decision), lineage_doc=lin,
-        reports=art.reports, reference=reference_sample(train, sch),
+        reports=art.reports, reference=parquet_bytes(reference_rows(art.train, sch, rows=REFERENCE_ROWS)),
         sensitive_columns=cfg.evaluation.sensitive_columns, deploy=deploy,
-        extra_files=_monitoring_and_row_files(art, cfg, sch, train, valid, test, evaluation),
+        extra_files=_monitoring_and_row_files(art, cfg, sch, evaluation),
     )
 
 
 def _monitoring_and_row_files(
-    art: RunArtifacts, cfg: Config, schema: Schema, train: Any, valid: Any, test: Any,
-    evaluation: dict[str, Any],
+    art: RunArtifacts, cfg: Config, schema: Schema, evaluation: dict[str, Any],
 ) -> dict[str, bytes]:
     """What later runs read instead of the training data: the fingerprints of every row
     the model trained or validated on (the gate leaves them out when this version is
     the champion), and the reference profile monitoring compares traffic with."""
     import joblib
 
-    from kubeloop.fingerprints import REGISTRY_FILE, rows_file
+    from kubeloop.components.register_data import scored_rows, split_fingerprints, training_sketch
+    from kubeloop.fingerprints import REGISTRY_FILE
     from kubeloop.monitoring.profile import registration_profile
 
-    frames = [f for f in (train, valid) if f is not None]
-    fingerprints = rows_file(frames, schema, exact_limit=cfg.gate.fingerprint_exact_rows,
-                             false_positive_rate=cfg.gate.fingerprint_false_positive_rate)
+    fingerprints = split_fingerprints([p for p in (art.train, art.valid) if p], schema, cfg)
     model = joblib.load(os.path.join(art.model_dir, "model.joblib"))
-    profile = registration_profile(train, schema, model=model, test_df=test,
-                                   metrics=evaluation.get("metrics"), cfg=cfg.monitoring)
+    scored = scored_rows(art.test, art.train, max_rows=cfg.scale.sample_rows)
+    profile = registration_profile(None, schema, model=model, test_df=scored,
+                                   metrics=evaluation.get("metrics"), cfg=cfg.monitoring,
+                                   sketch=training_sketch(art.train, schema, cfg))
     return {
         REGISTRY_FILE: fingerprints,
         "monitoring/profile.json": _json_doc(cfg.model_name, "monitoring/profile.json", profile),

@@ -27,8 +27,10 @@ the schema, in this order of precedence:
 The time column may hold dates and times, or numbers (a year such as 1987, or
 epoch seconds or milliseconds): only their order matters here.
 
-Everything is deterministic for a given ``SplitConfig.seed``. The stage works on
-row positions and copies the data once, when the three frames are cut out. Before
+Everything is deterministic for a given ``SplitConfig.seed``. The stage decides on
+row positions from the key columns alone (``plan_split``) and copies the data
+once, when the three splits are cut out, each in the input's row order: in memory
+(``split_dataset``) or batch by batch from Parquet (``split_stream``). Before
 returning, it checks its own result (``assert_disjoint``): a row, an identical
 row, an id or a time range in two splits raises ``SplitError``.
 """
@@ -83,19 +85,42 @@ def split_strategy(schema: Schema) -> str:
     return "stratified" if schema["task"] == "classification" else "random"
 
 
+def key_columns(schema: Schema) -> list[str]:
+    """The columns a split is decided on: the target, the time and the id column."""
+    names = [schema["target"], schema.get("time_column"), schema.get("id_column")]
+    return list(dict.fromkeys(c for c in names if c))
+
+
 def split_dataset(df: pd.DataFrame, schema: Schema, cfg: SplitConfig) -> Splits:
     """Drop exact duplicates, then split ``df`` into train/valid/test as the schema says."""
-    strategy = split_strategy(schema)
-    target = schema["target"]
-    needed = [target, schema.get("time_column"), schema.get("id_column")]
-    absent = [c for c in needed if c and c not in df.columns]
+    _require_columns(list(df.columns), schema)
+    plan = plan_split(df[key_columns(schema)], _row_hashes(df), schema, cfg)
+    frames = {name: _rows(df, p) for name, p in plan.source_rows.items()}
+    return Splits(**frames, summary=plan.summary, source_rows=plan.source_rows)
+
+
+def _require_columns(columns: list[str], schema: Schema) -> None:
+    absent = [c for c in key_columns(schema) if c not in columns]
     if absent:
         raise SplitError(
             f"cannot split: column(s) {absent} named in the schema are not in the data "
-            f"(columns: {list(df.columns)[:20]})"
+            f"(columns: {columns[:20]})"
         )
 
-    hashes = _row_hashes(df)
+
+def plan_split(keys: pd.DataFrame, hashes: np.ndarray, schema: Schema, cfg: SplitConfig) -> Splits:
+    """Which input rows go to which split, decided on the key columns alone.
+
+    ``keys`` holds the input's ``key_columns`` (every row, in input order) and
+    ``hashes`` one hash per input row over all its columns (``_row_hashes``, or the
+    same computed batch by batch). The result's frames hold the key columns only,
+    its ``source_rows`` the positions of each split's rows, ascending: cutting the
+    input at those positions gives ``split_dataset``'s frames, in memory or batch
+    by batch (``split_stream``).
+    """
+    strategy = split_strategy(schema)
+    target = schema["target"]
+    df = keys
     keep = cfg.duplicates == "keep"
     if keep:
         # Repeated rows are observations (survey answers, repeated measurements): every
@@ -114,9 +139,10 @@ def split_dataset(df: pd.DataFrame, schema: Schema, cfg: SplitConfig) -> Splits:
         parts, stratified = _grouped(df, pos, schema["id_column"], cfg, n_duplicates), False
     else:
         parts, stratified = _shuffled(df, pos, target, strategy == "stratified", cfg, n_duplicates)
-        # Keeping the input's row order (rather than the shuffle's) makes the copy below
-        # read memory in order and lets a reader line the splits up with the source.
-        parts = {name: np.sort(p) for name, p in parts.items()}
+    # Every split keeps the input's row order (not the shuffle's or the time order):
+    # the cut reads the input once, front to back, whether in memory or in batches,
+    # and a reader can line the splits up with the source.
+    parts = {name: np.sort(p) for name, p in parts.items()}
 
     frames = {name: _rows(df, p) for name, p in parts.items()}
     if schema["task"] == "classification":
@@ -132,13 +158,13 @@ def split_dataset(df: pd.DataFrame, schema: Schema, cfg: SplitConfig) -> Splits:
     summary["duplicates"] = cfg.duplicates
     if keep:
         summary["rows"]["duplicates_kept"] = int(_duplicated(hashes).sum())
-    splits = Splits(**frames, summary=summary, source_rows=parts)
+    plan = Splits(**frames, summary=summary, source_rows=parts)
     # The split checks itself: the row hashes are the ones duplicates were found with;
     # with duplicates kept, identical rows may be shared, and only positions are checked.
     _check_disjoint(
-        splits, schema, {name: hashes[p] for name, p in parts.items()}, identical_rows=not keep
+        plan, schema, {name: hashes[p] for name, p in parts.items()}, identical_rows=not keep
     )
-    return splits
+    return plan
 
 
 def _rows(df: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
@@ -580,23 +606,22 @@ def split_op(
     """Split into train/valid/test (stratified, temporal or by group); no row in two."""
     import json
 
-    from kubeloop.components.ingest import read_parquet, write_parquet
-    from kubeloop.components.split import split_dataset
+    from kubeloop.components.split_stream import split_parquet
     from kubeloop.config import Config
     from kubeloop.progress import stage
 
     with stage("split") as st:
         cfg = Config.from_dict(config)
         sch = json.loads(open(schema.path).read())
-        splits = split_dataset(read_parquet(dataset.path), sch, cfg.split)
-        for out, frame in ((train, splits.train), (valid, splits.valid), (test, splits.test)):
-            write_parquet(frame, out.path)
-            out.metadata["rows"] = len(frame)
+        outs = {"train": train, "valid": valid, "test": test}
+        splits = split_parquet(dataset.path, {n: o.path for n, o in outs.items()}, sch, cfg.split)
+        for name, out in outs.items():
+            out.metadata["rows"] = len(splits.source_rows[name])
         with open(summary.path, "w") as f:
             json.dump(splits.summary, f, indent=2, default=str)
         newer = splits.summary["rows"].get("newer_than_test_dropped", 0)
         st.result = (
-            f"{splits.summary.get('strategy', '?')}: train {len(splits.train):,}, "
-            f"valid {len(splits.valid):,}, test {len(splits.test):,}"
+            f"{splits.summary.get('strategy', '?')}: train {len(splits.source_rows['train']):,}, "
+            f"valid {len(splits.source_rows['valid']):,}, test {len(splits.source_rows['test']):,}"
             + (f"; {newer:,} train/valid rows from the test period dropped" if newer else "")
         )

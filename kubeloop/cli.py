@@ -1,7 +1,7 @@
 """The ``kubeloop`` command.
 
     kubeloop run --data URI --target COL [...]    train, gate and register, locally
-    kubeloop compile [--pipeline training|monitoring] [-o FILE]  write a pipeline YAML for a KFP cluster
+    kubeloop compile [--pipeline training|monitoring|profiling|drift] [-o FILE]  write a pipeline YAML for a KFP cluster
     kubeloop registry list|show|history|set-alias inspect and move model versions
 
 Exit codes: 0 done (whatever the gate decided), 2 bad input (data, config,
@@ -166,6 +166,7 @@ def _summary_table(s: dict[str, Any]) -> str:
         f"gate       {gate['decision'].upper()}: {gate['reason']}",
         f"production {s.get('production_version') or '(none)'}",
         *[f"WARNING    {note}" for note in s.get("training_notes") or []],
+        *([f"sample     {s['training_sample']}"] if s.get("training_sample") else []),
         "",
         f"{'metric':<18} {'this run':>10} {'champion ' + (s.get('champion_version') or '-'):>13} {'baseline':>10}",
     ]
@@ -285,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     c = sub.add_parser("compile", help="write the training (or monitoring) pipeline YAML")
-    c.add_argument("--pipeline", choices=["training", "monitoring"], default="training",
+    c.add_argument("--pipeline", choices=["training", "monitoring", "profiling", "drift"], default="training",
                    help="which pipeline (default: training)")
     c.add_argument("--output", "-o", help="the YAML file (default: PIPELINE-pipeline.yaml)")
     c.add_argument("--image", help="container image for every step")

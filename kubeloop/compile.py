@@ -94,7 +94,7 @@ def compile_training_with_notes(
     return compile_pipeline_with_notes("training", cfg, output, image=image)
 
 
-PIPELINES = ("training", "monitoring")
+PIPELINES = ("training", "monitoring", "profiling", "drift")
 
 
 def _builder(which: str):
@@ -106,13 +106,17 @@ def _builder(which: str):
         from kubeloop.pipelines.monitoring import build_monitoring_pipeline
 
         return build_monitoring_pipeline
+    if which in ("profiling", "drift"):
+        from kubeloop.pipelines import profiling
+
+        return profiling.build_profiling_pipeline if which == "profiling" else profiling.build_drift_pipeline
     raise CompileError(f"unknown pipeline {which!r}; choose one of {', '.join(PIPELINES)}")
 
 
 def compile_pipeline_with_notes(
     which: str, cfg: Config, output: str | Path, *, image: str | None = None
 ) -> tuple[Path, list[str]]:
-    """Write the ``training`` or ``monitoring`` pipeline for a cluster."""
+    """Write the ``training``, ``monitoring``, ``profiling`` or ``drift`` pipeline for a cluster."""
     from kfp import compiler
 
     build = _builder(which)

@@ -26,6 +26,14 @@ DEFAULT_FAMILIES = ["linear", "hist_gradient_boosting", "random_forest"]
 DEFAULT_IMAGE = "ghcr.io/kubeloop/kubeloop:0.1.0"
 
 
+# The value of canary.log_uri (or --log-uri / --logs) that turns prediction logs off.
+LOGS_OFF = "off"
+
+
+def is_logs_off(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().lower() in (LOGS_OFF, "none", "false", "")
+
+
 class ConfigError(UserError, ValueError):
     """The configuration is invalid; the message names each bad key."""
 
@@ -62,8 +70,18 @@ class TrainConfig(_Section):
     # Hyperparameter settings tried per family (the family's defaults are always one of them).
     search_iterations: int = Field(6, ge=1, le=200)
     # The search runs on at most this many training rows; the winner of each family
-    # is then refitted on the whole training split.
+    # is then refitted on the training sample (max_rows).
     search_max_rows: int = Field(100_000, ge=100)
+    # Candidates train on a seeded sample of at most this many training rows
+    # (stratified by class, whole id groups when the split groups by id); evaluation
+    # still scores the whole test split. Sized for a 4 GiB pod at 20 columns: a
+    # sampled row costs about 48 bytes a column while a family fits (the raw frame
+    # at 8 B, the float32 features at 4 B, the family's own copy at up to 8 B, the
+    # half-sample refit of the learning curve, then 2x headroom for the model's
+    # structures), 20 x 48 B = 960 B, so 2M rows take about 1.8 GiB of the 4 GiB,
+    # beside the 0.5 GiB imports and the validation split. A smaller pod limit
+    # shrinks the sample (kubeloop.memory).
+    max_rows: int = Field(2_000_000, ge=100)
     # Validation rows used to score search candidates (all rows are used for the final score).
     search_valid_max_rows: int = Field(100_000, ge=100)
     seed: int = 42
@@ -188,6 +206,10 @@ class StorageConfig(_Section):
     # On a cluster, the Kubernetes Secret whose AWS_* keys the pipeline steps get as
     # env: the pipeline's own MinIO user (manifests/base), never the predictor's or root.
     credentials_secret: str = "kubeloop-s3-pipeline"
+    # Where prediction logs go when canary.log_uri is not set: s3://<logs_bucket>/predictions.
+    # The bucket manifests/ creates for them, the one the predictor's keys may write
+    # (not the registry's: the predictor may not write models/).
+    logs_bucket: str = Field("logs", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
     max_attempts: int = Field(5, ge=1, le=20)
     connect_timeout: float = Field(5.0, gt=0)
     read_timeout: float = Field(30.0, gt=0)
@@ -255,7 +277,8 @@ class CanaryConfig(_Section):
     memory_request: str | None = "1Gi"
     cpu_limit: str | None = None
     memory_limit: str | None = "2Gi"
-    # Prediction-log root the predictor writes to and analysis reads (unset: no logs).
+    # Prediction-log root the predictor writes to and analysis reads. Unset: the
+    # storage's logs bucket, s3://<storage.logs_bucket>/predictions; "off": no logs.
     log_uri: str | None = None
     # The Secret (namespace above) whose AWS_* keys the predictor writes its logs and
     # reads a shadow model with: the predictor's own MinIO user, which may not write
@@ -295,6 +318,11 @@ class CanaryConfig(_Section):
     prometheus_url: str | None = None
     # Hold until labels arrive instead of promoting on operational signals alone.
     require_labels: bool = False
+
+    @field_validator("log_uri", mode="before")
+    def _log_uri_switch(cls, value: Any) -> Any:
+        # YAML reads a bare `off` (or `no`, `false`) as False.
+        return LOGS_OFF if value is False or is_logs_off(value) else value
 
     @field_validator("steps")
     def _steps_increase(cls, value: list[int]) -> list[int]:
@@ -362,10 +390,22 @@ class MonitoringConfig(_Section):
     decay_confidence: float = Field(0.95, gt=0, lt=1)
     decay_min_rows: int = Field(100, ge=1)
     important_features: int = Field(5, ge=1)  # drift counts on the top-N features by importance
-    # Labels that arrived since the last retrain (or attempt), joined to logged predictions.
+    # Labels that arrived since the last retrain (or attempt), joined to logged predictions;
+    # required only when a label source is given (without one, drift alone can retrain).
     min_labeled_rows: int = Field(200, ge=0)
     # Hours after the last retrain, registered or failed, before the next one.
     cooldown_hours: float = Field(24.0, ge=0)
+
+
+class ScaleConfig(_Section):
+    # Inputs with more rows than this are profiled as a fan-out: one step (pod) per
+    # partition of this many rows, then a merge of their statistics.
+    partition_rows: int = Field(5_000_000, ge=1)
+    # Numeric columns' bottom-k sample (the profile's points; exact up to this many
+    # values, a rank error of sqrt(ln(2000) / 2k) beyond).
+    sample_rows: int = Field(200_000, ge=100)
+    # Levels counted exactly per categorical column before Misra-Gries takes over.
+    category_cap: int = Field(10_000, ge=10)
 
 
 class Config(_Section):
@@ -389,6 +429,7 @@ class Config(_Section):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     canary: CanaryConfig = Field(default_factory=CanaryConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    scale: ScaleConfig = Field(default_factory=ScaleConfig)
 
     @field_validator("model_name")
     def _model_name_is_a_path_segment(cls, value: str) -> str:
@@ -414,6 +455,15 @@ class Config(_Section):
 
         rails = [g.metric for g in self.gate.guardrails or []]
         check_gate_metrics(task, self.gate.primary_metric, rails)
+
+    def prediction_log_root(self, explicit: str | None = None) -> str | None:
+        """Where the predictor writes its prediction logs and canary analysis reads
+        them: ``explicit`` (a flag) if given, else ``canary.log_uri``, else
+        ``s3://<storage.logs_bucket>/predictions``; None when turned off ("off")."""
+        value = self.canary.log_uri if explicit is None else explicit
+        if value is None:
+            return f"s3://{self.storage.logs_bucket}/predictions"
+        return None if value is False or is_logs_off(value) else value
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

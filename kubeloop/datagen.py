@@ -15,6 +15,9 @@ other columns.
 - ``make_house_prices``: regression (target ``price``).
 - ``make_wide``: the benchmark table, by default 20 columns (14 numeric,
   5 categorical, binary ``label`` 0/1).
+- ``scale_batches``: the scale benchmark's table (a timestamp, 13 numeric and
+  5 categorical columns, ``label`` 0/1 with its true probability), any number of
+  rows, one batch at a time.
 """
 
 from __future__ import annotations
@@ -276,6 +279,18 @@ def make_house_prices(n_rows: int = 5000, seed: int = 0) -> pd.DataFrame:
     )
 
 
+def _wide_numeric(rng: np.random.Generator, j: int, x: np.ndarray, *, skewed: bool = False) -> np.ndarray:
+    """The ``j``-th numeric column of the wide tables, observed from its latent ``x``."""
+    if j < 2:
+        # Counts, so the table has integer columns too.
+        return rng.poisson(np.exp(0.5 + 0.5 * np.tanh(x)))
+    if j % 4 == 3:
+        return _mask_missing(rng, x, 0.02)
+    if skewed and j % 5 == 4:
+        return np.exp(x)  # skewed, as amounts are
+    return x
+
+
 def make_wide(n_rows: int, n_columns: int = 20, seed: int = 0) -> pd.DataFrame:
     """The benchmark table: ``n_columns`` columns, the last one the binary ``label`` (0/1).
 
@@ -300,13 +315,7 @@ def make_wide(n_rows: int, n_columns: int = 20, seed: int = 0) -> pd.DataFrame:
     for j in range(n_num):
         x = rng.standard_normal(n)
         logit += weights[j] * x
-        if j < 2:
-            # Counts, so the table has integer columns too.
-            columns[f"num_{j:02d}"] = rng.poisson(np.exp(0.5 + 0.5 * np.tanh(x)))
-        elif j % 4 == 3:
-            columns[f"num_{j:02d}"] = _mask_missing(rng, x, 0.02)
-        else:
-            columns[f"num_{j:02d}"] = x
+        columns[f"num_{j:02d}"] = _wide_numeric(rng, j, x)
     if n_num >= 2:
         # A non-linear term, so tree models have something to find.
         logit += 0.5 * np.sin(2 * np.asarray(columns[f"num_{n_num - 1:02d}"], dtype=np.float64))
@@ -372,3 +381,56 @@ def _write_csv(df: pd.DataFrame, path: Path, sep: str) -> None:
     compression = "gzip" if path.name.lower().endswith(".gz") else None
     with pa.output_stream(str(path), compression=compression) as sink:
         pa_csv.write_csv(table, sink, write_options=options)
+
+
+# --- the scale table: any number of rows, generated batch by batch --------------------
+
+SCALE_START = np.datetime64("2025-01-01T00:00:00", "s")
+SCALE_SPAN_SECONDS = 700 * 86_400
+_SCALE_LEVELS = (3, 8, 12, 25, 50)
+_SCALE_NUMERIC = 13
+
+
+def scale_batches(n_rows: int, *, seed: int = 0, batch_rows: int = 250_000):
+    """The scale benchmark's table, ``batch_rows`` rows at a time: 20 columns (a
+    timestamp ``event_time``, 13 numeric ``num_00``..., 5 categorical ``cat_00``...,
+    binary ``label`` 0/1), with the same known truth in every batch.
+
+    Yields ``(frame, p_true)``: ``p_true`` is each row's true probability of
+    ``label == 1``, so the best any model can reach (its ROC-AUC) is known. The
+    truth (weights, level effects) is drawn once from ``seed``; each batch's rows
+    come from their own stream (``seed``, batch index), so memory stays one batch
+    whatever ``n_rows`` is, and the same arguments give the same table.
+    """
+    _check_rows(n_rows)
+    if batch_rows < 1:
+        raise ValueError(f"batch_rows must be a positive integer, got {batch_rows!r}")
+    truth = np.random.default_rng([seed, 0])
+    weights = truth.normal(0, 1, _SCALE_NUMERIC) / np.sqrt(_SCALE_NUMERIC)
+    effects = [truth.normal(0, 0.4, levels) for levels in _SCALE_LEVELS]
+    categories = [[f"v{k:02d}" for k in range(levels)] for levels in _SCALE_LEVELS]
+    for index, start in enumerate(range(0, n_rows, batch_rows)):
+        n = min(batch_rows, n_rows - start)
+        rng = np.random.default_rng([seed, 1, index])
+        seconds = rng.integers(0, SCALE_SPAN_SECONDS, n)
+        when = SCALE_START + seconds.astype("timedelta64[s]")
+        # Weekends and evenings buy more: the recurring parts the features step extracts.
+        weekday = (seconds // 86_400 + 2) % 7  # 2025-01-01 was a Wednesday (Monday = 0)
+        hour = (seconds % 86_400) // 3600
+        logit = 0.35 * (weekday >= 5) + 0.3 * np.cos(2 * np.pi * (hour - 19) / 24)
+        columns: dict[str, object] = {"event_time": when.astype("datetime64[ns]")}
+        for j in range(_SCALE_NUMERIC):
+            x = rng.standard_normal(n)
+            logit += weights[j] * x
+            columns[f"num_{j:02d}"] = _wide_numeric(rng, j, x, skewed=True)
+        # A non-linear term, so tree models have something to find.
+        logit += 0.5 * np.sin(2 * np.asarray(columns[f"num_{_SCALE_NUMERIC - 1:02d}"]))
+        for j, levels in enumerate(_SCALE_LEVELS):
+            codes = rng.integers(0, levels, n).astype(np.int16)
+            logit += effects[j][codes]
+            if j == len(_SCALE_LEVELS) - 1:
+                codes = _missing_codes(rng, codes, 0.01)
+            columns[f"cat_{j:02d}"] = _categorical(codes, categories[j])
+        p_true = 1 / (1 + np.exp(-(logit - 1.0)))
+        columns["label"] = (rng.random(n) < p_true).astype(np.int64)
+        yield pd.DataFrame(columns), p_true

@@ -493,10 +493,24 @@ def rows_file(
     """The file a registry version stores as ``REGISTRY_FILE``: the fingerprints of every
     row of ``frames`` (the train and valid splits) over the schema's features and target,
     and of their ids when the schema has an id column."""
-    frames = list(frames)
     kw = {"exact_limit": exact_limit, "false_positive_rate": false_positive_rate}
-    rows = FingerprintSet.from_frames(frames, fingerprint_columns(schema), **kw)
-    id_col = schema.get("id_column")
-    if id_col and frames and all(id_col in f.columns for f in frames):
-        rows.ids = FingerprintSet.from_frames([f[f[id_col].notna()] for f in frames], [id_col], **kw)
+    columns, id_col = fingerprint_columns(schema), schema.get("id_column")
+    row_parts: list[np.ndarray] = []
+    id_parts: list[np.ndarray] | None = [] if id_col else None
+    # One frame at a time, keeping only its fingerprints: ``frames`` may be a
+    # file's batches (``tables.iter_frames``), never held together.
+    for frame in frames:
+        row_parts.append(row_fingerprints(frame, columns))
+        if id_parts is not None:
+            if id_col in frame.columns:
+                id_parts.append(row_fingerprints(frame[frame[id_col].notna()], [id_col]))
+            else:
+                id_parts = None
+
+    def joined(parts: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.uint64)
+
+    rows = FingerprintSet.from_hashes(joined(row_parts), columns, **kw)
+    if id_parts:
+        rows.ids = FingerprintSet.from_hashes(joined(id_parts), [id_col], **kw)
     return rows.to_bytes()

@@ -8,6 +8,7 @@ handed to ``on_event`` as they arrive, so the CLI can show one line per stage.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import io
 import os
@@ -150,6 +151,11 @@ def run_pipeline(
         raise_on_error=True,
     )
     t0 = time.perf_counter()
+    # kfp.local indents each task's output by swapping builtins.print for the task's
+    # duration; when a ParallelFor runs tasks at once, the swaps interleave and an
+    # indenting print outlives the run (every later print of this process gains
+    # leading spaces). The run must leave print as it found it.
+    print_before = builtins.print
     with open(log_path, "w") as log, _private_tmpdir(work) as _:
         tee = _MarkerTee(log, handle)
         try:
@@ -159,6 +165,7 @@ def run_pipeline(
             msg = "; ".join(e["message"] for e in errors) or _strip_ansi(str(exc))
             raise PipelineFailed(msg, errors, log_path) from None
         finally:
+            builtins.print = print_before
             sys.stdout.flush()
     return LocalRun(task.output, events, log_path, time.perf_counter() - t0)
 

@@ -79,6 +79,12 @@ class ConflictError(StorageError, Conflict):
     """A conditional write lost: the object exists, or changed since it was read."""
 
 
+# What to check when the store refuses a request (every reader says the same).
+ACCESS_HINT = ("check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or on a cluster the Secret named "
+               "in storage.credentials_secret (pipeline steps) or canary.credentials_secret "
+               "(the predictor), and that these keys may use this bucket")
+
+
 class PermissionDenied(StorageError, PermissionError):
     """The store rejected the credentials or the request."""
 
@@ -340,12 +346,7 @@ def _translate(exc: BaseException, settings: S3Settings, where: str) -> StorageE
                 f"create it first (e.g. `mc mb <alias>/{bucket}` or `aws s3 mb s3://{bucket}`)"
             )
         if code in _AUTH_CODES or status == 403:
-            return PermissionDenied(
-                f"{where}: access denied by {endpoint} ({code or status}); check "
-                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or on a cluster the Secret named "
-                "in storage.credentials_secret (pipeline steps) or canary.credentials_secret "
-                "(the predictor), and that these keys may use this bucket"
-            )
+            return PermissionDenied(f"{where}: access denied by {endpoint} ({code or status}); {ACCESS_HINT}")
         if code in _NOT_FOUND_CODES or status == 404:
             return NotFound(f"{where}: no such object")
         if code in _CONFLICT_CODES or status in (409, 412):

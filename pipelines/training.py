@@ -58,6 +58,25 @@ def with_credentials(task: Any, secret_name: str) -> Any:
     return task
 
 
+def size_pod(task: Any, r: StepResources, sizes: ResourcesConfig, *, retry: bool = True) -> Any:
+    """A cluster step's pod: CPU and memory requests and limits, thread pools sized to
+    the CPU limit, and the retry policy (``sizes``: the config's ``resources``)."""
+    task.set_cpu_request(r.cpu_request).set_cpu_limit(r.cpu_limit)
+    task.set_memory_request(r.memory_request).set_memory_limit(r.memory_limit)
+    for var in THREAD_VARIABLES:
+        task.set_env_variable(var, str(r.cpu_limit_cores()))
+    # The retry policy: KFP v2's set_retry (kfp 2.17) repeats a task with the
+    # same pod spec, on any failure, with no larger memory. So retries are for
+    # what a second attempt can cure (an evicted pod, a lost node, a storage
+    # error); memory is handled where the rows are held: a train step sizes
+    # its sample to its cgroup limit and fails at once, naming the limit and
+    # resources.train.memory_limit, when nothing useful fits (kubeloop.memory).
+    if retry and sizes.retries:
+        task.set_retry(num_retries=sizes.retries,
+                       backoff_duration=f"{sizes.retry_backoff_seconds}s", backoff_factor=2.0)
+    return task
+
+
 def run_config(cfg: Config) -> dict[str, Any]:
     """The ``config`` parameter's default: everything but the run parameters (which
     are parameters of their own) and the keys fixed at compile time."""
@@ -121,14 +140,7 @@ def build_training_pipeline(
         if storage:
             with_credentials(task, secret)
         if on_cluster:
-            r = resources or sizes.default
-            task.set_cpu_request(r.cpu_request).set_cpu_limit(r.cpu_limit)
-            task.set_memory_request(r.memory_request).set_memory_limit(r.memory_limit)
-            for var in THREAD_VARIABLES:
-                task.set_env_variable(var, str(r.cpu_limit_cores()))
-            if retry and sizes.retries:
-                task.set_retry(num_retries=sizes.retries,
-                               backoff_duration=f"{sizes.retry_backoff_seconds}s", backoff_factor=2.0)
+            size_pod(task, resources or sizes.default, sizes, retry=retry)
         return task
 
     def training_pipeline(

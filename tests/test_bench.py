@@ -85,3 +85,75 @@ def test_bench_drift_runs_the_kubeloop_side(tmp_path, capsys):
     assert result["kubeloop"]["flagged"] is not None
     if "--skip-evidently" not in args:
         assert "speedup" in result
+
+
+def test_bench_engines_runs_the_pyarrow_side(tmp_path):
+    # DuckDB and Polars live in .venv-bench only; pyarrow is a dependency.
+    proc = run_bench("bench_engines.py", "--rows", "20000", "--engines", "pyarrow",
+                     "--dir", str(tmp_path), "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout)
+    assert [(r["engine"], r["job"]) for r in results] == [("pyarrow", "csv"), ("pyarrow", "stats")]
+    assert results[0]["answer"] == {"rows": 20000}
+    assert results[1]["answer"]["columns"] == 20 and results[1]["answer"]["s0_levels"] == 50
+
+
+def test_bench_scale_runs_each_size_from_disk_and_s3_under_a_cap_and_prints_its_targets(tmp_path, capsys):
+    results = tmp_path / "results.json"
+    proc = run_bench("bench_scale.py", "--sizes", "2000,4000", "--dir", str(tmp_path), "--json", str(results))
+    out = proc.stdout
+    with capsys.disabled():
+        print("\n" + out[out.index("import floor"):])
+    assert proc.returncode == 0 or "FAIL: a target was missed" in out, proc.stderr[-3000:]
+    saved = json.loads(results.read_text())
+    assert [(r["rows"], r["storage"]) for r in saved["runs"]] == [
+        (2000, "local"), (2000, "s3"), (4000, "local"), (4000, "s3")]
+    for run in saved["runs"]:
+        assert run["status"] == "ok", run["message"]
+        assert 0.5 < run["value"] <= 1, run
+        stages = [s["stage"] for s in run["steps"]]
+        assert {"ingest", "validate", "evaluate", "register"} <= set(stages), stages
+        assert all(s["wall_s"] > 0 and s["peak_rss_mib"] > 0 for s in run["steps"])
+    for line in ("[local] time 4k / 2k", "[s3] time 4k / 2k", "[local] memory at 2k", "under the cap"):
+        assert line in out
+    # The tables are kept; the Parquet files are reused by a second run.
+    assert (tmp_path / "scale-4k.parquet").is_file()
+
+
+def test_bench_scale_reports_a_step_killed_by_its_cap_instead_of_crashing(tmp_path):
+    # 0.3 GiB is less than a step that imports scikit-learn and pandas needs beside the
+    # process driving the run: some step must be killed by the cap, or (a step that
+    # sizes its work to the limit, as training does) refuse at once, and the bench
+    # must say which and how. Which one happens first depends on the machine.
+    proc = run_bench("bench_scale.py", "--sizes", "2000", "--storage", "local", "--cap-gib", "0.3",
+                     "--dir", str(tmp_path), "--json", str(tmp_path / "results.json"))
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    (run,) = json.loads((tmp_path / "results.json").read_text())["runs"]
+    if run["message"].endswith("cap not enforced: no cgroup v1 memory controller here"):
+        pytest.skip(run["message"])
+    assert run["status"] in ("killed", "refused"), run
+    assert run["failed_task"] and f"in task '{run['failed_task']}' at 2k rows" in run["message"]
+    if run["status"] == "killed":
+        assert run["oom_kills"] >= 1, run
+        assert "KILLED by the cap" in proc.stdout and "MISSED: killed by the 0.3 GiB cap" in proc.stdout
+    else:
+        assert "raise resources.train.memory_limit" in run["message"], run
+        assert "REFUSED for memory" in proc.stdout and "MISSED: refused for memory" in proc.stdout
+
+
+def test_a_step_refusing_its_memory_limit_is_read_from_the_log(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    from bench_scale import memory_refusal
+
+    said = ('    [kubeloop:error] {"stage": "baseline", "error": "MemoryLimitError", "message": '
+            '"the training sample cannot fit; raise resources.train.memory_limit"}\n')
+    assert memory_refusal("noise\n" + said) == "the training sample cannot fit; raise resources.train.memory_limit"
+    assert memory_refusal(said.replace("MemoryLimitError", "DataError")) is None
+    assert memory_refusal("[kubeloop:error] {not json}") is None
+
+
+def test_bench_train_memory_prints_each_familys_ratio():
+    proc = run_bench("bench_train_memory.py", "--rows", "20000", "--columns", "4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for family in ("linear", "hist_gradient_boosting", "stock_hist_gradient_boosting", "random_forest"):
+        assert family in proc.stdout

@@ -41,10 +41,16 @@ def _histogram(per_bucket: list[int]) -> list[int]:
 
 
 class FakePrometheus:
-    """Answers instant queries from tables of series; records every query."""
+    """Answers instant queries from tables of series; records every query.
 
-    def __init__(self, counts: dict[tuple[str, str], int], buckets: dict[str, list[int]]):
-        self.counts, self.buckets, self.queries = counts, buckets, []
+    ``otel``: the queue-proxy of Knative >= 1.19 (OpenTelemetry): no
+    ``revision_request_*`` series; ``http_server_request_duration_seconds``
+    with ``http_response_status_code`` and buckets in seconds, the revision
+    joined from ``target_info`` (``kn_revision_name``). Counts are then keyed by
+    status code ("200", "503") instead of class."""
+
+    def __init__(self, counts: dict[tuple[str, str], int], buckets: dict[str, list[int]], *, otel: bool = False):
+        self.counts, self.buckets, self.queries, self.otel = counts, buckets, [], otel
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -78,7 +84,18 @@ class FakePrometheus:
         if "(((" in q:
             return 400, {"status": "error", "errorType": "bad_data", "error": "parse error: unexpected '('"}
         at = 1764489600.0
-        if "revision_request_count" in q:
+        if self.otel:
+            joined = "* on (job, instance) group_left (kn_revision_name) target_info{" in q
+            if joined and "http_server_request_duration_seconds_count" in q:
+                result = [{"metric": {"kn_revision_name": rev, "http_response_status_code": code},
+                           "value": [at, f"{n}.0"]} for (rev, code), n in self.counts.items()]
+            elif joined and "http_server_request_duration_seconds_bucket" in q:
+                result = [{"metric": {"kn_revision_name": rev, "le": le if le == "+Inf" else str(float(le) / 1000)},
+                           "value": [at, str(float(c))]}
+                          for rev, cum in self.buckets.items() for le, c in zip(BOUNDS, cum, strict=True)]
+            else:
+                result = []
+        elif "revision_request_count" in q:
             result = [{"metric": {"revision_name": rev, "response_code_class": cls}, "value": [at, f"{n}.0"]}
                       for (rev, cls), n in self.counts.items()]
         elif "revision_request_latencies_bucket" in q:
@@ -107,8 +124,8 @@ FAST = _histogram([100, 400, 300, 150, 40, 10, 0, 0, 0, 0])
 def prom(request):
     servers = []
 
-    def make(counts, buckets):
-        p = FakePrometheus(counts, buckets)
+    def make(counts, buckets, **kw):
+        p = FakePrometheus(counts, buckets, **kw)
         servers.append(p)
         return p
 
@@ -139,6 +156,33 @@ def test_queue_proxy_failures_the_logs_never_saw_roll_the_canary_back(logs, prom
     assert all("[1800s]" in q and 'revision_name=~"churn-predictor-00001|churn-predictor-00002"' in q
                and 'namespace_name="kubeloop"' in q for q, _ in p.queries)
     assert {float(t) for _, t in p.queries} == {NOW.timestamp()}
+
+
+def test_the_opentelemetry_names_of_knative_1_19_are_read_too(logs, prom):
+    """No revision_request_* series (Knative >= 1.19): the same verdicts from
+    http_server_request_duration_seconds, the revision joined from target_info."""
+    slow = _histogram([0, 0, 50, 150, 300, 300, 150, 40, 10, 0])
+    p = prom({(PRIMARY_REV, "200"): 3000, (CANARY_REV, "200"): 600, (CANARY_REV, "503"): 250,
+              (CANARY_REV, "504"): 50, (CANARY_REV, "400"): 100},
+             {PRIMARY_REV: FAST, CANARY_REV: FAST}, otel=True)
+    cfg = CanaryConfig(**CFG, prometheus_url=p.url)
+    a = analyze(str(logs), "churn", "v1", "v2", cfg, since=SINCE, now=NOW, revisions=REVISIONS)
+    assert a.verdict.decision == "rollback", a.verdict.reasons
+    assert a.canary.source == "prometheus" and a.canary.errors == 300 and a.canary.requests == 1000
+    assert any("http_server_request_duration_seconds" in n for n in a.notes)
+    otel = [q for q, _ in p.queries if "http_server_request_duration_seconds" in q]
+    assert otel and all('k8s_namespace_name="kubeloop"' in q
+                        and 'kn_revision_name=~"churn-predictor-00001|churn-predictor-00002"' in q
+                        and "[1800s]" in q for q in otel)
+    # Latency from buckets in seconds: the slow canary rolls back, a like one promotes.
+    counts = {(PRIMARY_REV, "200"): 1000, (CANARY_REV, "200"): 1000}
+    for histogram, decision in ((slow, "rollback"), (FAST, "promote")):
+        cfg = CanaryConfig(**CFG, prometheus_url=prom(counts, {PRIMARY_REV: FAST, CANARY_REV: histogram},
+                                                      otel=True).url)
+        a = analyze(str(logs), "churn", "v1", "v2", cfg, since=SINCE, now=NOW, revisions=REVISIONS)
+        assert a.verdict.decision == decision, a.verdict.reasons
+        assert a.primary.latency_p50_ms == pytest.approx(
+            histogram_quantile([(float(b), c) for b, c in zip(BOUNDS, FAST, strict=True)], 0.5))
 
 
 def test_a_slow_canary_by_its_histogram_rolls_back_and_a_like_one_promotes(logs, prom):

@@ -194,3 +194,34 @@ def test_write_sample_rejects_unknown_extension_and_kind(tmp_path):
         write_sample(tmp_path / "s.xlsx")
     with pytest.raises(ValueError, match="unknown sample kind"):
         make("weather")
+
+
+def test_scale_batches_keep_one_truth_across_batches_and_are_reproducible():
+    from kubeloop.datagen import scale_batches
+
+    batches = list(scale_batches(25_000, seed=5, batch_rows=10_000))
+    assert [len(f) for f, _ in batches] == [10_000, 10_000, 5_000]
+    again = list(scale_batches(25_000, seed=5, batch_rows=10_000))
+    for (f, p), (g, q) in zip(batches, again, strict=True):
+        pd.testing.assert_frame_equal(f, g)
+        np.testing.assert_array_equal(p, q)
+    first = batches[0][0]
+    assert first.shape[1] == 20 and str(first["event_time"].dtype) == "datetime64[ns]"
+    assert first.select_dtypes("number").shape[1] == 14  # 13 features and the label
+    assert all(f.dtypes.equals(first.dtypes) for f, _ in batches)  # one Parquet schema
+    # Every batch has the same categories (codes mean the same in every row group).
+    for col in first.select_dtypes("category"):
+        assert all(list(f[col].cat.categories) == list(first[col].cat.categories) for f, _ in batches)
+    # Rows differ between batches, but the truth does not: a model of the first batch's
+    # true probability ranks the last batch's labels as well as the last batch's own.
+    assert not np.allclose(batches[0][0]["num_02"].to_numpy()[:5000], batches[2][0]["num_02"].to_numpy())
+    frame, p_true = batches[2]
+    best = roc_auc_score(frame["label"], p_true)
+    assert 0.7 < best < 0.9
+    fitted = HistGradientBoostingClassifier(max_iter=60, random_state=0).fit(
+        pd.get_dummies(batches[0][0].drop(columns=["label", "event_time"]), dtype=float), batches[0][0]["label"])
+    learned = roc_auc_score(frame["label"], fitted.predict_proba(
+        pd.get_dummies(frame.drop(columns=["label", "event_time"]), dtype=float))[:, 1])
+    assert best - 0.06 < learned <= best + 0.01
+    with pytest.raises(ValueError, match="batch_rows"):
+        next(scale_batches(10, batch_rows=0))

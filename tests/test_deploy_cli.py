@@ -92,7 +92,8 @@ def test_canary_dry_run_with_no_cluster_uses_the_registry_aliases(capsys, no_clu
     (["canary", "status", "churn"], "no Kubernetes configuration found"),
     (["deploy", "churn"], "no Kubernetes configuration found"),
     (["canary", "promote", "churn", "--dry-run"], "no 'canary' alias"),
-    (["canary", "analyze", "churn"], "--logs"),
+    (["canary", "analyze", "churn", "--logs", "off"], "prediction logs are off"),
+    (["canary", "analyze", "churn"], "which versions to compare"),  # the logs have a default; versions not
 ])
 def test_bad_input_is_exit_2_with_a_message(capsys, no_cluster, argv, pattern):
     code, out, err = run(capsys, *argv)
@@ -424,3 +425,36 @@ def test_a_change_while_a_step_rolls_out_stops_the_next_step(capsys, fake, regis
     assert seen["done"] and code == 3, err
     assert "changed by someone else while kubeloop waited" in err and "last written by kubectl-patch" in err
     assert fake.objects[("kubeloop", "churn")]["spec"]["predictor"]["canaryTrafficPercent"] == 0
+
+
+def test_a_port_forwarded_endpoint_stays_on_this_machine(capsys, no_cluster, registry, s3_endpoint, tmp_path,
+                                                        monkeypatch):
+    """`--s3-endpoint http://127.0.0.1:PORT` (a port-forward) reaches the registry from
+    here; the InferenceService gets the config's endpoint, the one pods use, and the
+    process environment is left as it was."""
+    import os
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("storage:\n  endpoint_url: http://minio.kubeloop-storage.svc:9000\n")
+    for extra in (["--config", str(cfg)], []):
+        code, out, err = run(capsys, "deploy", "churn", "--dry-run", "--json", "--s3-endpoint", s3_endpoint, *extra)
+        assert code == 0, err
+        assert "AWS_ENDPOINT_URL" not in os.environ
+        obj = json.loads(out)
+        check_isvc(obj)
+        assert s3_endpoint not in out
+        env = {e["name"]: e.get("value") for e in obj["spec"]["predictor"]["model"]["env"]}
+        assert env["KUBELOOP_LOG_URI"] == "s3://logs/predictions"  # logs by default
+        if extra:
+            assert env["AWS_ENDPOINT_URL"] == "http://minio.kubeloop-storage.svc:9000"
+        else:  # no endpoint in the config: the ServingRuntime's applies
+            assert "AWS_ENDPOINT_URL" not in env
+    # The same endpoint exported in the environment instead of the flag.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    code, out, err = run(capsys, "deploy", "churn", "--dry-run", "--json", "--config", str(cfg))
+    assert code == 0 and s3_endpoint not in out and "http://minio.kubeloop-storage.svc:9000" in out
+    # A config that names this machine's endpoint: left out, and said so.
+    cfg.write_text(f"storage:\n  endpoint_url: {s3_endpoint}\n")
+    code, out, err = run(capsys, "deploy", "churn", "--dry-run", "--json", "--config", str(cfg))
+    assert code == 0 and s3_endpoint not in out and "is this machine's" in err

@@ -91,9 +91,30 @@ def test_analysis_can_only_judge(registry, isvcs, tmp_path):
     assert len(isvcs.fake.writes()) == writes
 
 
-def test_analysis_needs_a_log_root(registry, isvcs):
-    with pytest.raises(UserError, match="log"):
-        canary_analysis_step(registry=registry.uri, model_name="churn", config=CONFIG, isvcs=isvcs)
+def test_analysis_needs_logs_that_are_on(registry, isvcs):
+    with pytest.raises(UserError, match="prediction logs, but they are off"):
+        canary_analysis_step(registry=registry.uri, model_name="churn", isvcs=isvcs,
+                             config={"canary": {"log_uri": "off"}})
+
+
+def test_analysis_reads_the_default_log_root(registry, isvcs, tmp_path, s3_endpoint, bucket):
+    """No log_uri anywhere: the step reads where the deploy step pointed the predictor,
+    the storage's logs bucket."""
+    import boto3
+
+    config = {**CONFIG, "storage": {"logs_bucket": f"{bucket}-logs"}}
+    deploy_step(registry=registry.uri, model_name="churn", config=config, isvcs=isvcs)
+    deploy_step(registry=registry.uri, model_name="churn", config=config, version="v2", isvcs=isvcs)
+    obj = isvcs.get("churn", "kubeloop")
+    env = {e["name"]: e.get("value") for e in obj["spec"]["predictor"]["model"]["env"]}
+    assert env["KUBELOOP_LOG_URI"] == f"s3://{bucket}-logs/predictions"
+    _logs(tmp_path / "logs", bad=True)
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket=f"{bucket}-logs")
+    for path in (tmp_path / "logs").rglob("*.parquet"):
+        s3.upload_file(str(path), f"{bucket}-logs", f"predictions/{path.relative_to(tmp_path / 'logs').as_posix()}")
+    out = canary_analysis_step(registry=registry.uri, model_name="churn", config=config, steps=[], isvcs=isvcs)
+    assert out["decision"] == "rollback" and out["analyses"][0]["files"] == 2
 
 
 @pytest.mark.slow
@@ -134,7 +155,19 @@ def test_the_pipeline_deploy_with_the_example_config_writes_prediction_logs(regi
     deploy_step(registry=registry.uri, model_name="churn", config=cfg.to_dict(), isvcs=isvcs)
     obj = isvcs.get("churn", "kubeloop")
     env = {e["name"]: e for e in obj["spec"]["predictor"]["model"]["env"]}
-    assert env["KUBELOOP_LOG_URI"]["value"] == cfg.canary.log_uri == "s3://logs/predictions"
+    assert env["KUBELOOP_LOG_URI"]["value"] == cfg.prediction_log_root() == "s3://logs/predictions"
     assert env["AWS_ENDPOINT_URL"]["value"] == cfg.storage.endpoint_url
-    without = deploy_step(registry=registry.uri, model_name="churn", config=CONFIG, version="v2", dry_run=True)
-    assert any("writes no logs" in n for n in without["notes"])
+    # A config that names no log root: the storage's logs bucket, as the pipeline's
+    # config reaches the step (unset values dropped); "off" is still possible.
+    from kubeloop.config import Config
+
+    params = Config.from_dict(CONFIG).to_params()
+    assert "log_uri" not in params["canary"]
+    default = deploy_step(registry=registry.uri, model_name="churn", config=params, version="v2", dry_run=True)
+    env = {e["name"]: e for e in default["sent"]["spec"]["predictor"]["model"]["env"]}
+    assert env["KUBELOOP_LOG_URI"]["value"] == "s3://logs/predictions"
+    assert not any("writes no logs" in n for n in default["notes"])
+    off = deploy_step(registry=registry.uri, model_name="churn", version="v2", dry_run=True,
+                      config={"canary": {**CONFIG["canary"], "log_uri": "off"}})
+    assert "env" not in off["sent"]["spec"]["predictor"]["model"]
+    assert any("writes no logs" in n for n in off["notes"])

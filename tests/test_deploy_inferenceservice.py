@@ -212,3 +212,67 @@ def test_the_checker_catches_unknown_and_mistyped_fields():
     obj3 = build_inference_service(target("v1"), ServingSettings())
     obj3["spec"]["predictor"]["model"]["envs"] = []
     assert roundtrip(obj3) != obj3
+
+
+@pytest.mark.parametrize("config,override,expected", [
+    ({}, None, "s3://logs/predictions"),                                    # the manifests' logs bucket
+    ({"storage": {"logs_bucket": "team-logs"}}, None, "s3://team-logs/predictions"),
+    ({"canary": {"log_uri": "s3://elsewhere/p"}}, None, "s3://elsewhere/p"),  # explicit config wins
+    ({"canary": {"log_uri": "s3://elsewhere/p"}}, "s3://flag/p", "s3://flag/p"),  # and a flag over it
+    ({"canary": {"log_uri": "off"}}, None, None),
+    ({"canary": {"log_uri": ""}}, None, None),
+    ({}, "off", None),                                                      # --log-uri off
+    ({"canary": {"log_uri": "off"}}, "s3://flag/p", "s3://flag/p"),
+])
+def test_the_log_root_defaults_to_the_storage_logs_bucket(config, override, expected):
+    cfg = Config.from_dict(config)
+    assert cfg.prediction_log_root(override) == expected
+    s = settings_from_config(cfg, log_uri=override)
+    assert s.log_uri == expected
+    env = env_of(build_inference_service(target("v1"), s)["spec"]["predictor"]["model"])
+    assert env.get("KUBELOOP_LOG_URI", {}).get("value") == expected
+
+
+def test_log_uri_off_in_yaml_turns_logs_off():
+    import yaml
+
+    # YAML reads a bare `off` as False: it means off, not an error.
+    cfg = Config.from_dict(yaml.safe_load("canary:\n  log_uri: off\n"))
+    assert cfg.canary.log_uri == "off" and cfg.prediction_log_root() is None
+    # and it survives the trip into a pipeline step (None values are dropped there)
+    assert Config.from_dict(cfg.to_params()).prediction_log_root() is None
+    assert Config.from_dict(Config().to_params()).prediction_log_root() == "s3://logs/predictions"
+
+
+@pytest.mark.parametrize("endpoint", [
+    "http://localhost:9000", "http://127.0.0.1:9000", "https://127.0.0.2", "http://[::1]:9000",
+    "http://0.0.0.0:9000", "localhost:9000", "http://minio.localhost:9000",
+])
+def test_a_laptop_endpoint_never_reaches_the_cluster_objects(endpoint):
+    import json
+
+    from kubeloop.deploy.inferenceservice import is_loopback
+
+    assert is_loopback(endpoint)
+    for mode in ("serverless", "standard"):
+        s = ServingSettings(mode=mode, log_uri="s3://logs/predictions", s3_endpoint=endpoint,
+                            shadow_uri=f"{REG}/churn/versions/v1/model/")
+        for obj in (build_inference_service(target("v1"), s),
+                    build_inference_service(target("v2"), s, primary=target("v1"), canary_percent=10)):
+            check_isvc(obj)
+            text = json.dumps(obj)
+            assert endpoint not in text and "AWS_ENDPOINT_URL" not in text
+            # the rest of the storage settings still go in
+            assert "KUBELOOP_LOG_URI" in text and "AWS_SECRET_ACCESS_KEY" in text
+
+
+@pytest.mark.parametrize("endpoint", [
+    "http://minio.kubeloop-storage.svc:9000", "https://s3.eu-west-1.amazonaws.com", "http://10.0.0.7:9000",
+    "http://127x.example.com",
+])
+def test_a_cluster_endpoint_goes_into_the_predictor_env(endpoint):
+    from kubeloop.deploy.inferenceservice import is_loopback
+
+    assert not is_loopback(endpoint)
+    obj = build_inference_service(target("v1"), ServingSettings(log_uri="s3://logs/p", s3_endpoint=endpoint))
+    assert env_of(obj["spec"]["predictor"]["model"])["AWS_ENDPOINT_URL"]["value"] == endpoint

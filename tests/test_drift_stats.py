@@ -397,3 +397,28 @@ def test_benjamini_hochberg_adjusts_as_scipy():
         adjusted = sps.false_discovery_control(p, method="bh")
         for rate in (0.001, 0.01, 0.05, 0.2):
             assert benjamini_hochberg(list(p), rate) == list(adjusted <= rate)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["a", None, "b", "a", "c"],
+        [None, None],
+        ["True", "true", "False", None, "x"],
+        [],
+    ],
+)
+def test_dictionary_counts_equal_plain_counts(values, tmp_path):
+    """Categorical Parquet columns are read as dictionaries; their counts must be the plain ones,
+    also across row groups whose dictionaries differ, and with codes that no row uses."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    plain = pa.array(values, pa.string())
+    path = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"c": plain}), path, row_group_size=2)
+    table = pq.read_table(path, read_dictionary=["c"])
+    assert pa.types.is_dictionary(table.column("c").type)
+    assert category_counts(table.column("c")) == category_counts(plain)
+    unused = pa.DictionaryArray.from_arrays(pa.array([0, None, 0], pa.int32()), pa.array(["a", "zz"]))
+    assert category_counts(unused) == ({"a": 2}, 1)

@@ -1166,3 +1166,25 @@ def test_with_an_id_column_the_gate_resamples_ids_and_leaves_out_seen_ids(churn)
     assert doc["baseline_comparison"]["paired"]["roc_auc"]["n_groups"] == len(test) // 5
     d = decide_from_evaluation(doc, cfg.gate)
     assert "resampled by id" in d.reason
+
+
+@pytest.mark.parametrize("seeds,cap,expected", [(0, 300, None), (2, 5000, 2000), (2, 300, 300)])
+def test_stability_rows_read_no_more_of_the_split_than_the_refits_use(tmp_path, monkeypatch, seeds, cap, expected):
+    from kubeloop import tables
+    from kubeloop.components.evaluate import stability_rows
+
+    train = _churn_frame(2000, 1)
+    tables.write_parquet(train, tmp_path / "train.parquet")
+    whole_reads = []
+    real = tables.read_parquet
+    monkeypatch.setattr(tables, "read_parquet", lambda *a, **k: whole_reads.append(a) or real(*a, **k))
+    rows = stability_rows(str(tmp_path / "train.parquet"), _schema(), _eval_cfg(stability_seeds=seeds,
+                                                                                stability_max_rows=cap))
+    if expected is None:
+        assert rows is None and not whole_reads
+        return
+    assert len(rows) == expected
+    # A split longer than the cap is sampled from the file, stratified, not read whole.
+    assert bool(whole_reads) == (expected == 2000)
+    assert (rows["churned"] == "yes").mean() == pytest.approx((train["churned"] == "yes").mean(), abs=0.01)
+    assert set(rows.columns) == set(train.columns)

@@ -716,11 +716,11 @@ def test_example_config_trains_the_example_inference_service(example) -> None:
     )
 
     example_env = {e["name"]: e.get("value") for e in isvc["spec"]["predictor"]["model"]["env"]}
-    assert cfg.canary.log_uri == example_env["KUBELOOP_LOG_URI"] == "s3://logs/predictions"
+    assert cfg.prediction_log_root() == example_env["KUBELOOP_LOG_URI"] == "s3://logs/predictions"
     built = build_inference_service(Target(cfg.model_name, "v2", f"{cfg.registry}/churn/versions/v2/model/"),
                                     settings_from_config(cfg))
     env = {e["name"]: e for e in built["spec"]["predictor"]["model"]["env"]}
-    assert env["KUBELOOP_LOG_URI"]["value"] == cfg.canary.log_uri
+    assert env["KUBELOOP_LOG_URI"]["value"] == cfg.prediction_log_root()
     assert env["AWS_ENDPOINT_URL"]["value"] == cfg.storage.endpoint_url
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == cfg.canary.credentials_secret
 

@@ -123,6 +123,13 @@ def test_monitor_step_on_stable_and_drifted_logs(trained, tmp_path):
     same = monitor_step(model_name=MODEL, registry=reg, logs_uri=str(trained / "drifted"), cfg=cfg,
                         out_dir=str(tmp_path / "t"), retrain_data_uri=str(trained / "train.csv"))
     assert any("the data v1 was trained on" in b for b in same["verdict"]["blocked_by"]), same["verdict"]
+    # with no label feed no label can arrive: drift alone retrains, though min_labeled_rows is 100
+    assert v["label_rule"].startswith("label feed") and json.loads((tmp_path / "d" / "verdict.json").read_text())["label_rule"]
+    no_feed = monitor_step(model_name=MODEL, registry=reg, logs_uri=str(trained / "drifted"), cfg=cfg,
+                           out_dir=str(tmp_path / "n"), retrain_data_uri=str(trained / "fresh.csv"))
+    assert no_feed["verdict"]["retrain"] is True, no_feed["verdict"]
+    assert "drift alone can retrain" in no_feed["verdict"]["label_rule"]
+    assert "no label feed" in (tmp_path / "n" / "report.html").read_text()
 
 
 @pytest.mark.slow

@@ -260,3 +260,33 @@ def test_newly_labeled_counts_labels_after_the_last_retrain():
     assert newly_labeled(joined, datetime(2026, 11, 15, tzinfo=timezone.utc)) == 2
     assert newly_labeled(joined, None) == 4
     assert newly_labeled(joined.drop(columns="labeled_at"), datetime(2026, 11, 15, tzinfo=timezone.utc)) == 4
+
+
+@pytest.mark.parametrize(
+    "case,evidence,retrain,rule_has",
+    [
+        ("label feed, too few new labels: drift waits",
+         ev(drifted_columns=["age"], n_new_labeled=0, label_feed=True), False, "needs monitoring.min_labeled_rows"),
+        ("label feed, enough new labels: drift retrains",
+         ev(drifted_columns=["age"], n_new_labeled=CFG.min_labeled_rows, label_feed=True), True, "label feed"),
+        ("no label feed: drift alone retrains",
+         ev(drifted_columns=["age"], n_new_labeled=0, metric_value=None, n_metric=0, label_feed=False), True,
+         "drift alone can retrain"),
+        ("no label feed, no drift: nothing to do",
+         ev(n_new_labeled=0, metric_value=None, n_metric=0, label_feed=False), False, "does not apply"),
+        ("no label feed, drift on an unimportant feature only",
+         ev(drifted_columns=["noise"], n_new_labeled=0, metric_value=None, label_feed=False), False, "no label feed"),
+        ("no label feed: the cool-down still holds",
+         ev(drifted_columns=["age"], n_new_labeled=0, metric_value=None, label_feed=False,
+            last_retrain_at=NOW - timedelta(hours=2)), False, "no label feed"),
+        ("no label feed: the same data still holds",
+         ev(drifted_columns=["age"], n_new_labeled=0, metric_value=None, label_feed=False, same_data_as="v2"),
+         False, "no label feed"),
+    ],
+)
+def test_labels_required_only_with_a_label_feed(case, evidence, retrain, rule_has):
+    assert CFG.min_labeled_rows > 0  # the rule is only visible with a positive minimum
+    out = decide_retrain(evidence, CFG)
+    assert out["retrain"] is retrain, case
+    assert rule_has in out["label_rule"], case
+    assert not any("labels arrived" in b for b in out["blocked_by"]) or evidence.label_feed, case

@@ -54,3 +54,21 @@ def test_registration_profile_without_a_model():
     prof = registration_profile(df, schema)
     assert prof["prediction"] is None and prof["importance"] is None
     assert prof["columns"]["n0"]["missing"] == 1 and prof["columns"]["c0"]["counts"] == {"a": 2, "b": 1}
+
+
+def test_registration_profile_keeps_every_row_in_its_counts_and_moments():
+    """Sampled points, but moments and category counts of all the training rows."""
+    df = drift_frame(5000, 3, False)
+    prof = registration_profile(df, {**_schema(), "task": "regression"}, max_rows=1000, category_cap=2)
+    n1 = prof["columns"]["n1"]
+    x = df["n1"].dropna().to_numpy()
+    assert n1["n"] == x.size and n1["sample"] == 1000 and n1["rank_error"] > 0
+    assert abs(n1["mean"] - x.mean()) < 1e-9 * max(1.0, abs(x.mean()))
+    assert prof["rows_total"] == 5000 and prof["n_rows"] == 1000
+    c1 = prof["columns"]["c1"]
+    truth = df["c1"].value_counts()
+    # five levels over a cap of two: Misra-Gries counts, the level count still exact (under the KMV's k)
+    assert c1["n"] == int(truth.sum()) and c1["levels"] == len(truth) == 5 and c1["count_error"] > 0
+    assert c1["other"] == c1["n"] - sum(c1["counts"].values())
+    for level, true in truth.items():
+        assert true - c1["count_error"] <= c1["counts"].get(level, 0) <= true

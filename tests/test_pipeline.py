@@ -169,6 +169,11 @@ def test_first_run_promotes_and_registers_v1(first: GoodRun):
     for heading in ("## Intended use", "## Metrics", "## Limitations"):
         assert heading in card
     assert "roc_auc" in card
+    # Every row of this small split is in the sample, and the learning curve says
+    # whether more would help, in the summary and on the card.
+    assert s["training_sample"].startswith("trained on all ")
+    assert s["learning_curve"]["verdict"] in s["training_sample"]
+    assert f"**Training rows**: {s['training_sample']}" in card
 
     reg = Registry(str(first.registry))
     assert reg.get_alias(MODEL, "production") == "v1"

@@ -1,20 +1,21 @@
 """The runbook's canary commands (README "On a cluster", steps 7 to 9) exactly as
-printed, against the loopback API server and a private S3 server."""
+printed, against the loopback API server and a loopback S3 server that enforces
+the shipped MinIO policies (one user per identity, as the bucket Job makes them)."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 from pathlib import Path
 
-import boto3
 import pytest
 import yaml
-from conftest import start_moto
 from deploy_support import FakeKubeAPI, from_now, log_rows, write_log_part
 
 from kubeloop.cli import main
+from tests.test_storage_policies import enforced, shipped  # noqa: F401 - the runbook's MinIO and its users
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -46,17 +47,9 @@ def cluster(tmp_path, monkeypatch):
     api.stop()
 
 
-@pytest.fixture
-def minio(monkeypatch):
-    """The runbook's MinIO (port-forwarded to localhost:9000), here a private moto."""
-    server = start_moto()
-    yield server
-    server.stop()
-
-
-def _upload_logs(endpoint: str, tmp_path: Path) -> None:
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-    s3.create_bucket(Bucket="logs")
+def _upload_logs(minio, tmp_path: Path) -> None:
+    """What the predictor wrote (as the bucket Job's admin: the test stands in for it)."""
+    s3 = minio.s3("admin")
     root = tmp_path / "logs"
     start = from_now()
     write_log_part(root, log_rows("v1", 400, seed=1, start=start), part=0)
@@ -65,7 +58,20 @@ def _upload_logs(endpoint: str, tmp_path: Path) -> None:
         s3.upload_file(str(path), "logs", f"predictions/{path.relative_to(root).as_posix()}")
 
 
-def test_step_8_analyze_works_as_printed(cluster, minio, tmp_path, monkeypatch, capsys):
+def _keys_sourced(section: str, minio) -> tuple[str, object]:
+    """The key file a section sources (`set -a; . FILE`): one `make s3-env` writes,
+    and the keys of that identity on the loopback server."""
+    (path,) = re.findall(r"set -a; \. (\S+); set \+a", section)
+    makefile = (REPO / "Makefile").read_text()
+    identities = re.search(r"^S3_IDENTITIES\s*:?=\s*(.+)$", makefile, re.M).group(1).split()
+    written = {f"manifests/base/s3-{who}.env": who for who in identities}
+    assert path in written, f"the runbook sources {path}, which `make s3-env` does not write ({sorted(written)})"
+    who = written[path]
+    return path, minio.admin if who == "root" else minio.users[f"kubeloop-{who}"]
+
+
+def test_step_8_analyze_works_as_printed(cluster, enforced, tmp_path, monkeypatch, capsys):  # noqa: F811
+    minio = enforced
     # Step 7: `kubectl apply --server-side -k manifests/examples` creates the InferenceService.
     isvc = yaml.safe_load((REPO / "manifests" / "examples" / "inferenceservice.yaml").read_text())
     from kubeloop.deploy.kube import connect
@@ -78,17 +84,26 @@ def test_step_8_analyze_works_as_printed(cluster, minio, tmp_path, monkeypatch, 
     (patch,) = re.findall(r"patch inferenceservice churn --type merge -p '(\{.*?\})'\n", step8, re.S)
     cluster.edit("kubeloop", "churn", json.loads(patch.replace("'$(date -u +%FT%TZ)'", "2026-01-01T00:00:00Z")))
     # Both revisions serve; the predictor writes its logs to the example config's log root.
-    _upload_logs(minio.endpoint, tmp_path)
+    _upload_logs(minio, tmp_path)
+
+    # The keys the section sources, and the region it exports: the identity the
+    # analysis runs as, under its policy (the predictor's keys may not read logs).
+    path, keys = _keys_sourced(step8, minio)
+    assert path == "manifests/base/s3-pipeline.env"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", keys.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", keys.secret_access_key)
+    assert "export AWS_REGION=us-east-1" in step8
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
 
     (argv,) = _commands(step8, ".venv/bin/kubeloop canary analyze")
-    assert "--logs" not in argv  # the config names them
+    assert "--logs" not in argv  # the default log root, where the example's predictor writes
     argv = [a.replace("http://localhost:9000", minio.endpoint) for a in argv[1:]]
     monkeypatch.chdir(REPO)
-    # --s3-endpoint sets AWS_ENDPOINT_URL for the process; recorded here so it is undone after the test.
-    monkeypatch.setenv("AWS_ENDPOINT_URL", minio.endpoint)
     code = main(argv + ["--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
+    assert "AWS_ENDPOINT_URL" not in os.environ  # --s3-endpoint stays in the process's calls
     res = json.loads(out)
     assert (res["primary"], res["canary"]) == ("v1", "v2")
     assert res["decision"] == "promote", res["analyses"][-1]["verdict"]

@@ -50,6 +50,33 @@ def test_altered_model_bytes_are_never_unpickled(tmp_path):
     assert not marker.exists()
 
 
+def test_the_model_is_hashed_where_it_lies_with_no_temporary_copy(version_uri, monkeypatch, tmp_path):
+    """Local or in S3, nothing is copied into a temporary directory first: with none
+    usable the version still loads (a pod's /tmp is a small emptyDir)."""
+    import tempfile
+
+    uri, _ = version_uri
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-dir"))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "no-such-dir"))
+    loaded = load_version(uri)
+    assert loaded.version == "v1" and loaded.labels == ["no", "yes"]
+
+
+def test_altered_model_bytes_in_s3_are_never_unpickled(s3_endpoint, bucket, monkeypatch, tmp_path):
+    import boto3
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    registry = Registry(f"s3://{bucket}/registry")
+    version = register(registry, trained("linear", "classification"))
+    marker = tmp_path / "pwned"
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    s3.put_object(Bucket=bucket, Key=f"registry/churn/versions/{version}/model/model.joblib",
+                  Body=b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR.")
+    with pytest.raises(IntegrityError, match="refusing to load it"):
+        load_version(registry.model_uri("churn", version))
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize("breakage, message", [
     ("no-metadata", "has no kubeloop.json"),
     ("bad-json", "not valid JSON"),

@@ -597,13 +597,14 @@ def test_small_inputs_fit_and_score_on_one_thread(churn, monkeypatch):
         assert _openmp_threads() == before
 
     limits = []
-    real = train_module.threadpool_limits
+    # _threads lives in the scoring module: spy on the name it calls.
+    real = train_module.scoring.threadpool_limits
 
     def spy(*args, **kwargs):
         limits.append(kwargs.get("limits", args[0] if args else None))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "threadpool_limits", spy)
+    monkeypatch.setattr(train_module.scoring, "threadpool_limits", spy)
     cfg = TrainConfig(search_iterations=2, search_max_rows=SEARCH_ROWS, seed=0)
     churn.search("hist_gradient_boosting", cfg, space={"max_iter": [10]})
     # Two search fits, two search scores, the refit and its score.

@@ -29,7 +29,8 @@ def register(sub: Any, common: Any) -> None:
     p.add_argument("action", choices=ACTIONS)
     p.add_argument("name", help="model name (= InferenceService name)")
     p.add_argument("--percent", type=int, help="set: the canary's share of traffic, 0-100")
-    p.add_argument("--logs", help="analyze: prediction-log root (default: canary.log_uri)")
+    p.add_argument("--logs", help="analyze: prediction-log root (default: canary.log_uri, else "
+                                  "s3://<storage.logs_bucket>/predictions, where deploy points the predictor)")
     p.add_argument("--labels", help="analyze: ground-truth labels, a Parquet/CSV file or a folder of them")
     p.add_argument("--since", help="analyze: only rows logged at or after this UTC time (ISO 8601; "
                                    "default: when the canary was deployed, as the InferenceService records it)")
@@ -133,13 +134,14 @@ def _parse_steps(text: str) -> list[int]:
 
 def _analyze(args: argparse.Namespace, cfg: Any, registry: Any, settings: Any) -> int:
     from kubeloop.deploy import rollout
-    from kubeloop.deploy.cmdutil import cluster, dump, err, probe
+    from kubeloop.deploy.cmdutil import cluster, dump, err, local_endpoint, probe
     from kubeloop.errors import UserError
 
     name, ns = args.name, settings.namespace
-    logs = args.logs or cfg.canary.log_uri
+    logs = cfg.prediction_log_root(args.logs)
     if not logs:
-        raise UserError("kubeloop canary analyze: give --logs URI (or set canary.log_uri in the config)")
+        raise UserError("kubeloop canary analyze: prediction logs are off (canary.log_uri: off); "
+                        "give --logs URI where the predictor writes them")
     since = None
     if args.since:
         try:
@@ -158,7 +160,7 @@ def _analyze(args: argparse.Namespace, cfg: Any, registry: Any, settings: Any) -
     out = rollout.analyze_and_step(
         isvcs, name, ns, cfg, logs=logs, steps=steps, labels=args.labels, since=since,
         primary=args.primary, canary=args.canary, current=current,
-        registry=registry, interval=300.0 if args.interval is None else args.interval, dry_run=dry_run,
+        registry=registry, endpoint_url=local_endpoint(args), interval=300.0 if args.interval is None else args.interval, dry_run=dry_run,
         wait=not args.no_wait, timeout=args.timeout or cfg.canary.wait_timeout_seconds, on_progress=err,
     )
     if dry_run and steps is not None:

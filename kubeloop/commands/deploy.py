@@ -22,7 +22,8 @@ def register(sub: Any, common: Any) -> None:
     p.add_argument("--mode", choices=["serverless", "standard"], help="KServe deployment mode (default: canary.mode)")
     p.add_argument("--tag-routing", action="store_true",
                    help="serverless: give each revision a tag URL (prev-/latest-), for blue-green")
-    p.add_argument("--log-uri", help="prediction-log root the predictor writes to (default: canary.log_uri)")
+    p.add_argument("--log-uri", help="prediction-log root the predictor writes to (default: canary.log_uri, "
+                                     "else s3://<storage.logs_bucket>/predictions; 'off': no logs)")
     p.add_argument("--shadow", metavar="VERSION|ALIAS", help="also score every request with this version, logged as shadow")
     from kubeloop.deploy.cmdutil import add_cluster_flags
 
@@ -53,7 +54,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     )
     isvcs = probe(cluster(args, dry_run=args.dry_run), name, settings.namespace, dry_run=args.dry_run)
     err(f"kubeloop deploy: {name} {target.version} ({target.storage_uri}) -> "
-        f"{settings.namespace}/{name}" + (" [dry run]" if args.dry_run else ""))
+        f"{settings.namespace}/{name}, prediction logs {settings.log_uri or 'off'}"
+        + (" [dry run]" if args.dry_run else ""))
     res = rollout.deploy(
         isvcs, target, settings, canary_percent=args.canary_percent,
         default_percent=cfg.canary.initial_percent, registry=None if args.dry_run else registry,

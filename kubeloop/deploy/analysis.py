@@ -68,14 +68,15 @@ def _utc(when: dt.datetime) -> dt.datetime:
 
 
 def log_files(log_root: str, model: str, *, since: dt.datetime | None = None,
-              storage_cfg: StorageConfig | None = None) -> tuple[Any, list[str]]:
+              storage_cfg: StorageConfig | None = None,
+              endpoint_url: str | None = None) -> tuple[Any, list[str]]:
     """The store and the keys of ``model``'s log parts, oldest first. With ``since``,
     parts that cannot hold a row at or after it are skipped unread: days before it
     (the ``date=`` partition), and parts written before it (a part is named for the
     second it was written, after every row in it)."""
     from kubeloop.storage import open_store
 
-    store = open_store(log_root, storage_cfg)
+    store = open_store(log_root, storage_cfg, endpoint_url=endpoint_url)
     start = _utc(since) if since is not None else None
     keys = []
     for key in store.list(f"{model}/"):
@@ -118,7 +119,8 @@ READ_THREADS = 4
 
 
 def read_prediction_logs(log_root: str, model: str, *, since: dt.datetime | None = None,
-                         storage_cfg: StorageConfig | None = None) -> tuple[pd.DataFrame, int]:
+                         storage_cfg: StorageConfig | None = None,
+                         endpoint_url: str | None = None) -> tuple[pd.DataFrame, int]:
     """Every logged row of ``model`` at or after ``since`` (all when None): the
     contract's fixed columns plus ``proba_*``; feature columns are not read. Parts
     are fetched ``READ_THREADS`` at a time and cut to the window as they arrive.
@@ -128,7 +130,7 @@ def read_prediction_logs(log_root: str, model: str, *, since: dt.datetime | None
     import pandas as pd
     import pyarrow as pa
 
-    store, keys = log_files(log_root, model, since=since, storage_cfg=storage_cfg)
+    store, keys = log_files(log_root, model, since=since, storage_cfg=storage_cfg, endpoint_url=endpoint_url)
     if not keys:
         return pd.DataFrame(columns=BASE_COLUMNS), 0
     with ThreadPoolExecutor(max_workers=min(READ_THREADS, len(keys))) as pool:
@@ -137,7 +139,8 @@ def read_prediction_logs(log_root: str, model: str, *, since: dt.datetime | None
     return df, len(keys)
 
 
-def read_labels(uri: str, storage_cfg: StorageConfig | None = None) -> pd.DataFrame:
+def read_labels(uri: str, storage_cfg: StorageConfig | None = None, *,
+                endpoint_url: str | None = None) -> pd.DataFrame:
     """Ground-truth labels (``request_id``, ``row``, ``label``, ``labeled_at``) from a
     Parquet or CSV file, or from every such file under a directory or prefix.
     A row labelled twice keeps its latest label."""
@@ -146,7 +149,7 @@ def read_labels(uri: str, storage_cfg: StorageConfig | None = None) -> pd.DataFr
     from kubeloop.storage import local_copy, open_store
 
     def one(path_uri: str) -> pd.DataFrame:
-        with local_copy(path_uri, storage_cfg) as path:
+        with local_copy(path_uri, storage_cfg, endpoint_url=endpoint_url) as path:
             name = path.name.lower()
             if name.endswith(".parquet"):
                 return pd.read_parquet(path)
@@ -157,7 +160,7 @@ def read_labels(uri: str, storage_cfg: StorageConfig | None = None) -> pd.DataFr
     if uri.lower().endswith((".parquet", ".csv", ".csv.gz")):
         frames = [one(uri)]
     else:
-        store = open_store(uri, storage_cfg)
+        store = open_store(uri, storage_cfg, endpoint_url=endpoint_url)
         keys = [k for k in store.list() if k.lower().endswith((".parquet", ".csv", ".csv.gz"))]
         if not keys:
             raise UserError(f"labels {uri}: no .parquet or .csv files there")
@@ -344,8 +347,9 @@ def analyze_frame(df: pd.DataFrame, primary_version: str, canary_version: str, c
     if queue_proxy and primary_version in queue_proxy and canary_version in queue_proxy:
         p = with_queue_proxy(p, queue_proxy[primary_version])
         c = with_queue_proxy(c, queue_proxy[canary_version])
-        notes.append("errors and latency from Knative's queue-proxy metrics in Prometheus "
-                     f"({p.requests} and {c.requests} requests); rejections and the model metric from the logs")
+        notes.append(f"errors and latency from Knative's queue-proxy metrics in Prometheus "
+                     f"({queue_proxy[canary_version].metric}: {p.requests} and {c.requests} requests); "
+                     "rejections and the model metric from the logs")
     else:
         notes.append("errors and latency judged from the prediction logs alone: failures the predictor "
                      "never saw (queue-proxy 502/503, timeouts) are not counted")
@@ -354,13 +358,16 @@ def analyze_frame(df: pd.DataFrame, primary_version: str, canary_version: str, c
 
 def analyze(log_root: str, model: str, primary_version: str, canary_version: str, cfg: CanaryConfig, *,
             labels_uri: str | None = None, since: dt.datetime | None = None,
-            storage_cfg: StorageConfig | None = None, revisions: dict[str, str] | None = None,
-            now: dt.datetime | None = None) -> Analysis:
-    """Read ``model``'s prediction logs (and labels) and judge the canary. With
+            storage_cfg: StorageConfig | None = None, endpoint_url: str | None = None,
+            revisions: dict[str, str] | None = None, now: dt.datetime | None = None) -> Analysis:
+    """Read ``model``'s prediction logs (and labels) and judge the canary
+    (``endpoint_url``: the S3 endpoint this process reads through, over the
+    environment's and ``storage_cfg``'s). With
     ``cfg.prometheus_url`` and the versions' Knative ``revisions``, errors and latency
     come from the queue-proxy's metrics over ``since`` .. ``now``."""
-    df, files = read_prediction_logs(log_root, model, since=since, storage_cfg=storage_cfg)
-    labels = read_labels(labels_uri, storage_cfg) if labels_uri else None
+    df, files = read_prediction_logs(log_root, model, since=since, storage_cfg=storage_cfg,
+                                     endpoint_url=endpoint_url)
+    labels = read_labels(labels_uri, storage_cfg, endpoint_url=endpoint_url) if labels_uri else None
     pre: list[str] = []
     queue_proxy = None
     if cfg.prometheus_url:

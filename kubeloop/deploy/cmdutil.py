@@ -32,16 +32,23 @@ def add_cluster_flags(p: argparse.ArgumentParser, *, changes: bool = True) -> No
 
 
 def load_cfg(args: argparse.Namespace) -> Any:
+    """The config as the file gives it. Its ``storage.endpoint_url`` is the one pods
+    use, and the objects sent to the cluster get that one; ``--s3-endpoint`` is how
+    this machine reaches the same storage (a port-forward, say) and is passed only
+    to this process's own reads and writes (``local_endpoint``), never through the
+    process environment."""
     from kubeloop.config import ConfigError, load_config
 
     try:
-        cfg = load_config(getattr(args, "config", None))
+        return load_config(getattr(args, "config", None))
     except ConfigError as exc:
         raise UserError(str(exc)) from None
-    if getattr(args, "s3_endpoint", None):
-        cfg.storage.endpoint_url = args.s3_endpoint
-        os.environ["AWS_ENDPOINT_URL"] = args.s3_endpoint
-    return cfg
+
+
+def local_endpoint(args: argparse.Namespace) -> str | None:
+    """The S3 endpoint this process talks to (``--s3-endpoint``; None: the
+    environment's, else the config's)."""
+    return getattr(args, "s3_endpoint", None) or None
 
 
 def open_registry(args: argparse.Namespace, cfg: Any, *, required: bool) -> Any:
@@ -56,7 +63,7 @@ def open_registry(args: argparse.Namespace, cfg: Any, *, required: bool) -> Any:
             raise UserError(f"no registry at {Path(uri).resolve()} (give --registry or set $KUBELOOP_REGISTRY)")
         err(f"note: no registry at {Path(uri).resolve()}; registry aliases are not checked or moved")
         return None
-    return Registry(uri, cfg.storage)
+    return Registry(uri, cfg.storage, endpoint_url=local_endpoint(args))
 
 
 def cluster(args: argparse.Namespace, *, dry_run: bool) -> Any:

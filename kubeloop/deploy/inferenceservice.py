@@ -186,8 +186,16 @@ _DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 def settings_from_config(cfg: Config, **overrides: Any) -> ServingSettings:
     """ServingSettings from the ``canary:`` and ``storage:`` sections; ``overrides``
-    (non-None) win, e.g. ``namespace`` from ``-n``."""
+    (non-None) win, e.g. ``namespace`` from ``-n``.
+
+    The prediction-log root is ``Config.prediction_log_root``: a ``log_uri``
+    override, else ``canary.log_uri``, else the storage's logs bucket; "off" is
+    none. The S3 endpoint is ``storage.endpoint_url`` as the configuration gives
+    it, the one pods use: the caller passes the cluster's endpoint, never the one
+    this machine reaches storage through (``--s3-endpoint``, ``AWS_ENDPOINT_URL``).
+    """
     c = cfg.canary
+    log_uri = cfg.prediction_log_root(overrides.pop("log_uri", None))
     requests = {k: v for k, v in (("cpu", c.cpu_request), ("memory", c.memory_request)) if v}
     limits = {k: v for k, v in (("cpu", c.cpu_limit), ("memory", c.memory_limit)) if v}
     values: dict[str, Any] = dict(
@@ -199,13 +207,34 @@ def settings_from_config(cfg: Config, **overrides: Any) -> ServingSettings:
         max_replicas=c.max_replicas,
         requests=requests,
         limits=limits,
-        log_uri=c.log_uri,
+        log_uri=log_uri,
         s3_endpoint=cfg.storage.endpoint_url,
         s3_region=cfg.storage.region,
         credentials_secret=c.credentials_secret,
     )
     values.update({k: v for k, v in overrides.items() if v is not None})
     return ServingSettings(**values)
+
+
+def is_loopback(url: str) -> bool:
+    """Whether ``url`` names this machine (localhost, 127.0.0.0/8, ::1, 0.0.0.0): a
+    port-forward's address. In a pod it would mean the pod itself, never storage, so
+    no such endpoint goes into an object sent to the cluster; the ServingRuntime's
+    own ``AWS_ENDPOINT_URL`` (manifests/base/servingruntime.yaml) applies instead."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    try:
+        host = urlsplit(url if "://" in url else f"//{url}").hostname or ""
+    except ValueError:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_unspecified
 
 
 # --------------------------------------------------------------------------- pieces
@@ -221,7 +250,7 @@ def _env(settings: ServingSettings, role: str | None) -> list[dict[str, Any]]:
         env.append({"name": "KUBELOOP_ROLE", "value": role})
     uses_s3 = any(u and u.lower().startswith("s3://") for u in (settings.log_uri, settings.shadow_uri))
     if uses_s3:
-        if settings.s3_endpoint:
+        if settings.s3_endpoint and not is_loopback(settings.s3_endpoint):
             env.append({"name": "AWS_ENDPOINT_URL", "value": settings.s3_endpoint})
         if settings.s3_region:
             env.append({"name": "AWS_REGION", "value": settings.s3_region})

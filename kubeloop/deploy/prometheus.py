@@ -17,6 +17,21 @@ canary's window:
   from which percentiles and their bootstrap standard errors are taken
   (requests drawn from the histogram's buckets, as ``histogram_quantile``
   interpolates inside a bucket).
+
+Those are the OpenCensus-era names (Knative up to 1.18). From Knative 1.19 the
+queue-proxy is instrumented with OpenTelemetry (knative/serving
+``pkg/queue/sharedmain/handlers.go``: ``otelhttp.NewHandler`` around every
+request it routes, probes filtered out; ``pkg/queue/sharedmain/otel.go``: the
+revision and namespace are *resource* attributes, ``kn.revision.name`` and
+``k8s.namespace.name``), exported by the OpenTelemetry Prometheus exporter with
+underscore escaping and unit suffixes (knative.dev/pkg
+``observability/metrics/prometheus_enabled.go``). So every request the
+queue-proxy answered is in the ``http_server_request_duration_seconds``
+histogram (labels ``http_response_status_code``, ``le`` in seconds), and the
+revision is a label of ``target_info`` only, joined on the scrape target
+(``job``, ``instance``), the way OpenTelemetry resource attributes are queried
+in Prometheus. The old names are asked first; when Prometheus has none of them
+for these revisions, the new ones are.
 """
 
 from __future__ import annotations
@@ -35,6 +50,9 @@ from kubeloop.errors import UserError
 
 REQUEST_COUNT = "revision_request_count"
 LATENCY_BUCKET = "revision_request_latencies_bucket"
+# OpenTelemetry-era queue-proxy (Knative >= 1.19), see the module doc.
+OTEL_DURATION = "http_server_request_duration_seconds"
+OTEL_REVISION, OTEL_NAMESPACE, OTEL_STATUS = "kn_revision_name", "k8s_namespace_name", "http_response_status_code"
 TIMEOUT_SECONDS = 10.0
 
 
@@ -51,6 +69,8 @@ class RevisionTraffic:
     by_class: dict[str, int]
     # (upper bound in ms, cumulative count) per bucket, +Inf last.
     buckets: list[tuple[float, float]]
+    # The metric the counts came from (REQUEST_COUNT or OTEL_DURATION).
+    metric: str = REQUEST_COUNT
 
     @property
     def failures(self) -> int:
@@ -100,29 +120,57 @@ def _value(sample: dict[str, Any]) -> float:
 def revision_traffic(url: str, namespace: str, revisions: list[str], *, window_seconds: float,
                      at: float | None = None) -> dict[str, RevisionTraffic]:
     """Requests by class and the latency histogram of each revision over the last
-    ``window_seconds`` (before ``at``, default now). Revisions Prometheus has no
+    ``window_seconds`` (before ``at``, default now), by the OpenCensus-era names,
+    else the OpenTelemetry-era ones (module doc). Revisions Prometheus has no
     series for are left out."""
     window = f"[{max(int(math.ceil(window_seconds)), 1)}s]"
     sel = _selector(namespace, revisions)
     counts = query(url, f"sum by (revision_name, response_code_class) "
                         f"(increase({REQUEST_COUNT}{{{sel}}}{window}))", at=at)
+    if not any(s.get("metric", {}).get("revision_name") for s in counts):
+        return _otel_traffic(url, namespace, revisions, window, at)
     buckets = query(url, f"sum by (revision_name, le) (increase({LATENCY_BUCKET}{{{sel}}}{window}))", at=at)
+    return _traffic(counts, buckets, "revision_name", REQUEST_COUNT,
+                    code_class=lambda labels: labels.get("response_code_class", "unknown"), le_ms=1.0)
+
+
+def _otel_traffic(url: str, namespace: str, revisions: list[str], window: str,
+                  at: float | None) -> dict[str, RevisionTraffic]:
+    names = "|".join(sorted(set(revisions)))
+    # The revision is a resource attribute: a label of target_info, joined per scrape target.
+    join = (f"* on (job, instance) group_left ({OTEL_REVISION}) "
+            f'target_info{{{OTEL_NAMESPACE}="{namespace}",{OTEL_REVISION}=~"{names}"}}')
+    counts = query(url, f"sum by ({OTEL_REVISION}, {OTEL_STATUS}) "
+                        f"(increase({OTEL_DURATION}_count{window}) {join})", at=at)
+    buckets = query(url, f"sum by ({OTEL_REVISION}, le) (increase({OTEL_DURATION}_bucket{window}) {join})", at=at)
+
+    def code_class(labels: dict[str, str]) -> str:
+        code = labels.get(OTEL_STATUS, "")
+        return f"{code[0]}xx" if len(code) == 3 and code.isdigit() else "unknown"
+
+    return _traffic(counts, buckets, OTEL_REVISION, OTEL_DURATION, code_class=code_class, le_ms=1000.0)
+
+
+def _traffic(counts: list[dict[str, Any]], buckets: list[dict[str, Any]], revision_label: str, metric: str, *,
+             code_class: Any, le_ms: float) -> dict[str, RevisionTraffic]:
+    """RevisionTraffic per revision from the two query results; bucket bounds
+    times ``le_ms`` are milliseconds."""
     by_rev: dict[str, dict[str, int]] = {}
     for s in counts:
         labels = s.get("metric", {})
-        rev, cls = labels.get("revision_name"), labels.get("response_code_class", "unknown")
+        rev, cls = labels.get(revision_label), code_class(labels)
         if rev:
             by_rev.setdefault(rev, {})
             by_rev[rev][cls] = by_rev[rev].get(cls, 0) + int(round(_value(s)))
     hist: dict[str, list[tuple[float, float]]] = {}
     for s in buckets:
         labels = s.get("metric", {})
-        rev, le = labels.get("revision_name"), labels.get("le")
+        rev, le = labels.get(revision_label), labels.get("le")
         if rev and le is not None:
-            hist.setdefault(rev, []).append((float(le), _value(s)))
+            hist.setdefault(rev, []).append((float(le) * le_ms, _value(s)))
     out = {}
     for rev, classes in by_rev.items():
-        out[rev] = RevisionTraffic(rev, sum(classes.values()), classes, sorted(hist.get(rev, [])))
+        out[rev] = RevisionTraffic(rev, sum(classes.values()), classes, sorted(hist.get(rev, [])), metric)
     return out
 
 

@@ -29,6 +29,7 @@ from kubeloop.deploy.inferenceservice import (
     Target,
     build_inference_service,
     check_percent,
+    is_loopback,
 )
 from kubeloop.deploy.kube import InferenceServices, KubeError, expect, last_writer, summarize_status
 from kubeloop.deploy.patches import (
@@ -167,8 +168,12 @@ def deploy(
     desired = build_inference_service(target, settings, primary=primary, canary_percent=percent,
                                       canary_since=since)
     if not settings.log_uri:
-        res.notes.append("no prediction-log root (canary.log_uri in the config, or --log-uri): the predictor "
+        res.notes.append("prediction logs are off (canary.log_uri or --log-uri 'off'): the predictor "
                          "writes no logs, so `kubeloop canary analyze` and monitoring have nothing to read")
+    if settings.s3_endpoint and is_loopback(settings.s3_endpoint):
+        res.notes.append(f"storage endpoint {settings.s3_endpoint} is this machine's, not the cluster's: "
+                         "left out of the InferenceService (the ServingRuntime's AWS_ENDPOINT_URL applies); "
+                         "set storage.endpoint_url to the address pods use")
 
     if current is None:
         res.action, res.kind, res.sent = "created", "object", desired
@@ -433,6 +438,7 @@ def analyze_and_step(
     canary: str | None = None,
     current: dict[str, Any] | None = None,
     registry: Any = None,
+    endpoint_url: str | None = None,
     interval: float = 300.0,
     dry_run: bool = False,
     wait: bool = True,
@@ -444,7 +450,8 @@ def analyze_and_step(
     through them and act on each verdict (``step_through``).
 
     ``cfg`` is the whole Config (its ``canary`` thresholds and ``storage``
-    settings). Versions come from ``primary``/``canary``, else the cluster's
+    settings; ``endpoint_url``, the S3 endpoint this process reads the logs
+    through, e.g. a port-forward's). Versions come from ``primary``/``canary``, else the cluster's
     object, else the registry's production and canary aliases. With
     ``dry_run`` nothing is sent: each step's patch is computed on a local copy.
     With no ``since``, the window starts when the deploy put the canary in
@@ -478,7 +485,8 @@ def analyze_and_step(
 
     def judge(share: int | None) -> Verdict:
         a = analyze(logs, name, primary, canary, cfg.canary, labels_uri=labels, since=since,
-                    storage_cfg=cfg.storage, revisions=revision_names(current, primary, canary))
+                    storage_cfg=cfg.storage, endpoint_url=endpoint_url,
+                    revisions=revision_names(current, primary, canary))
         for note in a.notes:
             say(f"note: {note}")
         say(f"analysis at {'the current share' if share is None else f'{share}%'}: "

@@ -70,19 +70,45 @@ def as_text(arr: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
 
 def category_counts(arr: pa.Array | pa.ChunkedArray) -> tuple[dict[str, int], int]:
     """({category: count}, number missing)."""
+    if pa.types.is_dictionary(arr.type):
+        return _dictionary_counts(arr)
     text = as_text(arr)
     missing = text.null_count
     counts = pc.value_counts(text)
-    values = counts.field("values").to_pylist()
-    n = counts.field("counts").to_pylist()
+    return _merge_counts(counts.field("values").to_pylist(), counts.field("counts").to_pylist()), int(missing)
+
+
+def _dictionary_counts(arr: pa.Array | pa.ChunkedArray) -> tuple[dict[str, int], int]:
+    """category_counts of a dictionary array: a bincount of its codes per chunk,
+    then the (few) dictionary values as text."""
+    chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
+    out: dict[str, int] = {}
+    missing = 0
+    for chunk in chunks:
+        missing += chunk.null_count
+        dictionary = chunk.dictionary
+        codes = chunk.indices
+        if chunk.null_count:
+            codes = codes.drop_null()
+        n = np.bincount(codes.to_numpy(zero_copy_only=False), minlength=len(dictionary))
+        # A null inside the dictionary itself is missing too.
+        null_in_dict = dictionary.is_null().to_numpy(zero_copy_only=False)
+        missing += int(n[null_in_dict].sum())
+        for v, c in _merge_counts(as_text(dictionary).to_pylist(), n.tolist()).items():
+            out[v] = out.get(v, 0) + c
+    return out, int(missing)
+
+
+def _merge_counts(values: list[Any], n: list[int]) -> dict[str, int]:
     out: dict[str, int] = {}
     for v, c in zip(values, n, strict=True):
         if v is None:
             continue
         # Booleans read from Parquet are true/false; pandas writes True/False to CSV.
         v = _BOOL_TEXT.get(v, v)
-        out[v] = out.get(v, 0) + c
-    return out, int(missing)
+        if c:
+            out[v] = out.get(v, 0) + c
+    return out
 
 
 _BOOL_TEXT = {"True": "true", "TRUE": "true", "False": "false", "FALSE": "false"}

@@ -4,7 +4,8 @@ Retrain when there is a reason (drift on a feature that matters to the model,
 or the live metric worse than at training by more than the tolerance, with the
 whole interval of the live metric beyond it and enough labelled rows behind
 it) and nothing holds it back: enough labels that arrived since the last retrain
-to learn from, data to train on that differs from what the models were already
+to learn from (when a label source is configured; without one drift alone may
+retrain), data to train on that differs from what the models were already
 trained on, and the cool-down since the last retrain or attempt (a failed one
 too) has passed. Drift on a feature the model hardly uses is reported but does
 not retrain on its own.
@@ -35,6 +36,10 @@ class Evidence:
     n_metric: int = 0
     # Labels that arrived since the last retrain (or attempt), joined to predictions.
     n_new_labeled: int = 0
+    # Whether a label source is configured. Without one, no label can ever
+    # arrive: waiting for min_labeled_rows would block every retrain for good, so
+    # drift alone (held to monitoring.false_alarm_rate) may retrain.
+    label_feed: bool = True
     last_retrain_at: datetime | None = None
     # The last retrain the monitoring started, whether or not it registered a version.
     last_attempt_at: datetime | None = None
@@ -52,8 +57,16 @@ def important_features(importance: dict[str, float] | None, top: int) -> set[str
     return {name for name, value in ranked[:top] if value > 0} or {ranked[0][0]}
 
 
+def label_rule(ev: Evidence, cfg: Any) -> str:
+    """Which labels rule applies, in words, for the report."""
+    if not ev.label_feed:
+        return (f"no label feed: drift alone can retrain (drift alarms held to monitoring.false_alarm_rate "
+                f"{cfg.false_alarm_rate:g}); monitoring.min_labeled_rows {cfg.min_labeled_rows} does not apply")
+    return f"label feed: a retrain needs monitoring.min_labeled_rows {cfg.min_labeled_rows} labels since the last one"
+
+
 def decide_retrain(ev: Evidence, cfg: Any) -> dict[str, Any]:
-    """``{"retrain", "reasons", "blocked_by", "important_drifted", "metric_drop"}``;
+    """``{"retrain", "reasons", "blocked_by", "important_drifted", "metric_drop", "label_rule"}``;
     ``cfg`` is a ``MonitoringConfig``."""
     reasons: list[str] = []
     blocked: list[str] = []
@@ -76,7 +89,7 @@ def decide_retrain(ev: Evidence, cfg: Any) -> dict[str, Any]:
                 f"{ev.metric_training:.4f} at training (worse by at least {bound:.4f} > tolerance "
                 f"{cfg.metric_tolerance:g}, on {ev.n_metric} labelled rows)"
             )
-    if ev.n_new_labeled < cfg.min_labeled_rows:
+    if ev.label_feed and ev.n_new_labeled < cfg.min_labeled_rows:
         blocked.append(f"{ev.n_new_labeled} labels arrived since the last retrain < monitoring.min_labeled_rows "
                        f"{cfg.min_labeled_rows}")
     if not ev.retrain_data:
@@ -100,4 +113,5 @@ def decide_retrain(ev: Evidence, cfg: Any) -> dict[str, Any]:
         "prediction_drifted": ev.prediction_drifted,
         "metric_drop": drop,
         "metric_drop_bound": bound,
+        "label_rule": label_rule(ev, cfg),
     }

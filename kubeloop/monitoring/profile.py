@@ -53,6 +53,8 @@ REFERENCE_FILE = "monitoring/reference.parquet"
 DEFAULT_POINTS = 2000
 DEFAULT_BINS = 10
 DEFAULT_MAX_CATEGORIES = 1000
+# Numeric columns of a registration profile: points from a sample of this many rows.
+DEFAULT_SAMPLE_ROWS = 200_000
 
 
 class ProfileError(UserError, ValueError):
@@ -122,11 +124,17 @@ def numeric_entry(
     return entry
 
 
-def categorical_entry(counts: dict[str, float], *, missing: int, max_categories: int = DEFAULT_MAX_CATEGORIES) -> dict[str, Any]:
+def categorical_entry(counts: dict[str, float], *, missing: int, max_categories: int = DEFAULT_MAX_CATEGORIES,
+                      n: float | None = None, levels: int | None = None) -> dict[str, Any]:
+    """``n`` and ``levels``, when given, are the column's true row and level counts
+    (``counts`` then holds only some levels: the rest go to ``other``)."""
     ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     kept = dict(ordered[:max_categories])
-    other = float(sum(c for _, c in ordered[max_categories:]))
-    n = float(sum(counts.values()))
+    if n is None:
+        n = float(sum(counts.values()))
+        other = float(sum(c for _, c in ordered[max_categories:]))
+    else:
+        other = float(n) - float(sum(c for _, c in ordered[:max_categories]))
     return {
         "kind": CATEGORICAL,
         "n": _int_if_whole(n),
@@ -135,7 +143,7 @@ def categorical_entry(counts: dict[str, float], *, missing: int, max_categories:
         "counts": {k: _int_if_whole(c) for k, c in kept.items()},
         "other": _int_if_whole(other),
         # the true number of levels, stored ones and pooled ones
-        "levels": len(counts),
+        "levels": len(counts) if levels is None else int(levels),
     }
 
 
@@ -152,6 +160,37 @@ def column_entry(values: Any, kind: str, *, points: int = DEFAULT_POINTS, bins: 
         return numeric_entry(finite, missing=int(len(x) - len(finite)), points=points, bins=bins)
     counts, missing = category_counts(arr)
     return categorical_entry(counts, missing=missing, max_categories=max_categories)
+
+
+def sketch_entries(sketch: Any, *, points: int = DEFAULT_POINTS, bins: int = DEFAULT_BINS,
+                   max_categories: int = DEFAULT_MAX_CATEGORIES) -> dict[str, dict[str, Any]]:
+    """Profile entries of the columns of a ``sketch.TableSketch`` (one pass or merged
+    partitions). A numeric column whose sample holds all its values is exact, as
+    ``column_entry``; else its points come from the sample (``sample``: its size,
+    which p-values use) and its moments from all the values. A categorical column
+    past the sketch's cap has Misra-Gries counts (``count_error``: how far below
+    the truth any count may be) and an estimated number of ``levels``."""
+    entries: dict[str, dict[str, Any]] = {}
+    for name, col in sketch.columns.items():
+        if col.kind == NUMERIC:
+            values = col.sample.sorted_values()
+            if col.sample.exact:
+                entries[name] = numeric_entry(values, missing=col.missing, points=points, bins=bins)
+                continue
+            m = col.moments
+            entry = numeric_entry(values, missing=col.missing, n_total=m.n, points=points, bins=bins,
+                                  moments={"min": m.min, "max": m.max, "mean": m.mean, "std": m.std})
+            entry["sample"] = int(values.size)
+            entry["rank_error"] = col.sample.rank_error()
+            entries[name] = entry
+        else:
+            cats = col.cats
+            entry = categorical_entry(cats.counts, missing=col.missing, max_categories=max_categories,
+                                      n=cats.n, levels=cats.levels())
+            if not cats.exact:
+                entry["count_error"] = _int_if_whole(math.ceil(cats.count_error()))
+            entries[name] = entry
+    return entries
 
 
 def _ints_if_whole(a: np.ndarray) -> list[Any]:
@@ -291,28 +330,71 @@ def permutation_importance(model: Any, df: Any, schema: dict[str, Any], *, max_r
     return {f: float(v) for f, v in zip(feats, values, strict=True)}
 
 
+def frame_sketch(df: Any, schema: dict[str, Any], *, sample: int = DEFAULT_SAMPLE_ROWS, seed: int = 0,
+                 first_row: int = 0, category_cap: int | None = None) -> Any:
+    """The mergeable sketch of the feature columns of ``df`` (rows ``first_row`` on)."""
+    from kubeloop.monitoring.sketch import DEFAULT_CATEGORY_CAP, TableSketch
+
+    kinds = schema_kinds(schema)
+    missing = [c for c in kinds if c not in df.columns]
+    if missing:
+        raise ProfileError(f"reference data lacks feature columns {missing}")
+    sketch = TableSketch(kinds, sample=sample, seed=seed, category_cap=category_cap or DEFAULT_CATEGORY_CAP)
+    sketch.add_frame(df, first_row=first_row)
+    return sketch
+
+
+def sketch_profile(sketch: Any, schema: dict[str, Any], *, predictions: Any = None,
+                   metrics: dict[str, Any] | None = None, importance: dict[str, float] | None = None,
+                   cfg: Any = None) -> dict[str, Any]:
+    """The reference profile from a sketch of the training data (one pass or the
+    merge of partitions): the same function serves both shapes."""
+    kw = {}
+    if cfg is not None:
+        kw = {"points": cfg.profile_points, "bins": cfg.psi_bins, "max_categories": cfg.max_categories}
+    columns = sketch_entries(sketch, **kw)
+    pred_entry = None
+    if predictions is not None:
+        kind = CATEGORICAL if schema.get("task") == "classification" else NUMERIC
+        pred_entry = column_entry(predictions, kind, name="prediction", **kw)
+    sampled = max((c.sample.values.size for c in sketch.columns.values() if c.sample is not None and not c.sample.exact),
+                  default=0)
+    prof = finish_profile(
+        columns, n_rows=min(sketch.n_rows, sampled) if sampled else sketch.n_rows, prediction=pred_entry,
+        metrics=metrics, importance=importance, task=schema.get("task"), target=schema.get("target"),
+        positive_label=schema.get("positive_label"),
+    )
+    # n_rows: the rows the sampled statistics stand on; rows_total: every row sketched
+    prof["rows_total"] = int(sketch.n_rows)
+    return prof
+
+
 def registration_profile(train_df: Any, schema: dict[str, Any], *, model: Any = None, test_df: Any = None,
-                         metrics: dict[str, Any] | None = None, cfg: Any = None, max_rows: int = 200_000,
-                         seed: int = 0) -> dict[str, Any]:
+                         metrics: dict[str, Any] | None = None, cfg: Any = None,
+                         max_rows: int = DEFAULT_SAMPLE_ROWS, seed: int = 0, sketch: Any = None,
+                         category_cap: int | None = None) -> dict[str, Any]:
     """The profile a register step stores as ``monitoring/profile.json``: the
-    training split (at most ``max_rows``, sampled), the model's predictions and
-    permutation importance on the test split (else on the training sample), and
-    the test ``metrics``. ``cfg`` is a ``MonitoringConfig`` (points, bins)."""
+    training split's sketch (moments and counts of every row, numeric points from a
+    sample of at most ``max_rows``; or ``sketch``, already made, e.g. merged from
+    partitions), the model's predictions and permutation importance on the test
+    split (else on a training sample), and the test ``metrics``. ``cfg`` is a
+    ``MonitoringConfig`` (points, bins)."""
     from kubeloop.schema import feature_columns
 
-    sample = train_df.sample(n=max_rows, random_state=seed) if len(train_df) > max_rows else train_df
-    scored = test_df if test_df is not None and len(test_df) else sample
+    if sketch is None:
+        sketch = frame_sketch(train_df, schema, sample=max_rows, seed=seed, category_cap=category_cap)
     predictions = importance = None
     if model is not None:
+        if test_df is not None and len(test_df):
+            scored = test_df
+        else:
+            scored = train_df.sample(n=max_rows, random_state=seed) if len(train_df) > max_rows else train_df
         feats = [c for c in feature_columns(schema) if c in scored.columns]
         predictions = model.predict(scored[feats])
         if schema.get("task") == "classification":
             predictions = [str(p) for p in predictions]
         importance = permutation_importance(model, scored, schema, seed=seed)
-    kw = {}
-    if cfg is not None:
-        kw = {"points": cfg.profile_points, "bins": cfg.psi_bins, "max_categories": cfg.max_categories}
-    return build_profile(sample, schema, predictions=predictions, metrics=metrics, importance=importance, **kw)
+    return sketch_profile(sketch, schema, predictions=predictions, metrics=metrics, importance=importance, cfg=cfg)
 
 
 # --------------------------------------------------------------------------- registry

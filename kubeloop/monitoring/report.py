@@ -128,7 +128,9 @@ def drift_html(drift: dict[str, Any], decay: dict[str, Any] | None = None, decis
         reasons = "; ".join(decision.get("reasons") or []) or "no trigger"
         blocked = "; ".join(decision.get("blocked_by") or [])
         parts.append(f'<p class="v {cls}"><b>{head}</b>: {_e(reasons)}'
-                     + (f"<br><small>held back by: {_e(blocked)}</small>" if blocked else "") + "</p>")
+                     + (f"<br><small>held back by: {_e(blocked)}</small>" if blocked else "")
+                     + (f"<br><small>labels: {_e(decision['label_rule'])}</small>" if decision.get("label_rule") else "")
+                     + "</p>")
         for alert in decision.get("alerts") or []:
             parts.append(f'<p class="v retrain"><b>Alert</b>: {_e(alert)}</p>')
     parts.append(
@@ -175,6 +177,8 @@ def markdown(drift: dict[str, Any], decay: dict[str, Any] | None = None, decisio
     if decision is not None:
         lines += [f"**{'Retrain' if decision.get('retrain') else 'No retraining'}**: "
                   f"{cell('; '.join(decision.get('reasons') or []) or 'no trigger')}", ""]
+        if decision.get("label_rule"):
+            lines += [f"Labels: {cell(decision['label_rule'])}", ""]
         lines += [f"**Alert**: {cell(a)}" for a in decision.get("alerts") or []]
         if decision.get("alerts"):
             lines.append("")
@@ -197,6 +201,7 @@ def verdict(drift: dict[str, Any], decay: dict[str, Any] | None, decision: dict[
         "retrain": bool(decision.get("retrain")),
         "reasons": decision.get("reasons") or [],
         "blocked_by": decision.get("blocked_by") or [],
+        "label_rule": decision.get("label_rule"),
         "drifted_columns": drift["drifted_columns"],
         "prediction_drifted": drift.get("prediction_drifted", False),
         "n_current": drift.get("n_current"),

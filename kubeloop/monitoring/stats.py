@@ -177,6 +177,53 @@ class NumericAccumulator:
             return self._values[0].copy()
         return np.concatenate(self._values) if self._values else np.empty(0)
 
+    def merge(self, other: NumericAccumulator) -> NumericAccumulator:
+        """The accumulator of both batches' values (partitions of one column, against
+        the same reference points): counts and sums add, kept values join while
+        their total stays within what either would keep."""
+        if other.points.shape != self.points.shape or not np.array_equal(other.points, self.points):
+            raise ValueError("cannot merge accumulators of different reference points")
+        out = NumericAccumulator(self.points, keep_values=self._keep)
+        out._counts, out._sums = self.counts + other.counts, self.sums + other.sums
+        for name in ("n", "missing", "total", "sum", "sumsq"):
+            setattr(out, name, getattr(self, name) + getattr(other, name))
+        out.min, out.max = min(self.min, other.min), max(self.max, other.max)
+        mine, theirs = self.values, other.values
+        if mine is None or theirs is None or mine.size + theirs.size > self._keep:
+            out._values = None
+        else:
+            out._values = [np.concatenate([mine, theirs])]
+            out._kept = mine.size + theirs.size
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able state (floats as lists; kept values, when any, as a list)."""
+        values = self.values
+        return {"kind": "numeric", "points": self.points.tolist(), "keep": self._keep,
+                "counts": self.counts.tolist(), "sums": self.sums.tolist(),
+                "n": self.n, "missing": self.missing, "total": self.total, "sum": self.sum,
+                "sumsq": self.sumsq, "min": None if self.n == 0 else self.min,
+                "max": None if self.n == 0 else self.max,
+                "values": None if values is None else values.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NumericAccumulator:
+        out = cls(d["points"], keep_values=int(d["keep"]))
+        out._counts = np.asarray(d["counts"], dtype=np.float64)
+        out._sums = np.asarray(d["sums"], dtype=np.float64)
+        if out._counts.shape != (2 * len(out.points) + 1,) or out._sums.shape != out._counts.shape:
+            raise ValueError("an accumulator's counts do not match its points")
+        for name in ("n", "missing", "total", "sum", "sumsq"):
+            setattr(out, name, float(d[name]))
+        out.min = math.inf if d["min"] is None else float(d["min"])
+        out.max = -math.inf if d["max"] is None else float(d["max"])
+        if d["values"] is None:
+            out._values = None
+        else:
+            out._values = [np.asarray(d["values"], dtype=np.float64)]
+            out._kept = len(d["values"])
+        return out
+
     # cumulative counts of current values below / at each reference point
     def cdf_counts(self) -> tuple[np.ndarray, np.ndarray]:
         between = self.counts[0::2]  # k + 1 gaps
@@ -210,6 +257,44 @@ class CategoricalAccumulator:
     @property
     def n(self) -> float:
         return self.total - self.missing
+
+    def merge(self, other: CategoricalAccumulator) -> CategoricalAccumulator:
+        out = CategoricalAccumulator()
+        out.add_counts(self.counts, self.missing)
+        out.add_counts(other.counts, other.missing)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "categorical", "counts": self.counts, "missing": self.missing}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CategoricalAccumulator:
+        out = cls()
+        out.add_counts({str(k): float(v) for k, v in d["counts"].items()}, float(d["missing"]))
+        return out
+
+
+def merge_accumulators(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-column accumulators of several partitions merged, column by column."""
+    if not parts:
+        raise ValueError("no accumulators to merge")
+    names = set(parts[0])
+    for p in parts[1:]:
+        if set(p) != names:
+            raise ValueError(f"partitions accumulated different columns ({sorted(names)} and {sorted(p)})")
+    out = dict(parts[0])
+    for p in parts[1:]:
+        out = {name: acc.merge(p[name]) for name, acc in out.items()}
+    return out
+
+
+def accumulators_to_dict(accs: dict[str, Any]) -> dict[str, Any]:
+    return {name: acc.to_dict() for name, acc in accs.items()}
+
+
+def accumulators_from_dict(d: dict[str, Any]) -> dict[str, Any]:
+    return {name: (NumericAccumulator if a["kind"] == "numeric" else CategoricalAccumulator).from_dict(a)
+            for name, a in d.items()}
 
 
 # --------------------------------------------------------------------------- numeric statistics

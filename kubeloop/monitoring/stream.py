@@ -170,9 +170,12 @@ def iter_batches(
     csv_types: dict[str, pa.DataType] | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    dictionary: list[str] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Batches of ``columns`` (those a file has) from every data file of ``uri``
-    (only the ``date=`` partitions that can hold ``[since, until)``, when given)."""
+    (only the ``date=`` partitions that can hold ``[since, until)``, when given).
+    Parquet columns named in ``dictionary`` come as Arrow dictionaries: counting
+    categories then touches small integer codes, not a Python string per row."""
     import pyarrow.parquet as pq
 
     filesystem, files = list_files(uri, storage, since=since, until=until)
@@ -182,7 +185,7 @@ def iter_batches(
         try:
             if path.lower().endswith(PARQUET_SUFFIXES):
                 with filesystem.open_input_file(path) as f:
-                    pf = pq.ParquetFile(f, pre_buffer=False)
+                    pf = pq.ParquetFile(f, pre_buffer=False, read_dictionary=dictionary or None)
                     have = set(pf.schema_arrow.names)
                     cols = None if columns is None else [c for c in columns if c in have]
                     yield from pf.iter_batches(batch_size=batch_rows, columns=cols, use_threads=True)
@@ -339,7 +342,8 @@ def profile_uri(uri: str, cfg: Any, *, storage: Any = None, columns: list[str] |
     cats = {c: CategoricalAccumulator() for c, k in kinds.items() if k == CATEGORICAL}
     too_many = max(10 * cfg.max_categories, 10_000)
     n_rows = 0
-    for batch in iter_batches(uri, list(kinds), storage=storage, batch_rows=cfg.batch_rows, csv_types=csv_types_for(kinds)):
+    for batch in iter_batches(uri, list(kinds), storage=storage, batch_rows=cfg.batch_rows, csv_types=csv_types_for(kinds),
+                              dictionary=list(cats)):
         n_rows += batch.num_rows
         names = batch.schema.names
         for c, prof in numeric.items():
@@ -491,7 +495,8 @@ def accumulate_uri(
     n_rows = 0
     seen: set[str] = set()
     for batch in iter_batches(uri, wanted, storage=storage, batch_rows=batch_rows, csv_types=csv_types,
-                              since=since, until=until):
+                              since=since, until=until,
+                              dictionary=[c for c, acc in accs.items() if isinstance(acc, CategoricalAccumulator)]):
         seen.update(batch.schema.names)
         if row_filter is not None:
             batch = row_filter(batch)
@@ -543,21 +548,39 @@ def count_rows(uri: str, storage: Any = None) -> int:
     return total
 
 
-def data_sha256(uri: str, storage: Any = None) -> str | None:
-    """sha256 of a single data file's bytes as stored (what ingest records in a
-    version's lineage); None for a prefix of several files."""
+def data_sha256(uri: str, storage: Any = None) -> str:
+    """The data hash recorded in a version's lineage. A single file: the sha256 of
+    its bytes as stored (what ingest records). A folder or prefix (a partitioned
+    dataset, local or s3://): the sha256 of its sorted listing of data files, one
+    ``relative path, size, sha256 of the bytes`` line each, so a file added,
+    removed, renamed or changed changes it, and the same bytes give the same hash
+    wherever they are stored (content hashes rather than ETags, which differ with
+    the upload's part size)."""
     import hashlib
 
-    filesystem, files = list_files(uri, storage)
-    if len(files) != 1:
-        return None
-    h = hashlib.sha256()
+    from pyarrow import fs
+
+    filesystem, root = _filesystem(uri, storage)
+    _, files = list_files(uri, storage)
     try:
-        with filesystem.open_input_stream(files[0], compression=None) as f:
-            while block := f.read(1 << 22):
-                h.update(block)
+        if filesystem.get_file_info(root).type == fs.FileType.File:
+            return _file_sha256(filesystem, files[0])
+        listing = hashlib.sha256()
+        for path, info in zip(files, filesystem.get_file_info(files), strict=True):
+            relative = path[len(root.rstrip("/")):].lstrip("/")
+            listing.update(f"{relative}\t{info.size}\t{_file_sha256(filesystem, path)}\n".encode())
     except OSError as exc:
         raise DataError(f"{uri}: cannot be read ({exc})") from None
+    return listing.hexdigest()
+
+
+def _file_sha256(filesystem: Any, path: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with filesystem.open_input_stream(path, compression=None) as f:
+        while block := f.read(1 << 22):
+            h.update(block)
     return h.hexdigest()
 
 

@@ -10,13 +10,13 @@ manifest before it starts the predictor.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from kubeloop.environment import check_compatible
 from kubeloop.serving.fastpath import CompiledModel
@@ -86,25 +86,25 @@ def _read_metadata(store: Any, uri: str) -> dict[str, Any]:
     return meta
 
 
-def _checked_load(path: Path, expected: str, where: str) -> Any:
-    """Unpickle ``path`` only if its bytes have sha256 ``expected``: one open file is
-    hashed and then loaded, so what was checked is what is unpickled."""
+def _checked_load(f: BinaryIO, expected: str, where: str) -> Any:
+    """Unpickle the open file ``f`` only if its bytes have sha256 ``expected``: the
+    same open file (or buffer) is hashed and then loaded, so what was checked is
+    what is unpickled."""
     import hashlib
 
     import joblib
 
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-        actual = digest.hexdigest()
-        if actual != expected:
-            raise IntegrityError(
-                f"{where} has sha256 {actual} but {METADATA_FILE} records {expected}; refusing to load it "
-                "(the file was altered, corrupted or belongs to another version)"
-            )
-        f.seek(0)
-        return joblib.load(f)
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+        digest.update(chunk)
+    actual = digest.hexdigest()
+    if actual != expected:
+        raise IntegrityError(
+            f"{where} has sha256 {actual} but {METADATA_FILE} records {expected}; refusing to load it "
+            "(the file was altered, corrupted or belongs to another version)"
+        )
+    f.seek(0)
+    return joblib.load(f)
 
 
 def load_version(
@@ -129,20 +129,31 @@ def load_version(
     model_file = meta.get("model_file") or "model.joblib"
     if "/" in model_file or model_file in ("", ".", ".."):
         raise ModelLoadError(f"{text}/{METADATA_FILE} names an odd model file {model_file!r}")
+    where = join(text, model_file)
     if is_remote(text):
-        with tempfile.TemporaryDirectory(prefix="kubeloop-serving-") as tmp:
-            local = Path(tmp) / model_file
-            try:
-                store.download_file(model_file, local)
-            except NotFound:
-                raise ModelLoadError(f"{join(text, model_file)} does not exist") from None
-            pipeline = _checked_load(local, meta["sha256"], join(text, model_file))
+        # Into memory, not into /tmp: the bytes are hashed where they lie and those
+        # same bytes are unpickled (a second read could return other bytes). On a
+        # cluster this is the shadow's path (KUBELOOP_SHADOW_URI): the primary's
+        # model is what KServe's storage initializer copied into /mnt/models (the
+        # emptyDir kserve-provision-location, mounted read-only into the model
+        # server: kserve/kserve pkg/webhook/admission/pod/
+        # storage_initializer_injector.go), a local folder loaded below; and the
+        # pod's /tmp is a small emptyDir (256Mi in manifests/base/servingruntime.yaml)
+        # that a copy could overflow.
+        try:
+            data = store.read_bytes(model_file)
+        except NotFound:
+            raise ModelLoadError(f"{where} does not exist") from None
+        with io.BytesIO(data) as buffer:
+            del data  # the buffer shares the bytes; nothing else holds them
+            pipeline = _checked_load(buffer, meta["sha256"], where)
     else:
         # Hashed where it lies (KServe's /mnt/models is often read-only and /tmp small).
         local = Path(text) / model_file
         if not local.is_file():
-            raise ModelLoadError(f"{join(text, model_file)} does not exist")
-        pipeline = _checked_load(local, meta["sha256"], join(text, model_file))
+            raise ModelLoadError(f"{where} does not exist")
+        with open(local, "rb") as f:
+            pipeline = _checked_load(f, meta["sha256"], where)
     schema = RequestSchema.from_metadata(meta, max_rows=max_rows)
     compiled = CompiledModel(pipeline, schema, task=meta["task"], labels=meta.get("labels"))
     return LoadedVersion(

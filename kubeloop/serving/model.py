@@ -19,7 +19,9 @@ server.py``) would answer both, but without the request id and without the
 log row. ``install`` adds the handler that writes both bodies, a 400 for
 bodies FastAPI refuses before the model sees them (KServe would answer 422),
 and a middleware that logs and counts requests KServe refuses or fails before
-they reach the model (malformed JSON, model not ready).
+they reach the model (malformed JSON, model not ready) and runs a large body's
+request (above ``OFFLOAD_BYTES``: decoding, scoring, encoding) on a worker
+thread, so health probes and small requests are answered meanwhile.
 """
 
 from __future__ import annotations
@@ -131,16 +133,25 @@ def _plain(value: Any) -> Any:
 # millisecond of model time); larger ones on the scoring threads.
 INLINE_ROWS = 64
 SCORING_THREADS = 2
-_pool: ThreadPoolExecutor | None = None
+# Bodies larger than this are decoded, validated, scored and encoded on a worker
+# thread with an event loop of its own (``_Edge``): decoding 16 MiB of JSON takes
+# the event loop 50-100 ms, during which no health probe or small request would
+# be answered. Below it, decoding costs well under a millisecond.
+OFFLOAD_BYTES = 256 * 1024
+OFFLOAD_THREADS = 2
+_pools: dict[str, ThreadPoolExecutor] = {}
 _pool_lock = threading.Lock()
 
 
-def _scoring_pool() -> ThreadPoolExecutor:
-    global _pool
+def _pool(name: str, workers: int) -> ThreadPoolExecutor:
     with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=SCORING_THREADS, thread_name_prefix="kubeloop-score")
-        return _pool
+        if name not in _pools:
+            _pools[name] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"kubeloop-{name}")
+        return _pools[name]
+
+
+def _scoring_pool() -> ThreadPoolExecutor:
+    return _pool("score", SCORING_THREADS)
 
 
 def _rows_in(payload: Any) -> int:
@@ -263,7 +274,9 @@ class KubeloopModel(kserve.Model):
         """KServe's entry point (awaited on its event loop): small requests are scored
         in place, large ones on a scoring thread so that one big batch does not stall
         every other request's answer, health checks included."""
-        if _rows_in(payload) <= INLINE_ROWS:
+        state = _request_state.get()
+        if _rows_in(payload) <= INLINE_ROWS or (state is not None and state.get("offloaded")):
+            # Small, or already off the server's event loop (a large body, see _Edge).
             return self.score(payload, headers)
         loop = asyncio.get_running_loop()
         # The request's context (the edge middleware's state) goes with it.
@@ -414,7 +427,8 @@ class KubeloopModel(kserve.Model):
 # --- the HTTP edge --------------------------------------------------------------------------
 
 
-def install(app: Any, model: KubeloopModel, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+def install(app: Any, model: KubeloopModel, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+            offload_bytes: int = OFFLOAD_BYTES) -> None:
     """Add the 400 handlers and the request middleware to KServe's FastAPI app (before
     the server starts: Starlette fixes both when it builds its middleware stack)."""
     import orjson
@@ -447,18 +461,35 @@ def install(app: Any, model: KubeloopModel, *, max_body_bytes: int = DEFAULT_MAX
     app.add_exception_handler(Failed, answered)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, unreadable)
-    app.add_middleware(_Edge, model=model, max_body_bytes=max_body_bytes)
+    app.add_middleware(_Edge, model=model, max_body_bytes=max_body_bytes, offload_bytes=offload_bytes)
+
+
+def _replaying(body: dict[str, Any], then: Any) -> Any:
+    """An ASGI ``receive`` that gives the body already read, then defers to ``then``."""
+    replayed = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return body
+        return await then()
+
+    return receive
 
 
 class _Edge:
     """Pure ASGI middleware on the predict paths: refuses oversized bodies with a 400
     (announced, before reading them; or as soon as the bytes read pass the limit),
-    and logs and counts 4xx and 5xx answers that never reached the model."""
+    hands a large body's whole request (KServe's decoding and validation, scoring,
+    encoding) to a worker thread, and logs and counts 4xx and 5xx answers that
+    never reached the model."""
 
-    def __init__(self, app: Any, model: KubeloopModel, max_body_bytes: int):
+    def __init__(self, app: Any, model: KubeloopModel, max_body_bytes: int, offload_bytes: int = OFFLOAD_BYTES):
         self.app = app
         self.model = model
         self.max_body_bytes = max_body_bytes
+        self.offload_bytes = offload_bytes
         self.v1 = f"/v1/models/{model.name}:predict"
         self.v2 = (f"/v2/models/{model.name}/infer", f"/v2/models/{model.name}/versions/")
 
@@ -495,16 +526,8 @@ class _Edge:
                 break
         body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
         chunks = []
-        replayed = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return body
-            return await receive()
-
-        state: dict[str, Any] = {"handled": False, "status": None}
+        replay = _replaying(body, receive)
+        state: dict[str, Any] = {"handled": False, "status": None, "offloaded": size > self.offload_bytes}
         token = _request_state.set(state)
 
         async def capture(message: dict[str, Any]) -> None:
@@ -513,7 +536,10 @@ class _Edge:
             await send(message)
 
         try:
-            await self.app(scope, replay, capture)
+            if state["offloaded"]:
+                await self._offloaded(scope, body, capture)
+            else:
+                await self.app(scope, replay, capture)
         except Exception:
             # Starlette's outermost handler answers it 500; the log still gets the row.
             if not state["handled"] and self.model.version is not None:
@@ -527,6 +553,28 @@ class _Edge:
             self.model.reject_unread(request_id, protocol, INVALID_INPUT)
         elif state["status"] >= 500:
             self.model.fail_unread(request_id, protocol)
+
+    async def _offloaded(self, scope: dict[str, Any], body: dict[str, Any], send: Any) -> None:
+        """The rest of the app for this request, on a worker thread with an event loop
+        of its own, so that KServe's synchronous decoding (``orjson.loads`` of a v1
+        body; FastAPI's ``json.loads`` and the pydantic model of a v2 one), the
+        scoring and the encoding of the answer leave the server's loop free. The
+        body is already read; the answer's messages are collected there and sent
+        from here, since the server's ``send`` belongs to this loop."""
+        sent: list[dict[str, Any]] = []
+
+        async def disconnected() -> dict[str, Any]:
+            return {"type": "http.disconnect"}  # nothing more will come from over there
+
+        async def collect(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        # The request's context (the state above) goes along.
+        call = self.app(scope, _replaying(body, disconnected), collect)
+        run = functools.partial(contextvars.copy_context().run, asyncio.run, call)
+        await asyncio.get_running_loop().run_in_executor(_pool("request", OFFLOAD_THREADS), run)
+        for message in sent:
+            await send(message)
 
     @staticmethod
     async def _refuse(send: Any, status: int, body: dict[str, Any]) -> None:
