@@ -9,6 +9,7 @@ hive-partitioned dataset (local path or ``s3://``) in batches bounded by rows
 - ``iter_batches(uri, columns=..., max_rows=..., max_bytes=...)``: Arrow record batches;
 - ``iter_frames(...)``: the same as pandas frames, with ``read_parquet``'s dtypes;
 - ``count_rows(uri)`` and ``read_schema(uri)``: from the footers, no data read;
+- ``read_column(open_dataset(uri), name)``: one column, the others left unread;
 - ``read_sample(uri, n, seed=...)``: the rows ``DataFrame.sample`` would draw, read
   without the rest of the table;
 - ``ParquetSink(uri)``: an incremental writer (context manager) that writes under a
@@ -201,6 +202,16 @@ def to_pandas(data: pa.Table | pa.RecordBatch) -> pd.DataFrame:
     """Arrow data as the frame ``read_parquet`` would give (same dtypes)."""
     table = data if isinstance(data, pa.Table) else pa.Table.from_batches([data])
     return _missing_as_nan(table.to_pandas(split_blocks=True, self_destruct=True))
+
+
+def read_column(dataset: ds.Dataset, name: str, uri: str | os.PathLike[str] = "") -> pd.Series:
+    """One column of ``dataset`` (from ``open_dataset``) as the Series ``read_parquet``
+    would give, without reading the other columns."""
+    try:
+        table = dataset.to_table(columns=[name])
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise read_error(os.fspath(uri), exc, "cannot read as Parquet") from None
+    return to_pandas(table)[name]
 
 
 def iter_frames(

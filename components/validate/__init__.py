@@ -14,7 +14,8 @@ tolerances:
 3. ``report_markdown`` / ``report_json`` render the result for the KFP UI and for
    machines; ``ValidationFailed`` carries the blocking anomalies to the user.
 
-``validate`` runs all of it once and is what the pipeline step calls.
+``validate`` runs all of it once; ``validate_parquet`` does the same for a Parquet
+file read one column at a time (``table``), and is what the pipeline step calls.
 
 Column kinds (the first rule that matches wins):
 
@@ -35,6 +36,7 @@ constant (one value and no missing ones) and text columns are ``ignored`` with a
 
 The stage is a package, one concern per module, behind this one import path:
 ``codes`` (anomaly codes and records), ``profile`` (one pass over each column),
+``table`` (the scan of a table, a column at a time),
 ``schema`` (task, labels, schema), ``checks``, ``leakage``, ``report``, ``step``
 (the whole stage and the pipeline step) and ``ops`` (the KFP adapters).
 """
@@ -120,6 +122,7 @@ from kubeloop.components.validate.step import (
     absolute_time_notes,
     blocked_message,
     validate,
+    validate_parquet,
     validate_step,
 )
 
@@ -190,5 +193,6 @@ __all__ = [
     "report_markdown",
     "validate",
     "validate_op",
+    "validate_parquet",
     "validate_step",
 ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from kubeloop.components.validate.codes import (
@@ -30,7 +29,6 @@ from kubeloop.components.validate.codes import (
     TARGET_NOT_NUMERIC,
     TARGET_VALUES_MISSING,
     TASK_CHANGED,
-    TASKS,
     TIME_COLUMN_MISSING,
     TIME_COLUMN_UNPARSEABLE,
     TIME_VALUES_MISSING,
@@ -44,8 +42,9 @@ from kubeloop.components.validate.codes import (
     _warn,
 )
 from kubeloop.components.validate.leakage import _check_leakage, _check_name_twins
-from kubeloop.components.validate.profile import _check_frame, _family, _Profile, _profile_frame
-from kubeloop.components.validate.schema import _check_task, _class_counts, _label_key, infer_task
+from kubeloop.components.validate.profile import _check_frame, _family, _Profile
+from kubeloop.components.validate.schema import _class_counts, _label_key
+from kubeloop.components.validate.table import TableScan, scan_frame
 from kubeloop.config import ValidationConfig
 from kubeloop.schema import Schema
 
@@ -65,25 +64,11 @@ def check_dataset(
     found = _check_frame(df)
     if found:
         return found
-    profiles = _profile_frame(df, cfg, time_column)
-    resolved = _resolve_task(df, target, task, reference)
-    return _check(df, profiles, target, resolved, cfg, reference, time_column, id_column)
-
-
-def _resolve_task(
-    df: pd.DataFrame, target: str, task: str | None, reference: Schema | None
-) -> str | None:
-    if _check_task(task) is not None:
-        return task
-    if reference and reference.get("task") in TASKS:
-        # The production model's task, so a small batch never flips it by guesswork.
-        return reference["task"]
-    if target in df.columns:
-        try:
-            return infer_task(df[target])
-        except ValueError:
-            return None
-    return None
+    if reference is not None:
+        _check_reference_shape(reference)
+    scan = scan_frame(df, cfg, target=target, task=task, reference=reference,
+                      time_column=time_column, id_column=id_column)
+    return _check(scan, target, cfg, reference, time_column, id_column)
 
 
 def _check_reference_shape(reference: Schema) -> None:
@@ -95,10 +80,8 @@ def _check_reference_shape(reference: Schema) -> None:
 
 
 def _check(
-    df: pd.DataFrame,
-    profiles: dict[str, _Profile],
+    scan: TableScan,
     target: str,
-    task: str | None,
     cfg: ValidationConfig,
     reference: Schema | None,
     time_column: str | None,
@@ -106,8 +89,8 @@ def _check(
 ) -> list[Anomaly]:
     if reference is not None:
         _check_reference_shape(reference)
-    n_rows = len(df)
-    if n_rows == 0 or len(df.columns) == 0:
+    n_rows, columns, profiles, task = scan.n_rows, scan.columns, scan.profiles, scan.task
+    if n_rows == 0 or len(columns) == 0:
         what = "no rows" if n_rows == 0 else "no columns"
         return [
             _block(
@@ -115,7 +98,7 @@ def _check(
                 None,
                 f"the dataset has {what}; check the data URI and any filters in the ingest step",
                 n_rows=n_rows,
-                n_columns=len(df.columns),
+                n_columns=len(columns),
             )
         ]
     found: list[Anomaly] = []
@@ -130,13 +113,12 @@ def _check(
                 min_rows=cfg.min_rows,
             )
         )
-    columns = list(df.columns)
     for code, what, col, flag in (
         (TARGET_COLUMN_MISSING, "target column", target, "--target"),
         (TIME_COLUMN_MISSING, "time column", time_column, "--time-column / time_column"),
         (ID_COLUMN_MISSING, "id column", id_column, "id_column"),
     ):
-        if col is not None and col not in df.columns:
+        if col is not None and col not in profiles:
             found.append(
                 _block(
                     code,
@@ -148,18 +130,18 @@ def _check(
             )
     if reference is not None:
         found += _check_reference_identity(target, task, reference)
-    if target in df.columns and task is not None:
-        found += _check_target(df[target], profiles[target], task, cfg, reference)
+    if scan.y is not None and task is not None:
+        found += _check_target(scan.y, profiles[target], task, cfg, reference)
     if time_column is not None and time_column in profiles:
         found += _check_time_column(profiles[time_column])
 
     found += _check_columns(profiles, target, time_column, id_column, reference)
     if reference is not None:
         found += _check_against_reference(profiles, target, cfg, reference)
-    found += _check_duplicates(df, cfg)
+    found += _check_duplicates(scan.n_duplicates, n_rows, cfg)
     found += _check_name_twins(columns, target)
-    if target in df.columns and task is not None:
-        found += _check_leakage(df, profiles, target, task, cfg, time_column, id_column)
+    if scan.y is not None and task is not None:
+        found += _check_leakage(scan.leakage_scores, scan.leakage_metric, target, cfg)
     return found
 
 
@@ -236,8 +218,7 @@ def _check_target(
             )
         )
         return found
-    assert p.values is not None
-    n_inf = int(np.isinf(p.values).sum())
+    n_inf = p.n_inf
     if n_inf:
         found.append(
             _block(
@@ -247,15 +228,15 @@ def _check_target(
                 n_infinite=n_inf,
             )
         )
-    finite = p.values[np.isfinite(p.values)]
-    if len(finite) and finite.min() == finite.max():
+    if p.n_finite and p.finite_min == p.finite_max:
+        value = _native(p.finite_min)
         found.append(
             _block(
                 TARGET_CONSTANT,
                 name,
-                f"target {name!r} is {_native(finite[0])!r} in every row; there is nothing to "
+                f"target {name!r} is {value!r} in every row; there is nothing to "
                 "learn: check the data and the target column",
-                value=finite[0],
+                value=value,
             )
         )
     return found
@@ -324,13 +305,7 @@ def _check_time_column(p: _Profile) -> list[Anomaly]:
     name = p.name
     if p.all_null:
         return []  # reported as an all-null column
-    numeric_time = False
-    if p.kind == "numeric" and p.values is not None:
-        # Many public datasets have only a year, or an epoch timestamp: both order
-        # rows in time as well as a date does (split and features read them).
-        from kubeloop.components.features import numeric_time_unit
-
-        numeric_time = numeric_time_unit(pd.Series(p.values)) is not None
+    numeric_time = p.kind == "numeric" and p.numeric_time
     if p.kind != "datetime" and not numeric_time:
         if p.kind == "numeric":
             msg = (
@@ -395,8 +370,8 @@ def _check_columns(
             continue
         if p.constant:
             found.append(_constant_anomaly(p, time_column, id_column, ref_cols.get(name)))
-        if p.kind == "numeric" and p.values is not None:
-            n_inf = int(np.isinf(p.values).sum())
+        if p.kind == "numeric":
+            n_inf = p.n_inf
             if n_inf:
                 found.append(
                     _block(
@@ -540,7 +515,7 @@ def _compare_column(
         return found
     if ref_kind in ("categorical", "boolean") and ref.get("categories") is not None:
         found += _unseen_categories(p, ref["categories"], cfg)
-    if ref_kind == "numeric" and p.values is not None:
+    if ref_kind == "numeric" and p.kind == "numeric":
         found += _out_of_range(p, ref, cfg)
     return found
 
@@ -576,13 +551,11 @@ def _unseen_categories(p: _Profile, known: list[str], cfg: ValidationConfig) -> 
 
 
 def _out_of_range(p: _Profile, ref: dict[str, Any], cfg: ValidationConfig) -> list[Anomaly]:
+    # ``n_outside`` was counted against this range as the column was read.
     lo, hi = ref.get("min"), ref.get("max")
-    assert p.values is not None
-    finite = p.values[np.isfinite(p.values)]
-    if lo is None or hi is None or len(finite) == 0:
+    if lo is None or hi is None or p.n_finite == 0:
         return []
-    outside = int(((finite < lo) | (finite > hi)).sum())
-    frac = outside / len(finite)
+    frac = p.n_outside / p.n_finite
     if frac <= cfg.max_out_of_range_fraction:
         return []
     return [
@@ -590,29 +563,23 @@ def _out_of_range(p: _Profile, ref: dict[str, Any], cfg: ValidationConfig) -> li
             OUT_OF_RANGE,
             p.name,
             f"column {p.name!r} has {frac:.1%} of values outside the production range "
-            f"[{lo:.6g}, {hi:.6g}] (now [{finite.min():.6g}, {finite.max():.6g}]), above "
+            f"[{lo:.6g}, {hi:.6g}] (now [{p.finite_min:.6g}, {p.finite_max:.6g}]), above "
             f"validation.max_out_of_range_fraction={cfg.max_out_of_range_fraction:g}; "
             "check units and the feed",
             fraction=frac,
             reference_min=lo,
             reference_max=hi,
-            min=finite.min(),
-            max=finite.max(),
+            min=p.finite_min,
+            max=p.finite_max,
         )
     ]
 
 
-def _check_duplicates(df: pd.DataFrame, cfg: ValidationConfig) -> list[Anomaly]:
-    # One 64-bit hash per row, then duplicates of the hashes: far cheaper than comparing
-    # rows column by column; a collision among a million rows has odds near 1e-8.
-    try:
-        hashes = pd.util.hash_pandas_object(df, index=False)
-    except TypeError:  # unhashable objects in a column
-        hashes = pd.util.hash_pandas_object(df.astype(str), index=False)
-    n_dup = int(hashes.duplicated().sum())
+def _check_duplicates(n_dup: int, n_rows: int, cfg: ValidationConfig) -> list[Anomaly]:
+    # n_dup comes from the scan's row hashes (table.RowHashes).
     if n_dup == 0:
         return []
-    frac = n_dup / len(df)
+    frac = n_dup / n_rows
     details = {"n_duplicates": n_dup, "fraction": frac}
     if frac > cfg.max_duplicate_fraction:
         return [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,7 @@ from sklearn.metrics import balanced_accuracy_score, r2_score
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from kubeloop.components.validate.codes import LEAKAGE, TARGET_NAME_TWIN, Anomaly, _block, _warn
-from kubeloop.components.validate.profile import _Profile, _role
+from kubeloop.components.validate.profile import _Profile
 from kubeloop.config import ValidationConfig
 
 # Leakage probe: rows sampled, the smallest held-out half worth scoring (on fewer rows
@@ -45,67 +46,75 @@ def _check_name_twins(columns: list[str], target: str) -> list[Anomaly]:
     ]
 
 
-def _check_leakage(
-    df: pd.DataFrame,
-    profiles: dict[str, _Profile],
-    target: str,
-    task: str,
-    cfg: ValidationConfig,
-    time_column: str | None,
-    id_column: str | None,
-) -> list[Anomaly]:
-    """Each feature alone, fitted on one half of a sample and scored on the other.
+@dataclass
+class LeakageProbe:
+    """The rows the leakage check samples, drawn from the target alone, so each feature
+    can be scored as it is read and then let go (``TableScan`` reads one column at a
+    time): ``idx`` are the sampled row positions, ``y`` the target there, and the first
+    ``half`` of them fit the one-feature model that the rest score."""
 
-    A column that reproduces the target on held-out rows (balanced accuracy or R^2 at
-    least ``leakage_threshold``) was most likely computed from it. The one-feature
-    models are deliberately tiny, so a merely strong feature stays well below.
-    """
-    tp = profiles[target]
+    idx: np.ndarray
+    y: np.ndarray
+    half: int
+    metric: str
+    task: str
+
+    def score(self, column: pd.Series, p: _Profile) -> float | None:
+        return _one_feature_score(column.iloc[self.idx], p, self.y, self.half, self.task)
+
+
+def leakage_probe(y: pd.Series, tp: _Profile, task: str) -> LeakageProbe | None:
+    """The sample for the leakage check of a table whose target is ``y`` (profile
+    ``tp``); None when there are too few labelled rows, or one class on a side."""
     if task == "classification":
-        valid = df[target].notna().to_numpy()
+        valid = y.notna().to_numpy()
     else:
-        if tp.kind != "numeric" or tp.values is None:
-            return []
-        valid = np.isfinite(tp.values)
+        if tp.kind != "numeric":
+            return None
+        target = y.to_numpy(dtype="float64", na_value=np.nan)
+        valid = np.isfinite(target)
     idx = np.flatnonzero(valid)
     if len(idx) < 2 * LEAKAGE_MIN_HALF:
-        return []
+        return None
     rng = np.random.default_rng(_SEED)
     if len(idx) > LEAKAGE_MAX_ROWS:
         idx = rng.choice(idx, LEAKAGE_MAX_ROWS, replace=False)
     idx = rng.permutation(idx)
     half = len(idx) // 2
     if task == "classification":
-        y = pd.factorize(df[target].iloc[idx])[0]
-        if len(np.unique(y[half:])) < 2 or len(np.unique(y[:half])) < 2:
-            return []
-        metric = "balanced accuracy"
-    else:
-        assert tp.values is not None
-        y = tp.values[idx]
-        if np.std(y[half:]) == 0:
-            return []
-        metric = "R^2"
+        sampled = pd.factorize(y.iloc[idx])[0]
+        if len(np.unique(sampled[half:])) < 2 or len(np.unique(sampled[:half])) < 2:
+            return None
+        return LeakageProbe(idx, sampled, half, "balanced accuracy", task)
+    sampled = target[idx]
+    if np.std(sampled[half:]) == 0:
+        return None
+    return LeakageProbe(idx, sampled, half, "R^2", task)
 
-    found = []
-    for name, p in profiles.items():
-        role, _ = _role(p, target, time_column, id_column)
-        if role != "feature":
-            continue
-        score = _one_feature_score(df[name].iloc[idx], p, y, half, task)
-        if score is not None and score >= cfg.leakage_threshold:
-            found.append(
-                _block(
-                    LEAKAGE,
-                    name,
-                    f"column {name!r} alone predicts target {target!r} with {metric} {score:.3f} "
-                    f"on held-out rows (validation.leakage_threshold={cfg.leakage_threshold:g}); "
-                    "it most likely leaks the target: drop it from the data",
-                    score=score,
-                    metric=metric,
-                )
-            )
-    return found
+
+def _check_leakage(
+    scores: dict[str, float], metric: str, target: str, cfg: ValidationConfig
+) -> list[Anomaly]:
+    """Each feature alone, fitted on one half of a sample and scored on the other
+    (``LeakageProbe.score``, in column order).
+
+    A column that reproduces the target on held-out rows (balanced accuracy or R^2 at
+    least ``leakage_threshold``) was most likely computed from it. The one-feature
+    models are deliberately tiny, so a merely strong feature stays well below.
+    """
+    return [
+        _block(
+            LEAKAGE,
+            name,
+            f"column {name!r} alone predicts target {target!r} with {metric} {score:.3f} "
+            f"on held-out rows (validation.leakage_threshold={cfg.leakage_threshold:g}); "
+            "it most likely leaks the target: drop it from the data",
+            score=score,
+            metric=metric,
+        )
+        for name, score in scores.items()
+        if score >= cfg.leakage_threshold
+    ]
 
 
 def _one_feature_score(

@@ -19,7 +19,6 @@ def validate_op(
     """Check the data against production's schema; returns "pass" or "blocked"."""
     import json
 
-    from kubeloop.components.ingest import read_parquet
     from kubeloop.components.validate import validate_step
     from kubeloop.config import Config
     from kubeloop.progress import stage
@@ -30,7 +29,8 @@ def validate_op(
         registry = Registry(cfg.registry, cfg.storage)
         with open(profile.path) as f:
             ingest_profile = json.load(f)
-        outcome = validate_step(read_parquet(dataset.path), cfg, registry=registry,
+        # The path, not a frame: the step reads one column at a time.
+        outcome = validate_step(dataset.path, cfg, registry=registry,
                                 ingest_profile=ingest_profile)
         outcome.write(schema_path=schema.path, anomalies_path=anomalies.path,
                       report_path=report.path, name=cfg.model_name)

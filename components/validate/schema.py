@@ -19,7 +19,6 @@ from kubeloop.components.validate.codes import (
 from kubeloop.components.validate.profile import (
     _check_frame,
     _Profile,
-    _profile_frame,
     _role,
     _value_counts,
 )
@@ -173,8 +172,12 @@ def infer_schema(
             raise ValueError(
                 f"{what} {col!r} is not in the data; columns: {_show(list(df.columns))}"
             )
+    # Imported here: the scan resolves the task with this module's infer_task.
+    from kubeloop.components.validate.table import scan_frame
+
     task = _check_task(task) or infer_task(df[target])
-    profiles = _profile_frame(df, cfg, time_column)
+    scan = scan_frame(df, cfg, target=target, task=task, reference=None,
+                      time_column=time_column, id_column=id_column)
     if task == "classification" and positive_label is not None:
         labels = list(_class_counts(df[target]))
         if _match_label(positive_label, labels) is None:
@@ -182,7 +185,8 @@ def infer_schema(
                 f"positive_label {positive_label!r} is not a label of target {target!r}; "
                 f"labels: {_show(labels)}"
             )
-    return _build_schema(df, profiles, target, task, time_column, id_column, positive_label)
+    return _build_schema(scan.n_rows, scan.y, scan.profiles, target, task, time_column, id_column,
+                         positive_label)
 
 
 def _check_task(task: str | None) -> str | None:
@@ -192,7 +196,8 @@ def _check_task(task: str | None) -> str | None:
 
 
 def _build_schema(
-    df: pd.DataFrame,
+    n_rows: int,
+    y: pd.Series,
     profiles: dict[str, _Profile],
     target: str,
     task: str,
@@ -209,7 +214,7 @@ def _build_schema(
     positive: Any = None
     reason: str | None = None
     if task == "classification":
-        counts = _class_counts(df[target])
+        counts = _class_counts(y)
         labels = list(counts)
         if len(labels) == 2:
             positive, reason = choose_positive(counts, positive_label)
@@ -224,7 +229,7 @@ def _build_schema(
         "positive_label_reason": reason,
         "time_column": time_column,
         "id_column": id_column,
-        "n_rows": len(df),
+        "n_rows": n_rows,
         "columns": columns,
     }
 
@@ -237,13 +242,8 @@ def _column_entry(p: _Profile, role: str, reason: str | None) -> dict[str, Any]:
         "missing_rate": p.n_missing / p.n_rows if p.n_rows else 0.0,
         "n_unique": p.n_unique,
     }
-    if p.kind == "numeric" and p.values is not None:
-        finite = p.values[np.isfinite(p.values)]
-        has = len(finite) > 0
-        entry["min"] = float(finite.min()) if has else None
-        entry["max"] = float(finite.max()) if has else None
-        entry["mean"] = float(finite.mean()) if has else None
-        entry["std"] = float(finite.std(ddof=1)) if len(finite) > 1 else (0.0 if has else None)
+    if p.kind == "numeric":
+        entry.update(min=p.finite_min, max=p.finite_max, mean=p.finite_mean, std=p.finite_std)
     elif p.kind in ("categorical", "boolean"):
         entry["categories"] = list(p.str_counts().index)
     elif p.kind == "datetime":

@@ -4,12 +4,13 @@ the registry lookup, the checks, the notes from ingest, the reports."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
-from kubeloop.components.validate.checks import _check, _check_reference_shape, _resolve_task
+from kubeloop.components.validate.checks import _check, _check_reference_shape
 from kubeloop.components.validate.codes import (
     BLOCKING,
     POSITIVE_LABEL_CHANGED,
@@ -21,7 +22,7 @@ from kubeloop.components.validate.codes import (
     _block,
     _show,
 )
-from kubeloop.components.validate.profile import _check_frame, _profile_frame
+from kubeloop.components.validate.profile import _check_frame
 from kubeloop.components.validate.report import report_json, report_markdown
 from kubeloop.components.validate.schema import (
     _build_schema,
@@ -31,7 +32,8 @@ from kubeloop.components.validate.schema import (
     _match_label,
     conventional_positive,
 )
-from kubeloop.config import Config, ValidationConfig
+from kubeloop.components.validate.table import TableScan, scan_frame, scan_parquet
+from kubeloop.config import Config, StorageConfig, ValidationConfig
 from kubeloop.schema import Schema
 
 
@@ -54,12 +56,47 @@ def validate(
         return ValidationResult(None, found, _check_task(task))
     if reference is not None:
         _check_reference_shape(reference)
-    profiles = _profile_frame(df, cfg, time_column)
-    resolved = _resolve_task(df, target, task, reference)
-    found = _check(df, profiles, target, resolved, cfg, reference, time_column, id_column)
+    scan = scan_frame(df, cfg, target=target, task=task, reference=reference,
+                      time_column=time_column, id_column=id_column)
+    return _judge(scan, target, cfg, reference, time_column, id_column, positive_label)
+
+
+def validate_parquet(
+    uri: str | os.PathLike[str],
+    *,
+    target: str,
+    task: str | None = None,
+    cfg: ValidationConfig,
+    reference: Schema | None = None,
+    time_column: str | None = None,
+    id_column: str | None = None,
+    positive_label: Any = None,
+    storage: StorageConfig | None = None,
+) -> ValidationResult:
+    """``validate`` of a Parquet file or folder (local or ``s3://``) read one column at
+    a time: the same result as ``validate(read_parquet(uri), ...)``, in the memory of
+    one column and the row hashes."""
+    if reference is not None:
+        _check_reference_shape(reference)
+    scan = scan_parquet(uri, cfg, storage=storage, target=target, task=task,
+                        reference=reference, time_column=time_column, id_column=id_column)
+    return _judge(scan, target, cfg, reference, time_column, id_column, positive_label)
+
+
+def _judge(
+    scan: TableScan,
+    target: str,
+    cfg: ValidationConfig,
+    reference: Schema | None,
+    time_column: str | None,
+    id_column: str | None,
+    positive_label: Any,
+) -> ValidationResult:
+    profiles, resolved = scan.profiles, scan.task
+    found = _check(scan, target, cfg, reference, time_column, id_column)
     describable = (
-        len(df) > 0
-        and target in df.columns
+        scan.n_rows > 0
+        and scan.y is not None
         and resolved is not None
         and not profiles[target].all_null
     )
@@ -68,15 +105,16 @@ def validate(
 
     positive = None
     if resolved == "classification":
-        labels = list(_class_counts(df[target]))
+        labels = list(_class_counts(scan.y))
         positive, label_problems = _resolve_positive(target, labels, positive_label, reference)
         found += label_problems
     kept = None
     if positive is not None and positive_label is None and reference is not None:
-        kept = _kept_positive_reason(positive, list(_class_counts(df[target])))
-    clean_time = time_column if time_column in df.columns else None
-    clean_id = id_column if id_column in df.columns else None
-    schema = _build_schema(df, profiles, target, resolved, clean_time, clean_id, positive, kept)
+        kept = _kept_positive_reason(positive, list(_class_counts(scan.y)))
+    clean_time = time_column if time_column in profiles else None
+    clean_id = id_column if id_column in profiles else None
+    schema = _build_schema(scan.n_rows, scan.y, profiles, target, resolved, clean_time, clean_id,
+                           positive, kept)
     return ValidationResult(schema, found, resolved)
 
 
@@ -168,9 +206,14 @@ ROW_NUMBER_DROPPED = "row_number_dropped"
 
 
 def validate_step(
-    df: pd.DataFrame, cfg: Config, *, registry: Any, ingest_profile: dict[str, Any] | None = None
+    data: pd.DataFrame | str | os.PathLike[str],
+    cfg: Config,
+    *,
+    registry: Any,
+    ingest_profile: dict[str, Any] | None = None,
 ) -> ValidateOutcome:
-    """Check ``df`` against the schema of the production model in ``registry`` (a
+    """Check ``data`` (a DataFrame, or the path of a Parquet file that is read one
+    column at a time) against the schema of the production model in ``registry`` (a
     ``kubeloop.registry.Registry``), or infer the schema on a first run.
 
     Blocking anomalies make the verdict ``blocked``; nothing raises for them, so the
@@ -181,10 +224,14 @@ def validate_step(
         raise ValidationConfigError("no target column: set the pipeline parameter 'target'")
     champion = registry.get_alias(cfg.model_name, "production")
     reference = registry.read_json(cfg.model_name, champion, "schema.json") if champion else None
-    result = validate(
-        df, target=cfg.target, task=cfg.task, cfg=cfg.validation, reference=reference,
+    common: dict[str, Any] = dict(
+        target=cfg.target, task=cfg.task, cfg=cfg.validation, reference=reference,
         time_column=cfg.time_column, id_column=cfg.id_column, positive_label=cfg.positive_label,
     )
+    if isinstance(data, pd.DataFrame):
+        result = validate(data, **common)
+    else:
+        result = validate_parquet(data, storage=cfg.storage, **common)
     for d in (ingest_profile or {}).get("dropped_columns", []):
         # Ingest dropped it before anything could learn from it; the report says so.
         result.anomalies.append(Anomaly(ROW_NUMBER_DROPPED, d["column"] or None, WARNING,
