@@ -454,3 +454,46 @@ def test_the_split_checks_itself(monkeypatch):
     monkeypatch.setattr(split_module, "_shuffled", leaky)
     with pytest.raises(SplitError, match="3 input row.s. are in both train and test"):
         split_dataset(make_frame(n=300), make_schema(), SplitConfig())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_duplicated_marks_what_pandas_marks(seed):
+    from kubeloop.components.split import _duplicated
+
+    hashes = np.random.default_rng(seed).integers(0, 50, 1000).astype(np.uint64)
+    expected = pd.Series(hashes).duplicated(keep="first").to_numpy()
+    assert (_duplicated(hashes) == expected).all()
+    assert _duplicated(np.zeros(0, dtype=np.uint64)).size == 0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_shared_values_are_every_pairs_intersection(seed):
+    from kubeloop.components.split import _shared_values
+
+    rng = np.random.default_rng(seed)
+    parts = {n: rng.integers(0, 400, size) for n, size in
+             (("train", 300), ("valid", 60), ("test", 80))}
+    shared = _shared_values(parts)
+    for a, b in (("train", "valid"), ("train", "test"), ("valid", "test")):
+        expected = np.intersect1d(parts[a], parts[b])
+        assert shared.get((a, b), np.zeros(0, int)).tolist() == expected.tolist()
+    assert _shared_values({"train": np.arange(5), "valid": np.arange(5, 9),
+                           "test": np.arange(9, 12)}) == {}
+
+
+@pytest.mark.parametrize("n,weights", [(10_000, [0.5, 0.5]), (9_999, [0.9, 0.07, 0.03]),
+                                       (301, [0.98, 0.01, 0.01])])
+def test_stratified_cut_keeps_each_class_share_within_a_row(n, weights):
+    rng = np.random.default_rng(4)
+    labels = rng.choice(len(weights), size=n, p=weights)
+    df = pd.DataFrame({"y": labels, "x": rng.normal(size=n)})
+    schema = {"target": "y", "task": "classification", "time_column": None, "id_column": None,
+              "columns": {"y": {"role": "target"}, "x": {"role": "feature"}}}
+    splits = split_dataset(df, schema, SplitConfig())
+    sizes = {name: len(f) for name, f in splits.frames().items()}
+    assert sum(sizes.values()) == n
+    for name, frame in splits.frames().items():
+        counts = frame["y"].value_counts()
+        for k, total in pd.Series(labels).value_counts().items():
+            # Two largest-remainder cuts: each class within two rows of its share.
+            assert abs(counts.get(k, 0) - total * sizes[name] / n) <= 2, (name, k)

@@ -19,6 +19,7 @@ from sklearn.model_selection import train_test_split
 from kubeloop.components.train.base import (
     TrainError,
 )
+from kubeloop.sampling import stratified_positions
 
 
 def subsample_rows(y: Any, max_rows: int, *, stratify: bool, seed: int) -> np.ndarray | None:
@@ -77,39 +78,7 @@ def sample_rows(
     rng = np.random.default_rng(seed)
     if not classification:
         return np.sort(rng.choice(y.size, max_rows, replace=False))
-    return _stratified(y, max_rows, rng)
-
-
-def _stratified(y: np.ndarray, max_rows: int, rng: np.random.Generator) -> np.ndarray:
-    """Sorted positions of ``max_rows`` rows, each class's share rounded by largest
-    remainder and at least one row of every class. Unlike ``train_test_split`` it
-    never builds the left-out side: on 10M labels that side costs hundreds of MiB."""
-    _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
-    exact = counts * (max_rows / y.size)
-    take = np.maximum(np.floor(exact).astype(np.int64), 1)
-    # Largest remainders first get the rows left; the largest classes give back
-    # what the one-row floor took.
-    spare = max_rows - int(take.sum())
-    for k in np.argsort(-(exact - np.floor(exact)), kind="stable") if spare > 0 else ():
-        if spare == 0:
-            break
-        if take[k] < counts[k]:
-            take[k] += 1
-            spare -= 1
-    # Down to one row a class, largest first; with more classes than rows, the
-    # smallest shares go without.
-    for floor, order in ((1, np.argsort(-take, kind="stable")), (0, np.argsort(exact, kind="stable"))):
-        for k in order:
-            if spare >= 0:
-                break
-            give = min(-spare, int(take[k]) - floor)
-            take[k] -= give
-            spare += give
-    by_class = np.argsort(inverse, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    chosen = [by_class[starts[k] + rng.choice(counts[k], take[k], replace=False)]
-              for k in range(counts.size)]
-    return np.sort(np.concatenate(chosen))
+    return stratified_positions(y, max_rows, rng)
 
 
 def _take_parquet(path: str, positions: np.ndarray | None, columns: list[str]) -> pd.DataFrame:
